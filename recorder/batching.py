@@ -1,0 +1,134 @@
+"""Batches of rows, and the batcher that cuts them by row count or age.
+
+The batcher lives on the event loop and never waits on the database: a cut batch is handed
+to :class:`~recorder.writer.Writer`, which writes it from its own thread or spools it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from .protocol import Depth, Kline, Record, Snapshot, Trade
+from .schema import Gap, Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
+
+_ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
+    Trade: ("trades", trade_row),
+    Depth: ("depth", depth_row),
+    Snapshot: ("snapshots", snapshot_row),
+    Kline: ("klines", kline_row),
+    Gap: ("gaps", gap_row),
+}
+
+
+class Batch:
+    """Rows per table, in arrival order; the unit the writer acknowledges or spools."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: dict[str, list[Row]] | None = None) -> None:
+        self.tables: dict[str, list[Row]] = tables if tables is not None else {}
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.tables.values())
+
+    def __iter__(self) -> Iterator[tuple[str, list[Row]]]:
+        return iter((t, rows) for t, rows in self.tables.items() if rows)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.tables)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Batch:
+        tables = orjson.loads(data)
+        if not isinstance(tables, dict):
+            raise ValueError("spooled batch is not an object")
+        return cls({t: [tuple(r) for r in rows] for t, rows in tables.items()})
+
+    @classmethod
+    def of(cls, records: list[Record] | list[Gap]) -> Batch:
+        """A batch holding the given records (used by backfill and tests)."""
+        batch = cls()
+        for record in records:
+            table, row_of = _ROW_OF[type(record)]
+            batch.tables.setdefault(table, []).append(row_of(record))
+        return batch
+
+
+class Batcher:
+    """Collects rows and hands a batch to ``submit`` every ``max_rows`` rows or ``max_age``
+    seconds, whichever comes first. K-line pushes of one bar coalesce to the latest."""
+
+    def __init__(self, submit: Callable[[Batch], None], max_rows: int = 2000,
+                 max_age: float = 0.25) -> None:
+        self._submit = submit
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self._trades: list[Row] = []
+        self._depth: list[Row] = []
+        self._snapshots: list[Row] = []
+        self._klines: dict[tuple[str, int, int], Row] = {}
+        self._gaps: list[Row] = []
+        self._n = 0
+        self._first = 0.0
+        self.rows_in = 0
+
+    def add_trade(self, trade: Trade) -> None:
+        self._trades.append(trade_row(trade))
+        self._added()
+
+    def add(self, record: Record) -> None:
+        """Add any record; the hot path calls the typed methods where it can."""
+        if isinstance(record, Trade):
+            self._trades.append(trade_row(record))
+        elif isinstance(record, Depth):
+            self._depth.append(depth_row(record))
+        elif isinstance(record, Snapshot):
+            self._snapshots.append(snapshot_row(record))
+        else:
+            self._klines[(record.code, record.kt, record.ts)] = kline_row(record)
+        self._added()
+
+    def add_gap(self, gap: Gap) -> None:
+        self._gaps.append(gap_row(gap))
+        self._added()
+
+    def _added(self) -> None:
+        self.rows_in += 1
+        if self._n == 0:
+            self._first = time.monotonic()
+        self._n += 1
+        if self._n >= self.max_rows:
+            self.cut()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def cut(self) -> None:
+        """Hand what is collected to the writer now."""
+        if not self._n:
+            return
+        tables = {
+            "trades": self._trades, "depth": self._depth, "snapshots": self._snapshots,
+            "klines": list(self._klines.values()), "gaps": self._gaps,
+        }
+        self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []
+        self._klines = {}
+        self._n = 0
+        self._submit(Batch({t: rows for t, rows in tables.items() if rows}))
+
+    async def run(self) -> None:
+        """Cut by age: the client's own auto-flush timer only fires when a row is added."""
+        while True:
+            if self._n:
+                wait = self._first + self.max_age - time.monotonic()
+                if wait <= 0:
+                    self.cut()
+                    continue
+            else:
+                wait = self.max_age
+            await asyncio.sleep(wait)

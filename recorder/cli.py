@@ -1,0 +1,157 @@
+"""The ``qos-recorder`` command line.
+
+User errors (a bad config, a missing key, a refused port) print one line to stderr and
+exit 2; a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import config as config_mod
+from .exceptions import RecorderError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RecorderError as exc:
+        print(f"qos-recorder: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"qos-recorder: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qos-recorder", description=__doc__.splitlines()[0])
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = subs.add_parser("run", help="record the configured streams until stopped")
+    run.add_argument("--config", "-c", required=True, help="the TOML config file")
+    run.set_defaults(func=cmd_run)
+
+    check = subs.add_parser("check-config", help="validate a config file and its API key")
+    check.add_argument("config", help="the TOML config file")
+    check.set_defaults(func=cmd_check_config)
+
+    sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--codes", default=",".join(_sim_codes()),
+                     help="comma-separated MARKET:SYMBOL codes")
+    sim.add_argument("--key", action="append", help="accepted API key (repeatable); default demo")
+    sim.add_argument("--rate", type=float, default=4.0, help="trades per second per code")
+    sim.add_argument("--heartbeat-timeout", type=float, default=60.0)
+    sim.add_argument("--close-every", type=float, help="fault: close connections every N s")
+    sim.add_argument("--stall", action="store_true", help="fault: never send anything")
+    sim.add_argument("--drop-rate", type=float, default=0.0, help="fault: drop frames (0-1)")
+    sim.add_argument("--malformed-rate", type=float, default=0.0,
+                     help="fault: send malformed frames (0-1)")
+    sim.add_argument("--error-replies", action="store_true", help="fault: refuse every command")
+    sim.add_argument("--http-status", type=int, help="fault: answer HTTP with this status")
+    sim.add_argument("--http-delay", type=float, default=0.0, help="fault: slow HTTP by N s")
+    sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
+    demo.add_argument("--seconds", type=float, default=20.0)
+    demo.add_argument("--db", default="demo-data/demo.sqlite")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _sim_codes() -> tuple[str, ...]:
+    from .simulator import DEFAULT_CODES
+
+    return DEFAULT_CODES
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config)
+    config_mod.read_key(cfg)
+    warning = config_mod.key_file_warning(cfg)
+    if warning:
+        print(f"qos-recorder: warning: {warning}", file=sys.stderr)
+    sub = cfg.subscribe
+    print(f"{args.config}: OK, {len(sub.all_codes())} codes, sink {cfg.sink.kind}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .daemon import Recorder, install_signals, run_forever
+
+    cfg = config_mod.load(args.config)
+    key = config_mod.read_key(cfg)
+    logs.configure(cfg.log.level)
+    import structlog
+
+    log = structlog.get_logger("recorder")
+    warning = config_mod.key_file_warning(cfg)
+    if warning:
+        log.warning("key_file_permissions", detail=warning)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_signals(stop)
+        await Recorder(cfg, key).run(stop)
+
+    run_forever(go)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .daemon import install_signals, run_forever
+    from .simulator import Faults, SimConfig, Simulator, bound_port, serve
+
+    codes = tuple(c.strip() for c in args.codes.split(",") if c.strip())
+    for code in codes:
+        problem = config_mod.check_code_entry(code)
+        if problem:
+            raise config_mod.ConfigError(f"--codes: {problem}")
+    sim = Simulator(
+        SimConfig(codes=codes, seed=args.seed, keys=tuple(args.key or ["demo"]),
+                  trades_per_second=args.rate, heartbeat_timeout=args.heartbeat_timeout,
+                  keep_truth=bool(args.truth)),
+        Faults(close_every=args.close_every, stall=args.stall, drop_rate=args.drop_rate,
+               malformed_rate=args.malformed_rate, error_replies=args.error_replies,
+               http_status=args.http_status, http_delay=args.http_delay),
+    )
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_signals(stop)
+        runner = await serve(sim, args.host, args.port)
+        print(f"simulator listening on ws://{args.host}:{bound_port(runner)}/ws", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            if args.truth:
+                sim.export_truth(args.truth)
+
+    run_forever(go)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+    from .daemon import run_forever
+
+    run_forever(lambda: demo(args.seconds, args.db))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The recorder's TOML configuration, parsed once into frozen, typed objects.
+
+Every problem is a :class:`~recorder.exceptions.ConfigError` whose one-line message names
+the file, the key and the reason, with a close match for a misspelt key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+from .exceptions import ConfigError
+from .protocol import KLINE_TYPES, MARKETS, STREAMS, Stream, split_codes
+
+_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+FsyncPolicy = Literal["always", "interval", "never"]
+
+
+class Secret:
+    """The API key. Its ``repr`` and ``str`` never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    ws_url: str = "wss://api.qos.hk/ws"
+    http_url: str = "https://api.qos.hk"
+    key_env: str | None = "QOS_API_KEY"
+    key_file: str | None = None
+    max_products: int = 10
+    heartbeat_interval: float = 20.0
+    heartbeat_timeout: float = 10.0
+    stale_after: float = 60.0
+    request_interval: float = 1.05
+    http_requests_per_minute: int = 10
+    http_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    healthy_after: float = 30.0
+    max_frame_bytes: int = 1 << 20
+    max_http_bytes: int = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeConfig:
+    trades: tuple[str, ...] = ()
+    depth: tuple[str, ...] = ()
+    snapshots: tuple[str, ...] = ()
+    klines: tuple[str, ...] = ()
+    kline_types: tuple[int, ...] = (1,)
+
+    def codes(self, stream: Stream) -> list[str]:
+        """The single codes subscribed on one stream."""
+        return split_codes(cast("tuple[str, ...]", getattr(self, stream)))
+
+    def all_codes(self) -> list[str]:
+        """Every distinct code, in the order first named."""
+        return split_codes([c for s in STREAMS for c in self.codes(s)])
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    kind: Literal["sqlite", "questdb", "null"] = "sqlite"
+    questdb: str = "http::addr=localhost:9000;"
+    questdb_http: str | None = None
+    questdb_pg: str | None = None
+    sqlite_path: str = "ticks.sqlite"
+    batch_rows: int = 2000
+    batch_age: float = 0.25
+    max_pending_batches: int = 64
+    shutdown_timeout: float = 10.0
+    retry_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    dir: str = "spool"
+    max_bytes: int = 1 << 30
+    segment_bytes: int = 16 << 20
+    fsync: FsyncPolicy = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class GapsConfig:
+    silence_after: float = 120.0
+    volume_tolerance: float = 0.0
+    backfill: bool = True
+    max_trade_backfill: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    dead_letter: str = "dead-letter.ndjson"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None
+    stale_after: float = 60.0
+    spool_warn_fraction: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; ``path`` is the file it came from."""
+
+    path: str
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    subscribe: SubscribeConfig = field(default_factory=SubscribeConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    gaps: GapsConfig = field(default_factory=GapsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else Path(self.path).resolve().parent / p
+
+
+_SECTIONS: Final[dict[str, type]] = {
+    "upstream": UpstreamConfig,
+    "subscribe": SubscribeConfig,
+    "sink": SinkConfig,
+    "spool": SpoolConfig,
+    "gaps": GapsConfig,
+    "log": LogConfig,
+    "metrics": MetricsConfig,
+}
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "sink.kind": ("sqlite", "questdb", "null"),
+    "spool.fsync": ("always", "interval", "never"),
+    "log.level": ("debug", "info", "warning", "error"),
+}
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file."""
+    name = str(path)
+    try:
+        raw = Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    return parse(doc, name)
+
+
+def parse(doc: Mapping[str, Any], name: str = "<config>") -> Config:
+    """Validate a parsed TOML document."""
+    _unknown(name, "", doc, _SECTIONS)
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: [{section}]: must be a table")
+        sections[section] = _section(name, section, cls, table)
+    config = Config(path=name, **sections)
+    _check(config)
+    return config
+
+
+def _unknown(name: str, prefix: str, table: Mapping[str, Any], known: Mapping[str, Any]) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"{name}: {prefix}{key}: unknown key{hint}")
+
+
+def _section(name: str, section: str, cls: type, table: Mapping[str, Any]) -> Any:
+    spec = {f.name: f for f in fields(cls)}
+    _unknown(name, f"{section}.", table, spec)
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{name}: {section}.{key}"
+        default = getattr(defaults, key)
+        values[key] = _typed(where, f"{section}.{key}", value, default, spec[key].type)
+    return cls(**values)
+
+
+def _typed(where: str, dotted: str, value: Any, default: Any, annotation: Any) -> Any:
+    kind = str(annotation)
+    if dotted in _CHOICES:
+        if value not in _CHOICES[dotted]:
+            raise ConfigError(f"{where}: must be one of {', '.join(_CHOICES[dotted])}, not {value!r}")
+        return value
+    if kind.startswith("tuple[str"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: must be a list of strings")
+        return tuple(value)
+    if kind.startswith("tuple[int"):
+        if not isinstance(value, list) or not all(_is_int(v) for v in value):
+            raise ConfigError(f"{where}: must be a list of integers")
+        return tuple(value)
+    if "str | None" in kind:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string")
+        return value or None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false")
+        return value
+    if kind == "int":
+        if not _is_int(value) or value <= 0:
+            raise ConfigError(f"{where}: must be a positive integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: must be a non-negative number")
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise ConfigError(f"{where}: must be a {type(default).__name__}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_code_entry(entry: str) -> str | None:
+    """Why a subscription entry such as ``"US:AAPL,TSLA"`` is malformed, or ``None``."""
+    market, colon, symbols = entry.partition(":")
+    if not colon:
+        return f"{entry!r} is not MARKET:SYMBOL"
+    if market not in MARKETS:
+        return f"{entry!r}: unknown market {market!r} (known: {', '.join(sorted(MARKETS))})"
+    for symbol in symbols.split(","):
+        if not _SYMBOL.fullmatch(symbol.strip()):
+            return f"{entry!r}: malformed symbol {symbol!r}"
+    return None
+
+
+def _check(config: Config) -> None:
+    name, sub, up = config.path, config.subscribe, config.upstream
+    for stream in STREAMS:
+        for i, entry in enumerate(getattr(sub, stream)):
+            problem = check_code_entry(entry)
+            if problem:
+                raise ConfigError(f"{name}: subscribe.{stream}[{i}]: {problem}")
+    for kt in sub.kline_types:
+        if kt not in KLINE_TYPES:
+            allowed = ", ".join(str(k) for k in sorted(KLINE_TYPES))
+            raise ConfigError(f"{name}: subscribe.kline_types: {kt} is not a K-line type ({allowed})")
+    if sub.klines and not sub.kline_types:
+        raise ConfigError(f"{name}: subscribe.kline_types: K-lines are subscribed but no type is given")
+    codes = sub.all_codes()
+    if not codes:
+        raise ConfigError(f"{name}: subscribe: no codes to record")
+    if len(codes) > up.max_products:
+        raise ConfigError(
+            f"{name}: subscribe: {len(codes)} distinct codes, the plan allows "
+            f"{up.max_products} (upstream.max_products)"
+        )
+    if (up.key_env is None) == (up.key_file is None):
+        raise ConfigError(f"{name}: upstream: set exactly one of key_env and key_file")
+    for key in ("ws_url", "http_url"):
+        url: str = getattr(up, key)
+        scheme = ("ws://", "wss://") if key == "ws_url" else ("http://", "https://")
+        if not url.startswith(scheme):
+            raise ConfigError(f"{name}: upstream.{key}: must start with {' or '.join(scheme)}")
+    if up.heartbeat_interval <= 0 or up.heartbeat_interval > 30:
+        raise ConfigError(f"{name}: upstream.heartbeat_interval: the API wants 10-30 s, not {up.heartbeat_interval}")
+    if up.request_interval < 1.0:
+        raise ConfigError(f"{name}: upstream.request_interval: the API allows 1 request per second")
+    if up.backoff_initial <= 0 or up.backoff_max < up.backoff_initial:
+        raise ConfigError(f"{name}: upstream.backoff_max: must be at least backoff_initial (> 0)")
+    if config.sink.kind == "questdb" and "::" not in config.sink.questdb:
+        raise ConfigError(f"{name}: sink.questdb: not a client conf string such as 'http::addr=host:9000;'")
+
+
+def read_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
+    """The API key from the variable or file the config names; never echoed in errors."""
+    up, env = config.upstream, os.environ if environ is None else environ
+    if up.key_env is not None:
+        value = env.get(up.key_env, "").strip()
+        if not value:
+            raise ConfigError(f"{config.path}: upstream.key_env: environment variable {up.key_env} is not set")
+        return Secret(value)
+    assert up.key_file is not None
+    path = _key_path(up.key_file, env)
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: upstream.key_file: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{config.path}: upstream.key_file: {path} is empty")
+    return Secret(value)
+
+
+def key_file_warning(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """A warning when the key file is readable by group or others."""
+    if config.upstream.key_file is None:
+        return None
+    path = _key_path(config.upstream.key_file, os.environ if environ is None else environ)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"{path} is readable by other users (mode {stat.filemode(mode)}); chmod 600 it"
+    return None
+
+
+def _key_path(key_file: str, env: Mapping[str, str]) -> Path:
+    # Under systemd, LoadCredential= puts the key in $CREDENTIALS_DIRECTORY; a bare
+    # file name is looked up there first.
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and os.sep not in key_file:
+        return Path(creds) / key_file
+    return Path(key_file).expanduser()
+

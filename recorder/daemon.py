@@ -1,0 +1,172 @@
+"""The recorder daemon: session → batcher → writer thread → sink (or spool).
+
+One :class:`asyncio.TaskGroup` owns every task. SIGTERM and SIGINT set the stop event; the
+tasks are cancelled (reading stops), the batcher hands over what it holds, and the writer
+writes or spools everything within ``shutdown_timeout`` before the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from .batching import Batcher
+from .config import Config, Secret
+from .deadletter import DeadLetter
+from .exceptions import DecodeError
+from .identity import TradeCounter
+from .protocol import NS, Record, Stream, Trade
+from .session import run_upstream
+from .sinks import Sink, make_sink
+from .spool import Spool
+from .writer import Writer
+
+log = structlog.get_logger("recorder")
+
+
+@dataclass
+class Stats:
+    """Counters the daemon keeps; metrics and status read them."""
+
+    frames: dict[str, int] = field(default_factory=lambda: {"T": 0, "D": 0, "S": 0, "K": 0})
+    decode_errors: int = 0
+    unknown_frames: int = 0
+    rejected: int = 0
+    reconnects: int = 0
+    connected: bool = False
+    connected_since: float | None = None
+    subscribed: bool = False
+    heartbeat_rtt: float | None = None
+    last_frame: dict[str, float] = field(default_factory=dict)
+    last_disconnect_reason: str | None = None
+
+
+_TP = {"Trade": "T", "Depth": "D", "Snapshot": "S", "Kline": "K"}
+
+
+class Recorder:
+    """Wires the pieces together and implements the session's :class:`Handler`."""
+
+    def __init__(self, config: Config, key: Secret, sink: Sink | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.key = key
+        self.stats = Stats()
+        self.counter = TradeCounter()
+        self.sink = sink if sink is not None else make_sink(config)
+        sc, sp = config.sink, config.spool
+        self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
+        self.writer = Writer(self.sink, self.spool, sc.max_pending_batches, sc.retry_interval)
+        self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
+        self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
+        self._on_ready = on_ready
+        self._subscriptions_left = 0
+
+    # --- Handler --------------------------------------------------------------------
+
+    def on_record(self, record: Record) -> None:
+        stats = self.stats
+        tp = _TP[type(record).__name__]
+        stats.frames[tp] += 1
+        stats.last_frame[record.code] = time.monotonic()
+        if type(record) is Trade:
+            self.counter.assign(record)
+            self.batcher.add_trade(record)
+        else:
+            self.batcher.add(record)
+
+    def on_decode_error(self, error: DecodeError) -> None:
+        self.stats.decode_errors += 1
+        self.dead_letter.keep(error, time.time_ns())
+        if self.stats.decode_errors <= 10 or self.stats.decode_errors % 1000 == 0:
+            log.warning("decode_error", reason=error.reason, count=self.stats.decode_errors,
+                        dead_letter=str(self.dead_letter.path))
+
+    def on_unknown(self) -> None:
+        self.stats.unknown_frames += 1
+
+    def on_connected(self) -> None:
+        self.stats.connected = True
+        self.stats.connected_since = time.time()
+        self.stats.subscribed = False
+
+    def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
+        self.stats.subscribed = True
+        if self._on_ready is not None:
+            self._on_ready()
+            self._on_ready = None
+
+    def on_rejected(self, what: str, msg: str) -> None:
+        self.stats.rejected += 1
+        log.error("request_rejected", what=what, msg=msg)
+
+    def on_heartbeat(self, rtt: float) -> None:
+        self.stats.heartbeat_rtt = rtt
+
+    def on_disconnected(self, reason: str) -> None:
+        self.stats.connected = False
+        self.stats.connected_since = None
+        self.stats.reconnects += 1
+        self.stats.last_disconnect_reason = reason
+
+    # --- life -----------------------------------------------------------------------
+
+    def seed_identities(self) -> None:
+        """Load recent trade counts from the sink so a restart keeps trade identities."""
+        since = time.time_ns() - 900 * NS
+        try:
+            self.sink.open()
+            self.counter.seed(self.sink.trade_counts(since))
+        except Exception as exc:  # the sink is down: the spool takes over, identities restart
+            log.warning("identity_seed_skipped", error=str(exc))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Record until ``stop`` is set; then flush everything received."""
+        await asyncio.to_thread(self.seed_identities)
+        self.writer.start()
+        up, sub = self.config.upstream, self.config.subscribe
+        log.info("recorder_started", sink=self.sink.name, codes=sub.all_codes(),
+                 spooled_segments=self.spool.segments)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(run_upstream(up, sub, self.key, self)),
+                    tg.create_task(self.batcher.run()),
+                ]
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Hand over what the batcher holds and let the writer finish or spool it."""
+        self.batcher.cut()
+        timeout = self.config.sink.shutdown_timeout
+        done = await asyncio.to_thread(self.writer.close, timeout)
+        log.info("recorder_stopped", clean=done, rows=self.writer.stats.rows,
+                 spooled_batches=self.writer.stats.spooled_batches,
+                 spool_bytes=self.spool.bytes, lost_rows=self.writer.stats.lost_rows)
+
+
+def install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run_forever(coro_factory: Callable[[], object]) -> None:
+    """Run a coroutine on uvloop where it is installed, on asyncio otherwise."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro_factory())  # type: ignore[arg-type]

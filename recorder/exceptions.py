@@ -1,0 +1,58 @@
+"""Exceptions raised by qos-recorder.
+
+Every error the recorder raises on purpose derives from :class:`RecorderError`, so the
+command line can print one line for it instead of a traceback::
+
+    RecorderError
+    ├── ConfigError          the TOML file, a key, or the API key is wrong
+    ├── UpstreamError        the QOS service misbehaved or refused us
+    │   ├── DecodeError      one frame could not be decoded (the frame is kept)
+    │   ├── ApiError         a command or HTTP request came back with msg != "OK"
+    │   └── AuthError        the service refused the API key
+    ├── SinkError            the database did not acknowledge a batch
+    └── SpoolError           the on-disk spool is full or unreadable
+"""
+
+from __future__ import annotations
+
+
+class RecorderError(Exception):
+    """Base class of every error the recorder raises on purpose."""
+
+
+class ConfigError(RecorderError):
+    """The configuration is invalid; the message names the file, the key and the reason."""
+
+
+class UpstreamError(RecorderError):
+    """The QOS service misbehaved or refused a request."""
+
+
+class DecodeError(UpstreamError):
+    """A frame could not be decoded; ``frame`` holds the raw bytes for the dead-letter file."""
+
+    def __init__(self, reason: str, frame: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.frame = frame
+
+
+class ApiError(UpstreamError):
+    """A reply whose ``msg`` was not ``"OK"``."""
+
+    def __init__(self, what: str, msg: str) -> None:
+        super().__init__(f"{what}: {msg}")
+        self.what = what
+        self.msg = msg
+
+
+class AuthError(UpstreamError):
+    """The service refused the API key."""
+
+
+class SinkError(RecorderError):
+    """The database did not acknowledge a batch; the batch must be kept (spooled)."""
+
+
+class SpoolError(RecorderError):
+    """The spool is full or one of its files cannot be read or written."""

@@ -1,0 +1,101 @@
+"""Trade identity: ``(code, ts, price, size, side, k)``.
+
+QOS trades have no id and one-second timestamps. ``k`` counts the earlier *identical*
+trades (same code, ts, price, size and side) seen in that second. Used as dedup keys, this
+makes every store the union of what its sources saw at the highest multiplicity: a live
+stream that missed a trade, a backfill, a re-sent spool segment and a second recorder all
+merge without duplicates, and a missing trade never shifts the identity of the others (as
+an ordinal over all trades of the second would).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .protocol import NS, Trade
+
+Identity = tuple[str, int, float, float, int]
+
+
+class TradeCounter:
+    """How many trades of each identity were stored; assigns ``k`` and merges backfills.
+
+    Counts live per code and second, and seconds more than ``window_s`` of exchange time
+    behind the newest trade of their code are dropped, so memory stays bounded however long
+    the recorder runs. A backfill older than the window is checked against the sink.
+    """
+
+    def __init__(self, window_s: float = 900.0) -> None:
+        # code -> second (ns) -> (price, size, side) -> count; seconds in arrival order
+        self._codes: dict[str, dict[int, dict[tuple[float, float, int], int]]] = {}
+        self._window = int(window_s * NS)
+        self._newest: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(c) for seconds in self._codes.values() for c in seconds.values())
+
+    def _second(self, code: str, ts: int) -> dict[tuple[float, float, int], int]:
+        seconds = self._codes.get(code)
+        if seconds is None:
+            seconds = self._codes[code] = {}
+        counts = seconds.get(ts)
+        if counts is None:
+            counts = seconds[ts] = {}
+            if ts > self._newest.get(code, 0):
+                self._newest[code] = ts
+                self._prune(seconds, ts - self._window)
+        return counts
+
+    @staticmethod
+    def _prune(seconds: dict[int, dict[tuple[float, float, int], int]], horizon: int) -> None:
+        # Seconds arrive nearly in order, so the stale ones are at the front.
+        while seconds:
+            first = next(iter(seconds))
+            if first >= horizon:
+                break
+            del seconds[first]
+
+    def assign(self, trade: Trade) -> None:
+        """Give a live trade its ``k``: the number of identical trades stored before it."""
+        counts = self._second(trade.code, trade.ts)
+        key = (trade.price, trade.size, trade.side)
+        k = counts.get(key, 0)
+        trade.k = k
+        counts[key] = k + 1
+
+    def merge(self, trades: Iterable[Trade]) -> list[Trade]:
+        """Of a batch from another source (a backfill), the trades not stored yet.
+
+        Within the batch, identical trades get ``k`` 0, 1, 2...; those with ``k`` below the
+        stored count of their identity are already stored. The rest are returned, and the
+        counts rise to the higher multiplicity.
+        """
+        seen: dict[Identity, int] = {}
+        new: list[Trade] = []
+        for trade in trades:
+            key = (trade.code, trade.ts, trade.price, trade.size, trade.side)
+            k = seen.get(key, 0)
+            seen[key] = k + 1
+            trade.k = k
+            if k >= self.count(key):
+                new.append(trade)
+        self.seed(seen.items())
+        return new
+
+    def seed(self, counts: Iterable[tuple[Identity, int]]) -> None:
+        """Load stored counts (from the sink at start-up)."""
+        for (code, ts, price, size, side), n in counts:
+            second = self._second(code, ts)
+            if n > second.get((price, size, side), 0):
+                second[(price, size, side)] = n
+
+    def count(self, key: Identity) -> int:
+        """How many trades of this identity are stored (as far as the window knows)."""
+        code, ts, price, size, side = key
+        second = self._codes.get(code, {}).get(ts)
+        return 0 if second is None else second.get((price, size, side), 0)
+
+    def oldest(self, code: str) -> int | None:
+        """The oldest second (ns) the window still knows for ``code``."""
+        seconds = self._codes.get(code)
+        return next(iter(seconds)) if seconds else None

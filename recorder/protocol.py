@@ -1,0 +1,448 @@
+"""The QOS wire protocol: frame bytes in, typed records out, and commands back out.
+
+Pure and I/O free. Push frames carry ``tp`` (T, D, S, K); command replies carry ``type``.
+Prices, sizes and amounts arrive as decimal strings and become floats; ``ts`` arrives in
+seconds and becomes integer nanoseconds. Every record also carries ``recv_ts``, the local
+receive time in nanoseconds, given by the caller.
+
+Anything malformed raises :class:`~recorder.exceptions.DecodeError` with the raw frame, so
+the caller can count it and keep it in the dead-letter file. An unknown ``tp`` is not an
+error: :func:`decode` returns ``None`` for it and the caller counts it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+
+from .exceptions import DecodeError
+
+NS: Final = 1_000_000_000
+
+#: The K-line types of the reference: minutes, hours, day, week, month, year.
+KLINE_TYPES: Final = frozenset({1, 5, 15, 30, 60, 120, 240, 1001, 1007, 1030, 2001})
+#: Markets of the reference, ``MARKET:SYMBOL``.
+MARKETS: Final = frozenset({"US", "HK", "SH", "SZ", "CF", "FX", "CM", "IX", "SI"})
+
+Stream: TypeAlias = Literal["trades", "depth", "snapshots", "klines"]
+STREAMS: Final[tuple[Stream, ...]] = ("trades", "depth", "snapshots", "klines")
+#: Subscribe and unsubscribe command types per stream.
+SUBSCRIBE: Final[dict[Stream, str]] = {"trades": "T", "depth": "D", "snapshots": "S", "klines": "K"}
+UNSUBSCRIBE: Final[dict[Stream, str]] = {
+    "trades": "TC",
+    "depth": "DC",
+    "snapshots": "SC",
+    "klines": "KC",
+}
+COMMAND_TYPES: Final = frozenset(
+    {"H", "S", "SC", "T", "TC", "D", "DC", "K", "KC", "RS", "RT", "RD", "RK", "RH", "RI"}
+)
+#: The most trades one ``RT`` command or ``/trade`` request returns per code.
+MAX_TRADE_COUNT: Final = 50
+
+
+@dataclass(slots=True)
+class Trade:
+    """One trade. ``k`` counts earlier identical trades of the same code and second."""
+
+    code: str
+    ts: int
+    price: float
+    size: float
+    side: int
+    recv_ts: int
+    k: int = 0
+    source: str = "live"
+
+
+Level: TypeAlias = tuple[float, float]
+
+
+@dataclass(slots=True)
+class Depth:
+    """The whole visible book of one code: bids and asks best first, ``(price, size)``."""
+
+    code: str
+    ts: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    recv_ts: int
+    source: str = "live"
+
+
+@dataclass(slots=True, frozen=True)
+class SessionQuote:
+    """A US extended-session quote inside a snapshot (``pq``, ``aq`` or ``nq``)."""
+
+    last: float
+    prev_close: float
+    high: float
+    low: float
+    ts: int
+    volume: float
+    turnover: float
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A snapshot; ``volume`` and ``turnover`` are cumulative for the trading day."""
+
+    code: str
+    ts: int
+    last: float
+    prev_close: float
+    open: float
+    high: float
+    low: float
+    volume: float
+    turnover: float
+    suspended: int
+    session: int | None
+    recv_ts: int
+    extended: dict[str, SessionQuote] = field(default_factory=dict)
+    source: str = "live"
+
+
+@dataclass(slots=True)
+class Kline:
+    """One K-line bar; ``ts`` is the bar's open time. A later push of a bar replaces it."""
+
+    code: str
+    kt: int
+    ts: int
+    open: float
+    close: float
+    high: float
+    low: float
+    volume: float
+    recv_ts: int
+    source: str = "live"
+
+
+@dataclass(slots=True)
+class Reply:
+    """A reply to a command: ``msg`` is ``"OK"`` on success, a description otherwise."""
+
+    type: str
+    msg: str
+    time: int | None
+    reqid: int | None
+    data: list[Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.msg == "OK"
+
+
+Record: TypeAlias = Trade | Depth | Snapshot | Kline
+EXTENDED_SESSIONS: Final = ("pq", "aq", "nq")
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """Internal: a field is missing or of the wrong type; becomes a DecodeError."""
+
+
+def _dec(obj: dict[str, Any], key: str) -> float:
+    try:
+        value = obj[key]
+    except KeyError:
+        raise _Bad(f"missing field {key!r}") from None
+    if type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            raise _Bad(f"field {key!r} is not a decimal: {value[:40]!r}") from None
+    elif type(value) is int or type(value) is float:
+        number = float(value)
+    else:
+        raise _Bad(f"field {key!r} is not a decimal string")
+    if not math.isfinite(number):
+        raise _Bad(f"field {key!r} is not finite")
+    return number
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    try:
+        value = obj[key]
+    except KeyError:
+        raise _Bad(f"missing field {key!r}") from None
+    if type(value) is not int:
+        raise _Bad(f"field {key!r} is not an integer")
+    return value
+
+
+def _ts(obj: dict[str, Any]) -> int:
+    seconds = _int(obj, "ts")
+    if seconds < 0:
+        raise _Bad("field 'ts' is negative")
+    return seconds * NS
+
+
+def _code(obj: dict[str, Any]) -> str:
+    code = obj.get("c")
+    if type(code) is not str or ":" not in code:
+        raise _Bad("field 'c' is not a MARKET:SYMBOL code")
+    return code
+
+
+def _levels(obj: dict[str, Any], key: str) -> tuple[Level, ...]:
+    side = obj.get(key, [])
+    if type(side) is not list:
+        raise _Bad(f"field {key!r} is not a list of levels")
+    levels = []
+    for level in side:
+        if type(level) is not dict:
+            raise _Bad(f"field {key!r} holds a level that is not an object")
+        levels.append((_dec(level, "p"), _dec(level, "v")))
+    return tuple(levels)
+
+
+def trade_from(obj: dict[str, Any], recv_ts: int) -> Trade:
+    """A trade from a ``T`` push or a ``/trade`` record."""
+    side = _int(obj, "d")
+    if side not in (0, 1, 2):
+        raise _Bad(f"field 'd' is {side}, not 0, 1 or 2")
+    return Trade(_code(obj), _ts(obj), _dec(obj, "p"), _dec(obj, "v"), side, recv_ts)
+
+
+def depth_from(obj: dict[str, Any], recv_ts: int) -> Depth:
+    """A book from a ``D`` push or a ``/depth`` record."""
+    return Depth(_code(obj), _ts(obj), _levels(obj, "b"), _levels(obj, "a"), recv_ts)
+
+
+def _session_quote(obj: Any, key: str) -> SessionQuote:
+    if type(obj) is not dict:
+        raise _Bad(f"field {key!r} is not an object")
+    return SessionQuote(
+        _dec(obj, "lp"),
+        _dec(obj, "yp"),
+        _dec(obj, "h"),
+        _dec(obj, "l"),
+        _ts(obj),
+        _dec(obj, "v"),
+        _dec(obj, "t"),
+    )
+
+
+def snapshot_from(obj: dict[str, Any], recv_ts: int) -> Snapshot:
+    """A snapshot from an ``S`` push or a ``/snapshot`` record."""
+    session = obj.get("tt")
+    if session is not None and type(session) is not int:
+        raise _Bad("field 'tt' is not an integer")
+    extended = {
+        key: _session_quote(obj[key], key) for key in EXTENDED_SESSIONS if obj.get(key) is not None
+    }
+    suspended = obj.get("s", 0)
+    if type(suspended) is not int:
+        raise _Bad("field 's' is not an integer")
+    return Snapshot(
+        _code(obj),
+        _ts(obj),
+        _dec(obj, "lp"),
+        _dec(obj, "yp"),
+        _dec(obj, "o"),
+        _dec(obj, "h"),
+        _dec(obj, "l"),
+        _dec(obj, "v"),
+        _dec(obj, "t"),
+        suspended,
+        session,
+        recv_ts,
+        extended,
+    )
+
+
+def kline_from(obj: dict[str, Any], recv_ts: int, code: str | None = None) -> Kline:
+    """A bar from a ``K`` push or a ``/kline`` / ``/history`` bar."""
+    kt = _int(obj, "kt")
+    if kt not in KLINE_TYPES:
+        raise _Bad(f"field 'kt' is {kt}, not a K-line type")
+    return Kline(
+        code if code is not None and "c" not in obj else _code(obj),
+        kt,
+        _ts(obj),
+        _dec(obj, "o"),
+        _dec(obj, "cl"),
+        _dec(obj, "h"),
+        _dec(obj, "l"),
+        _dec(obj, "v"),
+        recv_ts,
+    )
+
+
+_PUSH = {"T": trade_from, "D": depth_from, "S": snapshot_from, "K": kline_from}
+
+
+def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
+    """Decode one WebSocket frame: a push record, a command reply, or ``None`` for unknown."""
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}", _raw(frame)) from None
+    if type(obj) is not dict:
+        raise DecodeError("frame is not a JSON object", _raw(frame))
+    try:
+        tp = obj.get("tp")
+        if tp is not None:
+            parse = _PUSH.get(tp)
+            return None if parse is None else parse(obj, recv_ts)
+        if "type" in obj:
+            return _reply(obj)
+    except _Bad as exc:
+        raise DecodeError(str(exc), _raw(frame)) from None
+    raise DecodeError("frame has neither 'tp' nor 'type'", _raw(frame))
+
+
+def _reply(obj: dict[str, Any]) -> Reply:
+    kind, msg = obj.get("type"), obj.get("msg")
+    if type(kind) is not str:
+        raise _Bad("field 'type' is not a string")
+    if type(msg) is not str:
+        raise _Bad("field 'msg' is missing or not a string")
+    time, reqid, data = obj.get("time"), obj.get("reqid"), obj.get("data")
+    if time is not None and type(time) is not int:
+        raise _Bad("field 'time' is not an integer")
+    if reqid is not None and type(reqid) is not int:
+        raise _Bad("field 'reqid' is not an integer")
+    if data is not None and type(data) is not list:
+        raise _Bad("field 'data' is not a list")
+    return Reply(kind, msg, time, reqid, data)
+
+
+def _raw(frame: bytes | str) -> bytes:
+    return frame.encode() if isinstance(frame, str) else bytes(frame)
+
+
+def records_from(kind: str, data: list[Any], recv_ts: int) -> list[Record]:
+    """Decode the ``data`` of an HTTP response or ``R*`` reply (``kind``: T, D, S, K)."""
+    out: list[Record] = []
+    try:
+        if kind == "K":
+            for entry in data:
+                if type(entry) is not dict or type(entry.get("k")) is not list:
+                    raise _Bad("K-line data entry has no 'k' list")
+                code = _code(entry)
+                out.extend(kline_from(bar, recv_ts, code) for bar in entry["k"])
+            return out
+        parse = _PUSH[kind]
+        for obj in data:
+            if type(obj) is not dict:
+                raise _Bad("data entry is not an object")
+            out.append(parse(obj, recv_ts))
+    except _Bad as exc:
+        raise DecodeError(str(exc), orjson.dumps(data)) from None
+    return out
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+
+def command(kind: str, reqid: int | None = None, **fields: Any) -> bytes:
+    """Encode a client command such as ``command("T", codes=["US:AAPL"])``."""
+    if kind not in COMMAND_TYPES:
+        raise ValueError(f"unknown QOS command type {kind!r}")
+    body: dict[str, Any] = {"type": kind}
+    body.update((k, v) for k, v in fields.items() if v is not None)
+    if reqid is not None:
+        body["reqid"] = reqid
+    return orjson.dumps(body)
+
+
+def heartbeat() -> bytes:
+    """The ``H`` heartbeat command."""
+    return command("H")
+
+
+def subscribe(stream: Stream, codes: list[str], kt: int | None = None, reqid: int | None = None) -> bytes:
+    """A subscribe command for one stream; K-lines need ``kt``."""
+    if stream == "klines" and kt is None:
+        raise ValueError("a K-line subscription needs kt")
+    return command(SUBSCRIBE[stream], reqid, codes=codes, kt=kt)
+
+
+def fmt(value: float) -> str:
+    """A float as the decimal string the API would send (shortest round-trip form)."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def push_frame(record: Record) -> dict[str, Any]:
+    """The QOS push frame (``tp`` and string decimals, ``ts`` in seconds) of a record."""
+    if isinstance(record, Trade):
+        return {
+            "tp": "T",
+            "c": record.code,
+            "p": fmt(record.price),
+            "v": fmt(record.size),
+            "ts": record.ts // NS,
+            "d": record.side,
+        }
+    if isinstance(record, Depth):
+        return {
+            "tp": "D",
+            "c": record.code,
+            "b": [{"p": fmt(p), "v": fmt(v)} for p, v in record.bids],
+            "a": [{"p": fmt(p), "v": fmt(v)} for p, v in record.asks],
+            "ts": record.ts // NS,
+        }
+    if isinstance(record, Snapshot):
+        frame: dict[str, Any] = {
+            "tp": "S",
+            "c": record.code,
+            "lp": fmt(record.last),
+            "yp": fmt(record.prev_close),
+            "o": fmt(record.open),
+            "h": fmt(record.high),
+            "l": fmt(record.low),
+            "ts": record.ts // NS,
+            "v": fmt(record.volume),
+            "t": fmt(record.turnover),
+            "s": record.suspended,
+        }
+        if record.session is not None:
+            frame["tt"] = record.session
+        for key, q in record.extended.items():
+            frame[key] = {
+                "lp": fmt(q.last),
+                "yp": fmt(q.prev_close),
+                "h": fmt(q.high),
+                "l": fmt(q.low),
+                "ts": q.ts // NS,
+                "v": fmt(q.volume),
+                "t": fmt(q.turnover),
+            }
+        return frame
+    return {
+        "tp": "K",
+        "c": record.code,
+        "o": fmt(record.open),
+        "cl": fmt(record.close),
+        "h": fmt(record.high),
+        "l": fmt(record.low),
+        "v": fmt(record.volume),
+        "ts": record.ts // NS,
+        "kt": record.kt,
+    }
+
+
+def market_of(code: str) -> str:
+    """``"US"`` for ``"US:AAPL"``."""
+    return code.partition(":")[0]
+
+
+def split_codes(entries: list[str] | tuple[str, ...]) -> list[str]:
+    """Expand list entries such as ``"US:AAPL,TSLA"`` into single codes, order kept."""
+    codes: list[str] = []
+    for entry in entries:
+        market, _, symbols = entry.partition(":")
+        for symbol in symbols.split(","):
+            code = f"{market}:{symbol.strip()}"
+            if code not in codes:
+                codes.append(code)
+    return codes

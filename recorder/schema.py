@@ -1,0 +1,204 @@
+"""The tables, their columns and dedup keys, the same in every sink.
+
+Records become plain row tuples here, once; sinks, the spool and replay all work on rows.
+Every table has the exchange time ``ts`` (the designated timestamp, integer nanoseconds
+in the program), ``code`` and ``market`` as symbols, typed numeric columns, ``source``
+(``live`` or ``backfill``) and ``recv_ts`` (local receive time, nanoseconds).
+
+Dedup keys make re-sending a batch harmless:
+
+- trades: ``(ts, code, price, size, side, k)``, see :mod:`recorder.identity`;
+- depth: ``(ts, code, bids, asks)``, a book equal to one already stored is the same state;
+- snapshots: ``(ts, code, volume, last)``;
+- klines: ``(ts, code, kt)``, the later version of a bar replaces the earlier;
+- gaps: ``(ts, code, stream, cause)``, a gap's later state replaces the earlier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+
+from .protocol import Depth, Kline, Record, SessionQuote, Snapshot, Trade, market_of
+
+#: How a column is written: designated timestamp, other timestamp (ns), symbol, double,
+#: integer, long, text.
+Kind: TypeAlias = Literal["ts", "time", "sym", "f64", "int", "long", "text"]
+Row: TypeAlias = tuple[Any, ...]
+
+_QDB_TYPE: Final[dict[str, str]] = {
+    "ts": "TIMESTAMP", "time": "TIMESTAMP", "f64": "DOUBLE", "int": "INT", "long": "LONG",
+    "text": "VARCHAR",
+}
+_SQLITE_TYPE: Final[dict[str, str]] = {
+    "ts": "INTEGER NOT NULL", "time": "INTEGER", "sym": "TEXT NOT NULL", "f64": "REAL",
+    "int": "INTEGER", "long": "INTEGER", "text": "TEXT",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table: ``columns`` in row order, ``keys`` its dedup keys, ``upsert`` whether a
+    row with the same keys replaces the stored one (otherwise the first one stays)."""
+
+    name: str
+    columns: tuple[tuple[str, Kind], ...]
+    keys: tuple[str, ...]
+    upsert: bool = False
+    symbol_capacity: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def questdb_ddl(self) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` for QuestDB: WAL, day partitions, dedup keys."""
+        cols = []
+        for name, kind in self.columns:
+            if kind == "sym":
+                capacity = self.symbol_capacity.get(name, 256)
+                cols.append(f"  {name} SYMBOL CAPACITY {capacity} CACHE")
+            else:
+                cols.append(f"  {name} {_QDB_TYPE[kind]}")
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(cols) + "\n)"
+            f" TIMESTAMP(ts) PARTITION BY DAY WAL\nDEDUP UPSERT KEYS({', '.join(self.keys)});"
+        )
+
+    def sqlite_ddl(self) -> list[str]:
+        """The SQLite table and its unique index on the dedup keys (code first, then ts)."""
+        cols = ", ".join(f"{name} {_SQLITE_TYPE[kind]}" for name, kind in self.columns)
+        keys = ["code", "ts", *(k for k in self.keys if k not in ("code", "ts"))]
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.name} ({', '.join(keys)})",
+        ]
+
+
+_COMMON_TAIL: Final[tuple[tuple[str, Kind], ...]] = (("source", "sym"), ("recv_ts", "long"))
+_CAP: Final = {"code": 1024, "market": 16, "source": 4}
+
+TRADES: Final = Table(
+    "trades",
+    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("price", "f64"), ("size", "f64"),
+     ("side", "int"), ("k", "int"), *_COMMON_TAIL),
+    ("ts", "code", "price", "size", "side", "k"),
+    symbol_capacity=_CAP,
+)
+DEPTH: Final = Table(
+    "depth",
+    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("bid_px", "f64"), ("bid_sz", "f64"),
+     ("ask_px", "f64"), ("ask_sz", "f64"), ("levels", "int"), ("bids", "text"), ("asks", "text"),
+     *_COMMON_TAIL),
+    ("ts", "code", "bids", "asks"),
+    symbol_capacity=_CAP,
+)
+SNAPSHOTS: Final = Table(
+    "snapshots",
+    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("last", "f64"), ("prev_close", "f64"),
+     ("open", "f64"), ("high", "f64"), ("low", "f64"), ("volume", "f64"), ("turnover", "f64"),
+     ("suspended", "int"), ("session", "int"), ("extended", "text"), *_COMMON_TAIL),
+    ("ts", "code", "volume", "last"),
+    symbol_capacity=_CAP,
+)
+KLINES: Final = Table(
+    "klines",
+    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("kt", "int"), ("open", "f64"),
+     ("close", "f64"), ("high", "f64"), ("low", "f64"), ("volume", "f64"), *_COMMON_TAIL),
+    ("ts", "code", "kt"),
+    upsert=True,
+    symbol_capacity=_CAP,
+)
+GAPS: Final = Table(
+    "gaps",
+    (("ts", "ts"), ("end_ts", "time"), ("code", "sym"), ("market", "sym"), ("stream", "sym"),
+     ("cause", "sym"), ("detected_ts", "time"), ("backfilled", "long"), ("missing", "f64"),
+     ("missing_unit", "sym"), ("status", "sym"), ("detail", "text")),
+    ("ts", "code", "stream", "cause"),
+    upsert=True,
+    symbol_capacity={**_CAP, "stream": 8, "cause": 16, "missing_unit": 8, "status": 8},
+)
+TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS)
+BY_NAME: Final = {t.name: t for t in TABLES}
+
+
+@dataclass(slots=True)
+class Gap:
+    """A hole in the record: ``[start, end]`` (ns) of one code and stream."""
+
+    start: int
+    end: int
+    code: str
+    stream: str
+    cause: str
+    detected_ts: int
+    backfilled: int = 0
+    missing: float | None = None
+    missing_unit: str | None = None
+    status: str = "open"
+    detail: str | None = None
+
+
+def _book(levels: tuple[tuple[float, float], ...]) -> str:
+    return orjson.dumps(levels).decode()
+
+
+def _extended(ext: dict[str, SessionQuote]) -> str | None:
+    if not ext:
+        return None
+    return orjson.dumps({key: list(_quote_values(q)) for key, q in ext.items()}).decode()
+
+
+def _quote_values(q: SessionQuote) -> tuple[float, float, float, float, int, float, float]:
+    return (q.last, q.prev_close, q.high, q.low, q.ts, q.volume, q.turnover)
+
+
+def trade_row(t: Trade) -> Row:
+    return (t.ts, t.code, market_of(t.code), t.price, t.size, t.side, t.k, t.source, t.recv_ts)
+
+
+def depth_row(d: Depth) -> Row:
+    bid = d.bids[0] if d.bids else (None, None)
+    ask = d.asks[0] if d.asks else (None, None)
+    return (d.ts, d.code, market_of(d.code), bid[0], bid[1], ask[0], ask[1],
+            max(len(d.bids), len(d.asks)), _book(d.bids), _book(d.asks), d.source, d.recv_ts)
+
+
+def snapshot_row(s: Snapshot) -> Row:
+    return (s.ts, s.code, market_of(s.code), s.last, s.prev_close, s.open, s.high, s.low,
+            s.volume, s.turnover, s.suspended, s.session, _extended(s.extended), s.source,
+            s.recv_ts)
+
+
+def kline_row(k: Kline) -> Row:
+    return (k.ts, k.code, market_of(k.code), k.kt, k.open, k.close, k.high, k.low, k.volume,
+            k.source, k.recv_ts)
+
+
+def gap_row(g: Gap) -> Row:
+    return (g.start, g.end, g.code, market_of(g.code), g.stream, g.cause, g.detected_ts,
+            g.backfilled, g.missing, g.missing_unit, g.status, g.detail)
+
+
+def record_of(table: str, row: Row) -> Record:
+    """The record a stored row came from (for replay)."""
+    if table == "trades":
+        ts, code, _, price, size, side, k, source, recv = row
+        return Trade(code, ts, price, size, side, recv, k, source)
+    if table == "depth":
+        ts, code, _, _, _, _, _, _, bids, asks, source, recv = row
+        return Depth(code, ts, _levels(bids), _levels(asks), recv, source)
+    if table == "snapshots":
+        (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv) = row
+        extended = {key: SessionQuote(*vals) for key, vals in orjson.loads(ext).items()} if ext else {}
+        return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source)
+    if table == "klines":
+        ts, code, _, kt, o, c, h, lo, v, source, recv = row
+        return Kline(code, kt, ts, o, c, h, lo, v, recv, source)
+    raise ValueError(f"no record type for table {table!r}")
+
+
+def _levels(text: str) -> tuple[tuple[float, float], ...]:
+    return tuple((float(p), float(v)) for p, v in orjson.loads(text))

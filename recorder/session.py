@@ -1,0 +1,264 @@
+"""The upstream session: one WebSocket's life, and the reconnect loop around it.
+
+A session connects with the key in a header (never in the URL, so it cannot reach a log),
+subscribes to every configured stream through a gate that leaves at least
+``request_interval`` between any two commands (the API allows one a second), sends ``H``
+heartbeats, and reads frames until it dies. It dies when the socket closes, a heartbeat
+goes unanswered within ``heartbeat_timeout``, or no frame of any kind arrives for
+``stale_after`` seconds (a monotonic watchdog: a stalled server keeps the socket open).
+
+:func:`run_upstream` runs sessions in a loop with capped, fully jittered exponential
+backoff, reset after a session that stayed healthy for ``healthy_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from . import protocol
+from .config import Secret, SubscribeConfig, UpstreamConfig
+from .exceptions import ApiError, AuthError, DecodeError, UpstreamError
+from .protocol import STREAMS, Record, Reply, Stream
+
+log = structlog.get_logger("recorder.session")
+
+
+class Handler(Protocol):
+    """What the session tells the recorder."""
+
+    def on_record(self, record: Record) -> None: ...
+    def on_decode_error(self, error: DecodeError) -> None: ...
+    def on_unknown(self) -> None: ...
+    def on_connected(self) -> None: ...
+    def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None: ...
+    def on_rejected(self, what: str, msg: str) -> None: ...
+    def on_heartbeat(self, rtt: float) -> None: ...
+    def on_disconnected(self, reason: str) -> None: ...
+
+
+class SessionEnded(UpstreamError):
+    """The session is over; ``reason`` says why (logged, counted, then reconnect)."""
+
+
+def backoff(initial: float, maximum: float, rng: random.Random | None = None) -> Iterator[float]:
+    """Capped exponential delays with full jitter: uniform in ``[0, min(max, initial*2^n)]``,
+    never below a tenth of ``initial`` so a reconnect storm cannot hammer the service."""
+    rng = rng or random.Random()
+    for n in itertools.count():
+        cap = min(maximum, initial * 2 ** min(n, 32))
+        yield max(initial / 10, rng.uniform(0, cap))
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether an error ending a session is worth reconnecting after (all but our bugs)."""
+    return isinstance(exc, OSError | WebSocketException | UpstreamError | asyncio.TimeoutError)
+
+
+class CommandGate:
+    """Spaces every command sent on one socket by at least ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = asyncio.Lock()
+        self._last = -1e9
+        self.sent = 0
+
+    async def send(self, ws: ClientConnection, payload: bytes) -> None:
+        async with self._lock:
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await ws.send(payload.decode())
+            self._last = time.monotonic()
+            self.sent += 1
+
+
+class Session:
+    """One connection: subscribe, heartbeat, watchdog and the frame loop."""
+
+    def __init__(self, ws: ClientConnection, up: UpstreamConfig, sub: SubscribeConfig,
+                 handler: Handler) -> None:
+        self.ws = ws
+        self.up = up
+        self.sub = sub
+        self.handler = handler
+        self.gate = CommandGate(up.request_interval)
+        self.last_frame = time.monotonic()
+        self._reqids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self.subscribed = False
+
+    async def run(self) -> None:
+        """Until the session dies; raises SessionEnded (or the socket's own error)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._read())
+            tg.create_task(self._subscribe_all())
+            tg.create_task(self._heartbeat())
+            tg.create_task(self._watchdog())
+
+    async def request(self, kind: str, **fields: object) -> Reply:
+        """Send a command through the gate and wait for its reply (matched by ``reqid``)."""
+        reqid = next(self._reqids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[reqid] = future
+        try:
+            await self.gate.send(self.ws, protocol.command(kind, reqid, **fields))
+            async with asyncio.timeout(self.up.heartbeat_timeout):
+                return await future
+        except TimeoutError:
+            raise SessionEnded(f"no reply to {kind} within {self.up.heartbeat_timeout:g} s") from None
+        finally:
+            self._pending.pop(reqid, None)
+
+    async def _subscribe_all(self) -> None:
+        for stream in STREAMS:
+            codes = self.sub.codes(stream)
+            if not codes:
+                continue
+            kts: tuple[int | None, ...] = self.sub.kline_types if stream == "klines" else (None,)
+            for kt in kts:
+                await self._subscribe(stream, codes, kt)
+        self.subscribed = True
+
+    async def _subscribe(self, stream: Stream, codes: list[str], kt: int | None) -> None:
+        kind = protocol.SUBSCRIBE[stream]
+        for _attempt in range(5):
+            reply = await self.request(kind, codes=codes, kt=kt)
+            if reply.ok:
+                log.info("subscribed", stream=stream, codes=codes, kt=kt)
+                self.handler.on_subscribed(stream, codes, kt)
+                return
+            self.handler.on_rejected(f"subscribe {stream}", reply.msg)
+            if "frequent" not in reply.msg.lower():
+                break  # a real refusal: retrying the same request cannot help
+        raise ApiError(f"subscription to {stream} {codes} rejected", reply.msg)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.up.heartbeat_interval)
+            sent = time.monotonic()
+            reply = await self.request("H")
+            if not reply.ok:
+                self.handler.on_rejected("heartbeat", reply.msg)
+            self.handler.on_heartbeat(time.monotonic() - sent)
+
+    async def _watchdog(self) -> None:
+        limit = self.up.stale_after
+        while True:
+            idle = time.monotonic() - self.last_frame
+            if idle > limit:
+                raise SessionEnded(f"no frame for {idle:.0f} s (stale_after = {limit:g} s)")
+            await asyncio.sleep(min(1.0, limit - idle + 0.01))
+
+    async def _read(self) -> None:
+        handler, decode = self.handler, protocol.decode
+        on_record = handler.on_record
+        async for frame in self.ws:
+            now = time.monotonic()
+            self.last_frame = now
+            try:
+                item = decode(frame, time.time_ns())
+            except DecodeError as exc:
+                handler.on_decode_error(exc)
+                continue
+            if item is None:
+                handler.on_unknown()
+            elif type(item) is Reply:
+                self._reply(item)
+            else:
+                on_record(item)  # type: ignore[arg-type]
+        raise SessionEnded(_close_reason(self.ws))
+
+    def _reply(self, reply: Reply) -> None:
+        future = self._pending.get(reply.reqid) if reply.reqid is not None else None
+        if future is None and reply.type == "H":
+            # a heartbeat reply without reqid: match the oldest pending H
+            future = next((f for f in self._pending.values() if not f.done()), None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+        elif not reply.ok:
+            self.handler.on_rejected(reply.type, reply.msg)
+
+
+def _close_reason(ws: ClientConnection) -> str:
+    close = ws.close_rcvd or ws.close_sent
+    if close is None:
+        return "connection lost"
+    return f"closed by server: {close.code} {close.reason}".strip()
+
+
+async def run_upstream(up: UpstreamConfig, sub: SubscribeConfig, key: Secret,
+                       handler: Handler, rng: random.Random | None = None) -> None:
+    """Run sessions forever, reconnecting with capped jittered backoff."""
+    delays = backoff(up.backoff_initial, up.backoff_max, rng)
+    while True:
+        started = time.monotonic()
+        reason = await _one_session(up, sub, key, handler)
+        healthy = time.monotonic() - started >= up.healthy_after
+        if healthy:
+            delays = backoff(up.backoff_initial, up.backoff_max, rng)
+        delay = next(delays)
+        handler.on_disconnected(reason)
+        log.warning("disconnected", reason=reason, reconnect_in=round(delay, 2))
+        await asyncio.sleep(delay)
+
+
+async def _one_session(up: UpstreamConfig, sub: SubscribeConfig, key: Secret,
+                       handler: Handler) -> str:
+    """One connection from connect to its end; returns why it ended."""
+    try:
+        async with connect(
+            up.ws_url,
+            additional_headers={"key": key.reveal()},
+            open_timeout=up.connect_timeout,
+            ping_interval=None,  # QOS has its own heartbeat; the watchdog covers silence
+            max_size=up.max_frame_bytes,
+            compression=None,
+            close_timeout=2,
+        ) as ws:
+            handler.on_connected()
+            log.info("connected", url=up.ws_url)
+            try:
+                await Session(ws, up, sub, handler).run()
+            except ExceptionGroup as group:
+                exc = _root(group)
+                if not retryable(exc):
+                    raise
+                if isinstance(exc, ApiError):
+                    log.error("subscription_rejected", error=str(exc))
+                return _describe(exc)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            handler.on_rejected("connect", f"HTTP {status}: the service refused the API key")
+            log.error("auth_rejected", status=status)
+            return str(AuthError(f"HTTP {status}: API key refused"))
+        return f"handshake refused: HTTP {status}"
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        return _describe(exc)
+    return "session ended"
+
+
+def _root(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        close = exc.rcvd or exc.sent
+        return f"closed: {close.code} {close.reason}".strip() if close else "connection lost"
+    if isinstance(exc, UpstreamError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

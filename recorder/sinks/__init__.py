@@ -1,0 +1,49 @@
+"""Where batches go: the :class:`Sink` protocol and its implementations.
+
+Every method is blocking and is called from the writer thread only, never from the event
+loop. ``write`` returns only when the database acknowledged the batch and raises
+:class:`~recorder.exceptions.SinkError` otherwise, so the caller can spool the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from ..batching import Batch
+from ..identity import Identity
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class Sink(Protocol):
+    name: str
+
+    def open(self) -> None:
+        """Connect and create missing tables; SinkError when the database is unreachable."""
+
+    def write(self, batch: Batch) -> None:
+        """Write a batch and wait for the acknowledgement; SinkError otherwise."""
+
+    def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
+        """How many trades of each identity are stored since ``since_ns``."""
+
+    def close(self) -> None:
+        """Release connections; pending data was already written or spooled."""
+
+
+def make_sink(config: Config) -> Sink:
+    """The sink the config names."""
+    kind = config.sink.kind
+    if kind == "sqlite":
+        from .sqlite import SQLiteSink
+
+        return SQLiteSink(config.resolve(config.sink.sqlite_path))
+    if kind == "questdb":
+        from .questdb import QuestDBSink
+
+        return QuestDBSink(config.sink.questdb, http=config.sink.questdb_http)
+    from .null import NullSink
+
+    return NullSink()

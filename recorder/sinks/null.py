@@ -1,0 +1,29 @@
+"""A sink that counts and discards, for benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..batching import Batch
+from ..identity import Identity
+
+
+class NullSink:
+    name = "null"
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.batches = 0
+
+    def open(self) -> None:
+        pass
+
+    def write(self, batch: Batch) -> None:
+        self.rows += len(batch)
+        self.batches += 1
+
+    def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
+        return ()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,94 @@
+"""The embedded default sink: one SQLite file in WAL mode.
+
+Other processes can query while the recorder writes. Unique indexes on each table's dedup
+keys make a re-sent batch harmless: trades, depth and snapshots keep the first row of a
+key (so a backfill never relabels a live row), K-lines keep the newest version of a bar,
+gaps their latest state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..batching import Batch
+from ..exceptions import SinkError
+from ..identity import Identity
+from ..schema import TABLES, Table
+
+
+def _insert(table: Table) -> str:
+    cols = ", ".join(table.names)
+    marks = ", ".join("?" * len(table.names))
+    if table.name == "klines":
+        keys = ("code", "ts", "kt")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in table.names if c not in keys)
+        return (
+            f"INSERT INTO klines ({cols}) VALUES ({marks}) ON CONFLICT (code, ts, kt) "
+            f"DO UPDATE SET {updates} WHERE excluded.recv_ts >= klines.recv_ts"
+        )
+    verb = "INSERT OR REPLACE" if table.upsert else "INSERT OR IGNORE"
+    return f"{verb} INTO {table.name} ({cols}) VALUES ({marks})"
+
+
+_INSERT = {t.name: _insert(t) for t in TABLES}
+
+
+class SQLiteSink:
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, busy_timeout: float = 1.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            for table in TABLES:
+                for statement in table.sqlite_ddl():
+                    db.execute(statement)
+        except (sqlite3.Error, OSError) as exc:
+            raise SinkError(f"sqlite {self.path}: cannot open: {exc}") from None
+        self._db = db
+
+    def write(self, batch: Batch) -> None:
+        if self._db is None:
+            self.open()
+        db = self._db
+        assert db is not None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, rows in batch:
+                    db.executemany(_INSERT[table], rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: write failed: {exc}") from None
+
+    def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        try:
+            rows = self._db.execute(
+                "SELECT code, ts, price, size, side, max(k) + 1 FROM trades WHERE ts >= ? "
+                "GROUP BY code, ts, price, size, side",
+                (since_ns,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
+        return [((c, ts, p, s, d), n) for c, ts, p, s, d, n in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,216 @@
+"""The writer: one thread that owns the sink, and the spool behind it.
+
+The event loop hands batches over with :meth:`Writer.submit`, which never blocks: when the
+thread's bounded queue is full the batch goes straight to the spool. The thread writes a
+batch to the sink and, when the sink does not acknowledge it, appends it to the spool and
+keeps going. While anything is spooled, new batches are spooled behind it and the spool is
+drained oldest first, so batches reach the database in the order they were cut (the later
+version of a K-line bar stays the later). A segment is deleted only once every batch in it
+was acknowledged; the dedup keys make the re-sent ones harmless.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from .batching import Batch
+from .exceptions import SinkError, SpoolError
+from .sinks import Sink
+from .spool import Spool
+
+log = structlog.get_logger("recorder.writer")
+_STOP = Batch({"__stop__": []})
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+    spooled_batches: int = 0
+    drained_batches: int = 0
+    lost_rows: int = 0
+    last_error: str | None = None
+    healthy: bool = False
+
+
+class Writer:
+    def __init__(self, sink: Sink, spool: Spool, max_pending: int = 64,
+                 retry_interval: float = 2.0,
+                 on_flush: Callable[[Batch, float], None] | None = None) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.retry_interval = retry_interval
+        self.stats = WriterStats()
+        self._on_flush = on_flush
+        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_pending)
+        self._in_flight: Batch | None = None
+        self._abandoned = threading.Event()
+        self._next_try = 0.0
+        self._thread = threading.Thread(target=self._run, name="qos-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, batch: Batch) -> None:
+        """Hand a batch over; never waits on the database."""
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            self._spool(batch, "writer queue full")
+
+    def _spool(self, batch: Batch, why: str) -> None:
+        try:
+            self.spool.append(batch)
+        except SpoolError as exc:
+            self.stats.lost_rows += len(batch)
+            log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
+            return
+        self.stats.spooled_batches += 1
+
+    # --- the thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._try_open()
+        while True:
+            try:
+                batch = self._queue.get(timeout=self._wait())
+            except queue.Empty:
+                batch = None
+            if batch is _STOP:
+                self._finish()
+                return
+            if batch is not None:
+                self._handle(batch)
+            if self.spool and time.monotonic() >= self._next_try:
+                self._drain()
+
+    def _wait(self) -> float:
+        if not self.spool:
+            return 0.5
+        return max(0.01, min(0.5, self._next_try - time.monotonic()))
+
+    def _try_open(self) -> bool:
+        try:
+            self.sink.open()
+        except SinkError as exc:
+            self._failed(exc)
+            return False
+        self.stats.healthy = True
+        return True
+
+    def _failed(self, exc: SinkError) -> None:
+        if self.stats.healthy or self.stats.last_error != str(exc):
+            log.error("sink_unavailable", sink=self.sink.name, error=str(exc),
+                      retry_in=self.retry_interval)
+        self.stats.failures += 1
+        self.stats.healthy = False
+        self.stats.last_error = str(exc)
+        self._next_try = time.monotonic() + self.retry_interval
+
+    def _write(self, batch: Batch) -> bool:
+        self._in_flight = batch
+        start = time.monotonic()
+        try:
+            self.sink.write(batch)
+        except SinkError as exc:
+            self._failed(exc)
+            return False
+        finally:
+            self._in_flight = None
+        elapsed = time.monotonic() - start
+        if not self.stats.healthy:
+            log.info("sink_recovered", sink=self.sink.name)
+        self.stats.healthy = True
+        self.stats.batches += 1
+        for table, rows in batch:
+            self.stats.rows[table] = self.stats.rows.get(table, 0) + len(rows)
+        if self._on_flush is not None:
+            self._on_flush(batch, elapsed)
+        return True
+
+    def _handle(self, batch: Batch) -> None:
+        if self.spool or not self.stats.healthy:
+            # keep order: nothing overtakes what is already spooled
+            self._spool(batch, "spool not empty" if self.spool else "sink unavailable")
+            return
+        if not self._write(batch):
+            self._spool(batch, "sink did not acknowledge")
+
+    def _drain(self) -> None:
+        """Write spooled segments oldest first; stop at the first failure."""
+        if not self.stats.healthy and not self._try_open():
+            return
+        while self.spool and not self._abandoned.is_set():
+            oldest = self.spool.oldest()
+            if oldest is None:
+                return
+            path, batches = oldest
+            for i, batch in enumerate(batches):
+                if not self._write(batch):
+                    # re-sending the acknowledged ones later is harmless (dedup keys)
+                    log.info("spool_drain_paused", segment=path.name, done=i, of=len(batches))
+                    return
+                self.stats.drained_batches += 1
+            self.spool.remove(path)
+            log.info("spool_segment_drained", segment=path.name, batches=len(batches))
+            if not self._queue.empty():
+                return  # let new batches join the spool in order, then go on
+
+    def _finish(self) -> None:
+        """At stop: write what is queued (or spool it); leftover spool waits for next start."""
+        while not self._abandoned.is_set():
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if batch is not _STOP:
+                self._handle(batch)
+        self.sink.close()
+
+    # --- the event loop side ------------------------------------------------------------
+
+    def close(self, timeout: float) -> bool:
+        """Stop the thread: write or spool everything queued within ``timeout`` seconds.
+
+        Whatever the thread could not finish in time (the queue and the batch it was
+        writing) is spooled from here, so nothing received is lost; True if it finished.
+        """
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=0.05)
+                break
+            except queue.Full:
+                self._spool_queued()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        done = not self._thread.is_alive()
+        if not done:
+            self._abandoned.set()
+            self._spool_queued()
+            stuck = self._in_flight
+            if stuck is not None:
+                self._spool(stuck, "sink write still running at shutdown")
+            log.error("writer_shutdown_timeout", timeout=timeout,
+                      spooled_batches=self.stats.spooled_batches)
+        self.spool.close()
+        return done
+
+    def _spool_queued(self) -> None:
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if batch is not _STOP:
+                self._spool(batch, "shutdown")
