@@ -1,0 +1,112 @@
+"""Shared fixtures: a real simulator on loopback, configs pointing at it, a recorder runner."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recorder.config import Config, Secret, parse
+from recorder.daemon import Recorder
+from recorder.simulator import Faults, SimConfig, SimulatorThread
+from recorder.sinks import Sink
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+POLL = 0.02  # seconds between checks of a condition we wait for
+KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., SimulatorThread]]:
+    started: list[SimulatorThread] = []
+
+    def make(faults: Faults | None = None, **kwargs: Any) -> SimulatorThread:
+        kwargs.setdefault("keys", (KEY,))
+        thread = SimulatorThread(SimConfig(**kwargs), faults)
+        thread.__enter__()
+        started.append(thread)
+        return thread
+
+    yield make
+    for thread in started:
+        thread.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., SimulatorThread]) -> SimulatorThread:
+    return make_sim()
+
+
+def make_config(sim: SimulatorThread, tmp: Path, codes: list[str] | None = None,
+                **sections: dict[str, Any]) -> Config:
+    """A config recording ``codes`` (default: all the simulator's) into SQLite under ``tmp``."""
+    codes = codes if codes is not None else list(sim.sim.codes)
+    doc: dict[str, Any] = {
+        "upstream": {"ws_url": sim.ws_url, "http_url": sim.http_url, "key_env": "QOS_TEST_KEY",
+                     "backoff_initial": 0.2, "backoff_max": 1.0},
+        "subscribe": {"trades": codes, "depth": codes, "snapshots": codes},
+        "sink": {"kind": "sqlite", "sqlite_path": str(tmp / "ticks.sqlite"), "batch_age": 0.1},
+        "spool": {"dir": str(tmp / "spool")},
+        "log": {"dead_letter": str(tmp / "dead-letter.ndjson")},
+    }
+    for section, values in sections.items():
+        doc.setdefault(section, {}).update(values)
+    return parse(doc, name=str(tmp / "recorder.toml"))
+
+
+def run_recorder(config: Config, *, seconds: float | None = None,
+                 until: Callable[[Recorder], bool] | None = None, timeout: float = 30.0,
+                 sink: Sink | None = None,
+                 during: Callable[[Recorder, float], None] | None = None) -> Recorder:
+    """Run a real Recorder in this thread for ``seconds``, or until ``until(recorder)``.
+
+    ``during(recorder, elapsed)`` is called at every poll, to inject faults mid-run.
+    """
+    assert seconds is not None or until is not None
+
+    async def main() -> Recorder:
+        recorder = Recorder(config, Secret(KEY), sink=sink)
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            start = time.monotonic()
+            limit = seconds if seconds is not None else timeout
+            while (elapsed := time.monotonic() - start) < limit:
+                if until is not None and until(recorder):
+                    break
+                if during is not None:
+                    during(recorder, elapsed)
+                await asyncio.sleep(POLL)
+            stop.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(watch())
+            tg.create_task(recorder.run(stop))
+        return recorder
+
+    return asyncio.run(main())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(POLL)
+    return predicate()
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()

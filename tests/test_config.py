@@ -1,0 +1,169 @@
+"""Config parsing: every error is one line naming the file, the key and the reason."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recorder import config
+from recorder.exceptions import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "recorder.example.toml"
+
+
+def _doc(**sections: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"subscribe": {"trades": ["US:AAPL,TSLA", "HK:700"]}}
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    return doc
+
+
+def _error(doc: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        config.parse(doc, "rec.toml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("rec.toml: ")
+    return message
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.subscribe.all_codes()[:2] == ["US:AAPL", "US:TSLA"]
+    text = EXAMPLE.read_text()
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    for section, cls in config._SECTIONS.items():
+        for name in cls.__dataclass_fields__:
+            assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} not in example"
+            assert f"`{name}`" in readme, f"{section}.{name} not in README"
+
+
+def test_defaults() -> None:
+    cfg = config.parse(_doc())
+    assert cfg.upstream.heartbeat_interval == 20.0 and cfg.sink.kind == "sqlite"
+    assert cfg.subscribe.codes("trades") == ["US:AAPL", "US:TSLA", "HK:700"]
+
+
+def test_unknown_key_names_a_close_match() -> None:
+    assert _error(_doc(upstream={"heartbeat_intervall": 5})) == (
+        "rec.toml: upstream.heartbeat_intervall: unknown key (did you mean "
+        "upstream.heartbeat_interval?)")
+    assert "did you mean subscribe" in _error({**_doc(), "subscrbe": {}})
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ("AAPL", "is not MARKET:SYMBOL"),
+    ("XX:AAPL", "unknown market 'XX'"),
+    ("US:AA PL", "malformed symbol"),
+    ("US:AAPL,", "malformed symbol ''"),
+])
+def test_malformed_codes(entry: str, reason: str) -> None:
+    message = _error(_doc(subscribe={"depth": [entry]}))
+    assert "subscribe.depth[0]" in message and reason in message
+
+
+def test_bad_kline_types() -> None:
+    message = _error(_doc(subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1, 7]}))
+    assert "subscribe.kline_types: 7 is not a K-line type" in message
+    assert "must be a list of integers" in _error(_doc(subscribe={"kline_types": ["1"]}))
+
+
+def test_more_codes_than_the_plan_allows() -> None:
+    codes = [f"US:S{i}" for i in range(11)]
+    assert "11 distinct codes, the plan allows 10" in _error(_doc(subscribe={"trades": codes}))
+    cfg = config.parse(_doc(subscribe={"trades": codes}, upstream={"max_products": 20}))
+    assert len(cfg.subscribe.all_codes()) == 11
+
+
+def test_wrong_types_and_choices() -> None:
+    assert "sink.kind: must be one of sqlite, questdb, null" in _error(_doc(sink={"kind": "pg"}))
+    assert "sink.batch_rows: must be a positive integer" in _error(_doc(sink={"batch_rows": 0}))
+    assert "upstream.ws_url: must start with ws://" in _error(_doc(upstream={"ws_url": "http://x"}))
+    assert "heartbeat_interval" in _error(_doc(upstream={"heartbeat_interval": 45}))
+    assert "request_interval" in _error(_doc(upstream={"request_interval": 0.5}))
+    assert "no codes" in _error({"subscribe": {}})
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[upstream\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match=r"missing.toml: cannot read"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_key_from_env_and_file_never_echoed(tmp_path: Path) -> None:
+    cfg = config.parse(_doc(upstream={"key_env": "QOS_K"}), "rec.toml")
+    with pytest.raises(ConfigError, match="environment variable QOS_K is not set"):
+        config.read_key(cfg, {})
+    secret = config.read_key(cfg, {"QOS_K": "s3cr3t-value"})
+    assert secret.reveal() == "s3cr3t-value"
+    assert "s3cr3t" not in repr(secret) and "s3cr3t" not in str(secret)
+
+    key_file = tmp_path / "key"
+    cfg = config.parse(_doc(upstream={"key_env": "", "key_file": str(key_file)}), "rec.toml")
+    with pytest.raises(ConfigError, match="upstream.key_file: cannot read"):
+        config.read_key(cfg, {})
+    key_file.write_text("file-secret\n")
+    os.chmod(key_file, 0o644)
+    assert config.read_key(cfg, {}).reveal() == "file-secret"
+    warning = config.key_file_warning(cfg, {})
+    assert warning is not None and "readable by other users" in warning
+    os.chmod(key_file, 0o600)
+    assert config.key_file_warning(cfg, {}) is None
+
+
+def test_key_file_from_systemd_credentials(tmp_path: Path) -> None:
+    (tmp_path / "qos-key").write_text("cred-secret")
+    cfg = config.parse(_doc(upstream={"key_env": "", "key_file": "qos-key"}))
+    assert config.read_key(cfg, {"CREDENTIALS_DIRECTORY": str(tmp_path)}).reveal() == "cred-secret"
+
+
+def test_exactly_one_key_source() -> None:
+    message = _error(_doc(upstream={"key_file": "/k"}))
+    assert "set exactly one of key_env and key_file" in message
+
+
+# --- hypothesis -------------------------------------------------------------------------
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(-1, 100),
+                    st.text(max_size=12), st.lists(st.text(max_size=10), max_size=3))
+section_names = st.sampled_from([*config._SECTIONS, "bogus"])
+keys = st.one_of(st.sampled_from(sorted({k for c in config._SECTIONS.values()
+                                         for k in c.__dataclass_fields__})), st.text(max_size=8))
+documents = st.dictionaries(section_names, st.dictionaries(keys, scalars, max_size=4), max_size=4)
+
+
+@given(documents)
+def test_any_document_parses_or_raises_config_error_in_one_line(doc: dict[str, Any]) -> None:
+    try:
+        cfg = config.parse(doc, "h.toml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("h.toml: ")
+    else:
+        assert cfg.subscribe.all_codes()
+
+
+entries = st.builds(lambda m, syms: f"{m}:{','.join(syms)}", st.sampled_from(["US", "HK", "CF"]),
+                    st.lists(st.from_regex(r"[A-Z][A-Z0-9]{0,5}", fullmatch=True), min_size=1,
+                             max_size=3))
+
+
+@given(st.lists(entries, min_size=1, max_size=3), st.integers(1, 30))
+def test_valid_subscriptions_parse_to_the_same_codes(trades: list[str], hb: int) -> None:
+    text = f'[subscribe]\ntrades = {trades!r}\n[upstream]\nheartbeat_interval = {hb}\n'
+    doc = tomllib.loads(text.replace("'", '"'))
+    expected = config.split_codes(trades)
+    if len(expected) > 10:
+        with pytest.raises(ConfigError, match="the plan allows 10"):
+            config.parse(doc)
+        return
+    cfg = config.parse(doc)
+    assert cfg.subscribe.codes("trades") == expected
+    assert cfg.upstream.heartbeat_interval == hb

@@ -1,0 +1,263 @@
+"""The simulator over real sockets: message shapes, plan limits, faults, consistency."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import KEY, wait_for
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from recorder import protocol
+from recorder.simulator import Faults, SimulatorThread, bar_open
+
+SimFactory = Callable[..., SimulatorThread]
+
+
+def _ws(sim: SimulatorThread, key: str = KEY) -> ClientConnection:
+    return connect(sim.ws_url, additional_headers={"key": key}, open_timeout=5)
+
+
+def _post(sim: SimulatorThread, path: str, body: dict[str, Any], key: str = KEY) -> Any:
+    request = urllib.request.Request(
+        f"{sim.http_url}{path}?key={key}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _reply(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    """The next reply of ``kind``, skipping pushes."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        frame = json.loads(ws.recv(timeout=5))
+        if frame.get("type") == kind:
+            return frame
+    raise AssertionError(f"no {kind} reply")
+
+
+def _pushes(ws: ClientConnection, n: int, tp: str | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        frame = json.loads(ws.recv(timeout=5))
+        if "tp" in frame and (tp is None or frame["tp"] == tp):
+            out.append(frame)
+    return out
+
+
+def test_reply_shape_and_push_shapes(sim: SimulatorThread) -> None:
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": ["US:AAPL,TSLA"], "reqid": 7}))
+        reply = _reply(ws, "T")
+        assert reply["msg"] == "OK" and reply["reqid"] == 7 and isinstance(reply["time"], int)
+        for frame in _pushes(ws, 5, "T"):
+            assert set(frame) == {"tp", "c", "p", "v", "ts", "d"}
+            assert isinstance(frame["p"], str) and isinstance(frame["ts"], int)
+            assert isinstance(protocol.decode(json.dumps(frame), 0), protocol.Trade)
+
+
+def test_invalid_key_is_refused(sim: SimulatorThread) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        _ws(sim, key="wrong")
+    assert info.value.response.status_code == 401
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]}, key="wrong") == (200, {"msg": "invalid key"})
+
+
+def test_one_websocket_per_key(sim: SimulatorThread) -> None:
+    with _ws(sim) as first:
+        with _ws(sim) as second, pytest.raises(ConnectionClosed) as info:
+            second.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+        assert "1 WebSocket per key" in info.value.rcvd.reason
+        first.send(json.dumps({"type": "H"}))
+        assert _reply(first, "H")["msg"] == "OK"
+
+
+def test_one_request_per_second(sim: SimulatorThread) -> None:
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "H"}))
+        ws.send(json.dumps({"type": "S", "codes": ["US:AAPL"]}))
+        assert _reply(ws, "H")["msg"] == "OK"
+        assert "at most 1 request per second" in _reply(ws, "S")["msg"]
+        assert sim.call(lambda: not any(c.subs["S"] for c in sim.sim.conns.values()))
+
+
+def test_product_limit(make_sim: SimFactory) -> None:
+    sim = make_sim(codes=tuple(f"US:S{i}" for i in range(11)))
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": [f"US:S{i}" for i in range(11)]}))
+        assert _reply(ws, "T")["msg"] == "product limit exceeded: plan allows 10"
+
+
+def test_unknown_code_and_unknown_type_are_refused(sim: SimulatorThread) -> None:
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": ["US:NOPE"]}))
+        assert _reply(ws, "T")["msg"] == "invalid code: US:NOPE"
+
+
+def test_http_limit_per_minute(sim: SimulatorThread) -> None:
+    answers = [_post(sim, "/snapshot", {"codes": ["US:AAPL"]})[1]["msg"] for _ in range(11)]
+    assert answers[:10] == ["OK"] * 10
+    assert answers[10] == "request limit exceeded: 10 per minute"
+
+
+def test_heartbeat_timeout_closes_the_socket(make_sim: SimFactory) -> None:
+    sim = make_sim(heartbeat_timeout=0.5)
+    with _ws(sim) as ws, pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.reason == "heartbeat timeout"
+
+
+def test_every_http_endpoint(sim: SimulatorThread) -> None:
+    wait_for(lambda: sim.call(lambda: len(sim.sim.codes["US:AAPL"].trades) >= 3))
+    for path, body, first_key in [
+        ("/snapshot", {"codes": ["US:AAPL"]}, "lp"),
+        ("/depth", {"codes": ["US:AAPL"]}, "b"),
+        ("/trade", {"codes": ["US:AAPL"], "count": 3}, "p"),
+        ("/instrument-info", {"codes": ["US:AAPL", "CF:BTCUSDT"]}, "e"),
+        ("/kline", {"kline_reqs": [{"c": "US:AAPL", "co": 2, "a": 0, "kt": 1}]}, "k"),
+        ("/history", {"kline_reqs": [{"c": "US:AAPL", "co": 2, "a": 0, "kt": 1,
+                                      "e": int(time.time())}]}, "k"),
+    ]:
+        status, answer = _post(sim, path, body)
+        assert status == 200 and answer["msg"] == "OK", path
+        assert first_key in answer["data"][0] and "tp" not in answer["data"][0], path
+    status, answer = _post(sim, "/market-calendar", {"market": ["HK"]})
+    assert answer["data"]["HK"][0].endswith(",F")
+    status, answer = _post(sim, "/product-list", {"market": ["US"]})
+    assert {"code": "US:AAPL", "name": "US:AAPL"} in answer["data"]["US"]
+    status, answer = _post(sim, "/trade", {"codes": ["US:AAPL"], "count": 51})
+    assert answer["msg"] == "count must be 1 to 50"
+
+
+def test_market_is_consistent_across_streams(make_sim: SimFactory) -> None:
+    sim = make_sim(trades_per_second=30, seed=5)
+    wait_for(lambda: sim.call(lambda: len(sim.sim.truth)) > 3000, timeout=20)
+    truth: list[dict[str, Any]] = sim.call(lambda: list(sim.sim.truth))
+    for code in ("US:AAPL", "CF:BTCUSDT"):
+        trades = [f for f in truth if f["tp"] == "T" and f["c"] == code]
+        volume = Decimal(0)
+        turnover = Decimal(0)
+        index = 0
+        for frame in (f for f in truth if f["c"] == code):
+            if frame["tp"] == "T":
+                volume += Decimal(frame["v"])
+                turnover += Decimal(frame["p"]) * Decimal(frame["v"])
+                index += 1
+            elif frame["tp"] == "S":
+                # a snapshot's cumulative v and t are exactly the trades before it
+                assert Decimal(frame["v"]) == volume and Decimal(frame["t"]) == turnover
+            elif frame["tp"] == "D":
+                assert Decimal(frame["b"][0]["p"]) <= Decimal(trades[index - 1]["p"] if index
+                                                              else frame["a"][0]["p"])
+                assert Decimal(frame["b"][0]["p"]) < Decimal(frame["a"][0]["p"])
+        # K-lines aggregate the trades: the last push of each 1-minute bar
+        bars: dict[int, dict[str, Any]] = {}
+        for frame in truth:
+            if frame["tp"] == "K" and frame["c"] == code and frame["kt"] == 1:
+                bars[frame["ts"]] = frame
+        for opened, bar in bars.items():
+            in_bar = [t for t in trades if bar_open(t["ts"], 1) == opened]
+            assert Decimal(bar["v"]) == sum(Decimal(t["v"]) for t in in_bar)
+            assert bar["o"] == in_bar[0]["p"] and bar["cl"] == in_bar[-1]["p"]
+            assert Decimal(bar["h"]) == max(Decimal(t["p"]) for t in in_bar)
+        # several identical trades share a second
+        same = Counter((t["ts"], t["p"], t["v"], t["d"]) for t in trades)
+        assert max(same.values()) >= 2
+    # /trade serves the same history that was produced
+    status, answer = _post(sim, "/trade", {"codes": ["US:AAPL"], "count": 50})
+    served = answer["data"]
+    produced = [{k: v for k, v in f.items() if k != "tp"} for f in truth
+                if f["tp"] == "T" and f["c"] == "US:AAPL"]
+    assert served == produced[-50:] or served[:40] == produced[-50:][:40]
+
+
+def test_fault_close_every(make_sim: SimFactory) -> None:
+    sim = make_sim(Faults(close_every=0.5))
+    with _ws(sim) as ws, pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.reason == "injected disconnect"
+
+
+def test_fault_stall_keeps_the_socket_silent(sim: SimulatorThread) -> None:
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": ["US:AAPL"]}))
+        _reply(ws, "T")
+        sim.call(lambda: setattr(sim.sim.faults, "stall", True))
+        time_stalled = time.monotonic()
+        with pytest.raises(TimeoutError):
+            while True:
+                ws.recv(timeout=1.0)  # drain frames in flight, then silence
+        assert time.monotonic() - time_stalled >= 1.0
+        sim.call(lambda: setattr(sim.sim.faults, "stall", False))
+        assert _pushes(ws, 1, "T")
+
+
+def test_fault_drop_rate_drops_silently(sim: SimulatorThread) -> None:
+    sim.call(lambda: setattr(sim.sim.faults, "drop_rate", 0.5))
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": ["US:AAPL", "US:TSLA"]}))
+        _reply(ws, "T")
+        received = _pushes(ws, 20, "T")
+    dropped = sim.call(lambda: [f for _, f in sim.sim.dropped])
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))
+    sent_ids = {id(f) for f in sent}
+    assert dropped and not any(id(d) in sent_ids for d in dropped)
+    assert received == sent[:20]
+
+
+def test_fault_malformed_frames(sim: SimulatorThread) -> None:
+    sim.call(lambda: setattr(sim.sim.faults, "malformed_rate", 0.5))
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "T", "codes": ["US:AAPL", "US:TSLA"]}))
+        bad = 0
+        for _ in range(40):
+            try:
+                protocol.decode(ws.recv(timeout=5), 0)
+            except protocol.DecodeError:
+                bad += 1
+    assert bad > 0
+
+
+def test_fault_error_replies(sim: SimulatorThread) -> None:
+    sim.call(lambda: setattr(sim.sim.faults, "error_replies", True))
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "H"}))
+        assert _reply(ws, "H")["msg"] == "service temporarily unavailable"
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_fault_http_status(sim: SimulatorThread, status: int) -> None:
+    sim.call(lambda: setattr(sim.sim.faults, "http_status", status))
+    sim.call(lambda: setattr(sim.sim.faults, "http_fail_count", 2))
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[0] == status
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[0] == status
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[1]["msg"] == "OK"
+
+
+def test_fault_http_delay(sim: SimulatorThread) -> None:
+    sim.call(lambda: setattr(sim.sim.faults, "http_delay", 0.5))
+    start = time.monotonic()
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[1]["msg"] == "OK"
+    assert time.monotonic() - start >= 0.5
+
+
+def test_export_truth(sim: SimulatorThread, tmp_path: Path) -> None:
+    wait_for(lambda: sim.call(lambda: len(sim.sim.truth)) > 10)
+    path = tmp_path / "truth.ndjson"
+    sim.call(lambda: sim.sim.export_truth(str(path)))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) >= 10 and all("truth" in line or "sent" in line for line in lines)
