@@ -149,7 +149,8 @@ class Recorder:
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)
-        log.info("recorder_stopped", clean=done, rows=self.writer.stats.rows,
+        log.info("recorder_stopped", clean=done, frames=self.stats.frames,
+                 rows=self.writer.stats.rows,
                  spooled_batches=self.writer.stats.spooled_batches,
                  spool_bytes=self.spool.bytes, lost_rows=self.writer.stats.lost_rows)
 

@@ -145,6 +145,8 @@ class Simulator:
         self.sent: list[tuple[int, dict[str, Any]]] = []
         self.dropped: list[tuple[int, dict[str, Any]]] = []
         self.connections_opened = 0
+        self.refusals: list[tuple[int, str, str]] = []  # (connection, command type, msg)
+        self.commands: list[tuple[int, float, str]] = []  # (connection, monotonic time, type)
         self.closed_by_fault = 0
         self._http_times: dict[str, deque[float]] = {}
         self._next_conn = 1
@@ -372,6 +374,7 @@ class Simulator:
         if "reqid" in req:
             reply["reqid"] = req["reqid"]
         now = time.monotonic()
+        self.commands.append((conn.id, now, kind))
         too_soon = now - conn.last_request < self.config.ws_min_interval
         conn.last_request = now
         if too_soon:
@@ -388,6 +391,8 @@ class Simulator:
                     reply["data"] = data
         if kind == "H" and reply["msg"] == "OK":
             conn.last_heartbeat = now
+        if reply["msg"] != "OK":
+            self.refusals.append((conn.id, kind, reply["msg"]))
         await self._send(conn, orjson.dumps(reply).decode())
 
     def _codes(self, req: dict[str, Any]) -> list[str]:

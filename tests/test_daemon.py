@@ -1,0 +1,135 @@
+"""The recorder end to end: simulator → real Recorder → SQLite, and the real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from conftest import KEY, make_config, rows, run_recorder, wait_for
+from truth import check_trades, depth_key, last_bars, snapshot_key
+
+from recorder.protocol import NS
+from recorder.simulator import SimulatorThread
+
+SimFactory = Callable[..., SimulatorThread]
+E2E_SECONDS = float(os.environ.get("QOS_E2E_SECONDS", "60"))
+
+
+def test_sixty_seconds_without_faults_store_every_pushed_record_once(
+        make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(trades_per_second=20, seed=11)
+    codes = list(sim.sim.codes)
+    config = make_config(sim, tmp_path, codes, subscribe={
+        "klines": codes[:2], "kline_types": [1, 5]})
+    recorder = run_recorder(config, seconds=E2E_SECONDS)
+    db = tmp_path / "ticks.sqlite"
+    sent = sim.call(lambda: list(sim.sim.sent_frames()))
+    trades = [f for f in sent if f["tp"] == "T"]
+    assert len(trades) > E2E_SECONDS * 20 * len(codes) * 0.5
+
+    check_trades(rows(db, "SELECT code, ts, price, size, side, k FROM trades"), trades)
+    stored_depth = rows(db, "SELECT code, ts, bids, asks FROM depth")
+    assert sorted(stored_depth) == sorted(set(depth_key(f) for f in sent if f["tp"] == "D"))
+    stored_snaps = rows(db, "SELECT code, ts, volume, last FROM snapshots")
+    assert sorted(stored_snaps) == sorted(set(snapshot_key(f) for f in sent if f["tp"] == "S"))
+    # values equal the ground truth, not just the keys
+    last = {(f["c"], f["ts"] * NS, float(f["v"]), float(f["lp"])): f for f in sent if f["tp"] == "S"}
+    for code, ts, v, lp, yp, o, h, lo, t in rows(
+            db, "SELECT code, ts, volume, last, prev_close, open, high, low, turnover FROM snapshots"):
+        frame = last[(code, ts, v, lp)]
+        assert (yp, o, h, lo, t) == tuple(float(frame[k]) for k in ("yp", "o", "h", "l", "t"))
+    bars = last_bars([f for f in sent if f["tp"] == "K"])
+    stored_bars = rows(db, "SELECT code, kt, ts, open, close, high, low, volume FROM klines")
+    assert len(stored_bars) == len(bars)
+    for code, kt, ts, o, c, h, lo, v in stored_bars:
+        f = bars[(code, kt, ts)]
+        assert (o, c, h, lo, v) == tuple(float(f[k]) for k in ("o", "cl", "h", "l", "v"))
+    assert rows(db, "SELECT DISTINCT source FROM trades") == [("live",)]
+    assert recorder.stats.decode_errors == 0 and recorder.writer.stats.lost_rows == 0
+    assert sim.call(lambda: sim.sim.refusals) == []
+
+
+def test_writing_the_same_batches_twice_duplicates_nothing(sim: SimulatorThread,
+                                                          tmp_path: Path) -> None:
+    from recorder.batching import Batch
+    from recorder.sinks.sqlite import SQLiteSink
+
+    config = make_config(sim, tmp_path, subscribe={"klines": ["US:AAPL"]})
+    batches: list[Batch] = []
+    recorder = run_recorder(config, until=lambda r: r.writer.stats.batches >= 5, timeout=20)
+    assert recorder.writer.stats.batches >= 5
+    db = tmp_path / "ticks.sqlite"
+    before = {t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("trades", "depth",
+                                                                        "snapshots", "klines")}
+    # re-send every stored row as new batches: nothing may change
+    for table, stored in before.items():
+        batches.append(Batch({table: stored}))
+    sink = SQLiteSink(db)
+    for batch in batches + batches:
+        sink.write(batch)
+    sink.close()
+    after = {t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2") for t in before}
+    assert after == before
+
+
+def test_sigterm_under_heavy_traffic_flushes_everything_received(
+        make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(trades_per_second=400, seed=3)
+    config_path = tmp_path / "recorder.toml"
+    codes = ", ".join(f'"{c}"' for c in sim.sim.codes)
+    config_path.write_text(f"""
+[upstream]
+ws_url = "{sim.ws_url}"
+http_url = "{sim.http_url}"
+key_env = "QOS_TEST_KEY"
+[subscribe]
+trades = [{codes}]
+depth = [{codes}]
+snapshots = [{codes}]
+[sink]
+kind = "sqlite"
+sqlite_path = "ticks.sqlite"
+batch_rows = 5000
+batch_age = 1.0
+""")
+    env = {**os.environ, "QOS_TEST_KEY": KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "recorder", "run", "--config", str(config_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 3000, 30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    events = [orjson.loads(line) for line in out.splitlines()]
+    stopped = next(e for e in events if e["event"] == "recorder_stopped")
+    assert stopped["clean"] is True and stopped["lost_rows"] == 0
+    db = tmp_path / "ticks.sqlite"
+    (stored,) = rows(db, "SELECT count(*) FROM trades")[0]
+    assert stored == stopped["frames"]["T"] > 3000
+    assert stopped["rows"]["trades"] == stored
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))
+    # what was stored is exactly the first `stored` trades the simulator pushed
+    check_trades(rows(db, "SELECT code, ts, price, size, side, k FROM trades"), sent[:stored])
+    assert KEY not in out.decode() + err.decode()
+
+
+def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(trades_per_second=50, seed=8)
+    config = make_config(sim, tmp_path, ["US:AAPL"])
+    first = run_recorder(config, until=lambda r: r.stats.frames["T"] >= 50, timeout=20)
+    second = run_recorder(config, until=lambda r: len(r.counter) > 0, timeout=20)
+    assert first.stats.frames["T"] >= 50
+    # the second run learned the first run's identities at start-up
+    seeded = rows(tmp_path / "ticks.sqlite",
+                  "SELECT code, ts, price, size, side, count(*) FROM trades GROUP BY 1,2,3,4,5")
+    assert seeded and all(second.counter.count(tuple(r[:5])) >= r[5] for r in seeded)  # type: ignore[arg-type]
+    started = time.time_ns() - 3600 * NS
+    assert all(r[1] > started for r in seeded)

@@ -1,0 +1,172 @@
+"""The QuestDB sink through the real ``questdb`` client, checked by what it really sends."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_config, run_recorder
+from ilp_receiver import IlpServer, parse_ilp
+from truth import check_trades, last_bars, snapshot_key
+
+from recorder.batching import Batch
+from recorder.exceptions import ConfigError, SinkError
+from recorder.protocol import NS, Trade
+from recorder.schema import TABLES, Gap
+from recorder.simulator import SimulatorThread
+from recorder.sinks.questdb import QuestDBSink, parse_conf
+
+SimFactory = Callable[..., SimulatorThread]
+
+
+def _ts(value: Any) -> int:
+    assert isinstance(value, tuple) and value[0] == "ts_ns", value
+    return int(value[1])
+
+
+def test_records_from_the_simulator_arrive_row_for_row(make_sim: SimFactory,
+                                                       tmp_path: Path) -> None:
+    sim = make_sim(trades_per_second=20, seed=4)
+    codes = ["US:AAPL", "CF:BTCUSDT", "HK:700"]
+    with IlpServer() as ilp:
+        config = make_config(sim, tmp_path, codes, sink={"kind": "questdb", "questdb": ilp.conf},
+                             subscribe={"klines": codes[:1], "kline_types": [1]})
+        recorder = run_recorder(config, seconds=6)
+        state = ilp.state
+    # DDL went first, over /exec, for every table
+    assert state.statements[: len(TABLES)] == [t.questdb_ddl() for t in TABLES]
+    sent = sim.call(lambda: list(sim.sim.sent_frames()))
+
+    trades = state.table("trades")
+    for row in trades:
+        assert set(row.symbols) == {"code", "market", "source"}
+        assert isinstance(row.fields["price"], float) and isinstance(row.fields["size"], float)
+        assert isinstance(row.fields["side"], int) and isinstance(row.fields["k"], int)
+        assert isinstance(row.fields["recv_ts"], int) and row.ts is not None
+        assert row.ts % NS == 0 and row.symbols["market"] == row.symbols["code"].split(":")[0]
+        assert row.fields["recv_ts"] >= row.ts  # received after the exchange second began
+    check_trades([(r.symbols["code"], r.ts, r.fields["price"], r.fields["size"],
+                   r.fields["side"], r.fields["k"]) for r in trades],
+                 [f for f in sent if f["tp"] == "T"])
+
+    snaps = state.table("snapshots")
+    assert sorted((r.symbols["code"], r.ts, r.fields["volume"], r.fields["last"]) for r in snaps) \
+        == sorted(snapshot_key(f) for f in sent if f["tp"] == "S")
+    us = next(r for r in snaps if r.symbols["code"] == "US:AAPL")
+    assert json.loads(us.fields["extended"])["pq"][0] > 0 and us.fields["session"] == 3
+
+    depth = state.table("depth")
+    assert len(depth) == sum(1 for f in sent if f["tp"] == "D")
+    for row in depth:
+        bids = json.loads(row.fields["bids"])
+        assert row.fields["bid_px"] == bids[0][0] and row.fields["levels"] == 5
+
+    bars = last_bars([f for f in sent if f["tp"] == "K"])
+    got = {(r.symbols["code"], r.fields["kt"], r.ts): r for r in state.table("klines")}
+    for key, frame in bars.items():
+        assert got[key].fields["close"] == float(frame["cl"])
+    assert recorder.writer.stats.lost_rows == 0
+
+
+def test_symbols_strings_and_timestamps_are_escaped_by_the_client() -> None:
+    nasty = 'US:A B,C=D\\"E'
+    detail = 'line one\nline "two", three=3 \\ end'
+    with IlpServer() as ilp:
+        sink = QuestDBSink(ilp.conf)
+        sink.open()
+        trade = Trade(nasty, 1_741_960_243 * NS, 246.39, 100.0, 1, 1_741_960_243_987_654_321, 2)
+        gap = Gap(1_741_960_000 * NS, 1_741_960_100 * NS + 1, nasty, "trades", "disconnect",
+                  1_741_960_200_123_456_789, missing=3.5, missing_unit="trades", detail=detail)
+        sink.write(Batch.of([trade]))
+        sink.write(Batch.of([gap]))
+        sink.close()
+        (t,) = ilp.state.table("trades")
+        (g,) = ilp.state.table("gaps")
+    assert t.symbols["code"] == nasty and t.ts == trade.ts and t.fields["recv_ts"] == trade.recv_ts
+    assert t.fields["k"] == 2
+    assert g.symbols["code"] == nasty and g.fields["detail"] == detail
+    assert _ts(g.fields["end_ts"]) == gap.end and _ts(g.fields["detected_ts"]) == gap.detected_ts
+    assert g.ts == gap.start and g.fields["backfilled"] == 0 and g.fields["missing"] == 3.5
+
+
+def test_a_failing_database_raises_sink_error_and_recovers() -> None:
+    with IlpServer(mode="fail") as ilp:
+        sink = QuestDBSink(ilp.conf)
+        with pytest.raises(SinkError, match="HTTP 503"):
+            sink.open()
+        ilp.state.mode = "ok"
+        sink.open()
+        ilp.state.mode = "fail"
+        batch = Batch.of([Trade("US:AAPL", NS, 1.0, 1.0, 1, NS)])
+        with pytest.raises(SinkError, match="flush failed"):
+            sink.write(batch)
+        ilp.state.mode = "ok"
+        sink.write(batch)
+        assert len(ilp.state.table("trades")) == 1
+    with pytest.raises(SinkError):
+        QuestDBSink(ilp.conf).open()  # nobody listening any more
+
+
+def test_conf_strings() -> None:
+    assert parse_conf("http::addr=h:9000;username=a;password=b;;c;") == (
+        "http", {"addr": "h:9000", "username": "a", "password": "b;c"})
+    sink = QuestDBSink("ws::addr=db:9000;sf_dir=/var/lib/q;")
+    assert sink.store_and_forward and sink.exec_url == "http://db:9000/exec"
+    assert QuestDBSink("tcp::addr=db:9009;").exec_url == "http://db:9000/exec"
+    assert QuestDBSink("tcp::addr=db:9009;").no_ack
+    assert not QuestDBSink("ws::addr=db:9000;").store_and_forward
+    with pytest.raises(ConfigError, match="auto_flush"):
+        QuestDBSink("http::addr=db:9000;auto_flush=off;")
+    with pytest.raises(ConfigError, match="not a client conf string"):
+        QuestDBSink("localhost:9000")
+
+
+def test_ilp_parser_reads_text_and_binary_doubles() -> None:
+    text = b'trades,code=US:A\\ B sym="x\\"y",n=3i,f=1.5 1000n\n'
+    (row,) = parse_ilp(text)
+    assert row.symbols == {"code": "US:A B"} and row.fields == {"sym": 'x"y', "n": 3, "f": 1.5}
+    binary = b"t,a=b f==\x10" + struct.pack("<d", 2.5) + b" 5n\n"
+    (row,) = parse_ilp(binary)
+    assert row.fields["f"] == 2.5 and row.ts == 5
+
+
+# --- against a real QuestDB, when one is given --------------------------------------------
+
+QDB = os.environ.get("QDB_HTTP_ADDR")
+
+
+def _query(sql: str) -> dict[str, Any]:
+    url = f"http://{QDB}/exec?{urllib.parse.urlencode({'query': sql})}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+@pytest.mark.skipif(not QDB, reason="set QDB_HTTP_ADDR=host:9000 to test against a real QuestDB")
+def test_against_a_real_questdb(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(trades_per_second=20, seed=21)
+    codes = ["US:AAPL", "HK:700"]
+    config = make_config(sim, tmp_path, codes, sink={"kind": "questdb",
+                                                     "questdb": f"http::addr={QDB};"})
+    start = time.time_ns()
+    run_recorder(config, seconds=6)
+    sent = [f for f in sim.call(lambda: list(sim.sim.sent_frames("T")))]
+    deadline = time.monotonic() + 30
+    while True:  # WAL tables apply asynchronously
+        body = _query(f"SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
+                      f"WHERE ts >= cast({start // 1000 - 5_000_000} AS TIMESTAMP)")
+        stored = [tuple(r) for r in body["dataset"]]
+        if len(stored) >= len(sent) or time.monotonic() > deadline:
+            break
+    check_trades(stored, sent)
+    ddl = _query("SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup "
+                 "FROM tables() WHERE table_name = 'trades'")
+    assert ddl["dataset"][0][1:] == ["ts", "DAY", True, True]
