@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from .backfill import Backfiller
 from .batching import Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
-from .exceptions import DecodeError
+from .exceptions import DecodeError, RecorderError
+from .gaps import GapDetector
 from .identity import TradeCounter
-from .protocol import NS, Record, Stream, Trade
+from .markets import Calendar
+from .protocol import NS, Record, Stream, Trade, market_of
+from .rest import RestClient
+from .schema import Gap
 from .session import run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
@@ -64,8 +69,13 @@ class Recorder:
         self.writer = Writer(self.sink, self.spool, sc.max_pending_batches, sc.retry_interval)
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
+        self.calendar = Calendar()
+        self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
+        self.rest = RestClient(config.upstream, key)
+        self.backfiller = Backfiller(self.rest, self.counter, self.batcher.add,
+                                     self._update_gap, self.detector,
+                                     config.gaps.max_trade_backfill)
         self._on_ready = on_ready
-        self._subscriptions_left = 0
 
     # --- Handler --------------------------------------------------------------------
 
@@ -79,6 +89,7 @@ class Recorder:
             self.batcher.add_trade(record)
         else:
             self.batcher.add(record)
+        self.detector.on_record(record)
 
     def on_decode_error(self, error: DecodeError) -> None:
         self.stats.decode_errors += 1
@@ -97,6 +108,7 @@ class Recorder:
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
+        self.detector.on_subscribed()
         if self._on_ready is not None:
             self._on_ready()
             self._on_ready = None
@@ -113,30 +125,76 @@ class Recorder:
         self.stats.connected_since = None
         self.stats.reconnects += 1
         self.stats.last_disconnect_reason = reason
+        self.detector.on_disconnect(reason)
+        for (code, stream), gap in self.detector.pending.items():
+            if stream == "trades":
+                self.counter.hold(code, gap.start)
+
+    # --- gaps -----------------------------------------------------------------------
+
+    def _on_gap(self, gap: Gap) -> None:
+        """A gap is known: record it, and backfill it once its end is known."""
+        log.warning("gap", code=gap.code, stream=gap.stream, cause=gap.cause,
+                    start=gap.start, end=gap.end, status=gap.status)
+        self.batcher.add_gap(gap)
+        provisional = gap.cause == "silence" and gap.code in self.detector.silent
+        if self.config.gaps.backfill and not provisional:
+            self.backfiller.submit(gap)
+
+    def _update_gap(self, gap: Gap) -> None:
+        self.batcher.add_gap(gap)
+        if gap.stream == "trades":
+            self.counter.release(gap.code, gap.start)
+
+    async def _check_gaps(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.detector.check()
+
+    async def _calendar(self) -> None:
+        """Trading days from /market-calendar, refreshed daily (a failure keeps Mon-Fri)."""
+        markets = sorted({market_of(c) for c in self.config.subscribe.all_codes()} - {"CF"})
+        while markets:
+            try:
+                self.calendar.load(await self.rest.post("/market-calendar", {"market": markets}))
+            except RecorderError as exc:
+                log.warning("calendar_unavailable", error=str(exc))
+            await asyncio.sleep(86400)
 
     # --- life -----------------------------------------------------------------------
 
-    def seed_identities(self) -> None:
-        """Load recent trade counts from the sink so a restart keeps trade identities."""
-        since = time.time_ns() - 900 * NS
+    def restore(self) -> None:
+        """What the sink already holds: the newest row per code and stream (the time the
+        recorder was down becomes a disconnect gap) and the trade identities since then."""
         try:
             self.sink.open()
-            self.counter.seed(self.sink.trade_counts(since))
-        except Exception as exc:  # the sink is down: the spool takes over, identities restart
-            log.warning("identity_seed_skipped", error=str(exc))
+            last = self.sink.last_times()
+            now = time.time_ns()
+            since = min([now - 900 * NS, *(t for (_, table), t in last.items() if table == "trades")])
+            self.counter.seed(self.sink.trade_counts(max(since, now - 7 * 86400 * NS)))
+        except RecorderError as exc:  # the sink is down: the spool takes over
+            log.warning("restore_skipped", error=str(exc))
+            return
+        self.detector.seed(last)
+        for (code, stream), gap in self.detector.pending.items():
+            if stream == "trades":
+                self.counter.hold(code, gap.start)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
-        await asyncio.to_thread(self.seed_identities)
+        await asyncio.to_thread(self.restore)
         self.writer.start()
         up, sub = self.config.upstream, self.config.subscribe
         log.info("recorder_started", sink=self.sink.name, codes=sub.all_codes(),
                  spooled_segments=self.spool.segments)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with self.rest, asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(run_upstream(up, sub, self.key, self)),
                     tg.create_task(self.batcher.run()),
+                    tg.create_task(self.backfiller.run()),
+                    tg.create_task(self._check_gaps()),
+                    tg.create_task(self._calendar()),
                 ]
                 await stop.wait()
                 for task in tasks:

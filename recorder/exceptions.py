@@ -9,7 +9,8 @@ command line can print one line for it instead of a traceback::
     │   ├── DecodeError      one frame could not be decoded (the frame is kept)
     │   ├── ApiError         a command or HTTP request came back with msg != "OK"
     │   └── AuthError        the service refused the API key
-    ├── SinkError            the database did not acknowledge a batch
+    ├── SinkError            the database did not acknowledge a batch (try again later)
+    │   └── SinkRejected     the database refused this batch for good (bad data or schema)
     └── SpoolError           the on-disk spool is full or unreadable
 """
 
@@ -52,6 +53,10 @@ class AuthError(UpstreamError):
 
 class SinkError(RecorderError):
     """The database did not acknowledge a batch; the batch must be kept (spooled)."""
+
+
+class SinkRejected(SinkError):
+    """The database refused a batch for good; retrying it cannot help, so it is set aside."""
 
 
 class SpoolError(RecorderError):

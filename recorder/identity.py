@@ -30,6 +30,7 @@ class TradeCounter:
         self._codes: dict[str, dict[int, dict[tuple[float, float, int], int]]] = {}
         self._window = int(window_s * NS)
         self._newest: dict[str, int] = {}
+        self._held: dict[str, list[int]] = {}
 
     def __len__(self) -> int:
         return sum(len(c) for seconds in self._codes.values() for c in seconds.values())
@@ -43,8 +44,19 @@ class TradeCounter:
             counts = seconds[ts] = {}
             if ts > self._newest.get(code, 0):
                 self._newest[code] = ts
-                self._prune(seconds, ts - self._window)
+                held = self._held.get(code)
+                horizon = ts - self._window
+                self._prune(seconds, min(horizon, *held) if held else horizon)
         return counts
+
+    def hold(self, code: str, ts: int) -> None:
+        """Keep counts from ``ts`` on for ``code`` until :meth:`release` (a gap needs them)."""
+        self._held.setdefault(code, []).append(ts)
+
+    def release(self, code: str, ts: int) -> None:
+        held = self._held.get(code)
+        if held and ts in held:
+            held.remove(ts)
 
     @staticmethod
     def _prune(seconds: dict[int, dict[tuple[float, float, int], int]], horizon: int) -> None:

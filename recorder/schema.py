@@ -33,7 +33,7 @@ _QDB_TYPE: Final[dict[str, str]] = {
     "text": "VARCHAR",
 }
 _SQLITE_TYPE: Final[dict[str, str]] = {
-    "ts": "INTEGER NOT NULL", "time": "INTEGER", "sym": "TEXT NOT NULL", "f64": "REAL",
+    "ts": "INTEGER NOT NULL", "time": "INTEGER", "sym": "TEXT", "f64": "REAL",
     "int": "INTEGER", "long": "INTEGER", "text": "TEXT",
 }
 
@@ -121,6 +121,7 @@ GAPS: Final = Table(
     symbol_capacity={**_CAP, "stream": 8, "cause": 16, "missing_unit": 8, "status": 8},
 )
 TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS)
+MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
 BY_NAME: Final = {t.name: t for t in TABLES}
 
 

@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import structlog
 
 from .batching import Batch
-from .exceptions import SinkError, SpoolError
+from .exceptions import SinkError, SinkRejected, SpoolError
 from .sinks import Sink
 from .spool import Spool
 
@@ -36,6 +37,7 @@ class WriterStats:
     spooled_batches: int = 0
     drained_batches: int = 0
     lost_rows: int = 0
+    rejected_rows: int = 0
     last_error: str | None = None
     healthy: bool = False
 
@@ -123,6 +125,9 @@ class Writer:
         start = time.monotonic()
         try:
             self.sink.write(batch)
+        except SinkRejected as exc:
+            self._reject(batch, exc)
+            return True  # handled: kept aside, and it must not block what follows
         except SinkError as exc:
             self._failed(exc)
             return False
@@ -138,6 +143,19 @@ class Writer:
         if self._on_flush is not None:
             self._on_flush(batch, elapsed)
         return True
+
+    def _reject(self, batch: Batch, exc: SinkRejected) -> None:
+        """Keep a refused batch in ``rejected.ndjson`` beside the spool, loudly."""
+        self.stats.rejected_rows += len(batch)
+        path = self.spool.dir / "rejected.ndjson"
+        log.error("batch_rejected", error=str(exc), rows=len(batch), kept_in=str(path))
+        try:
+            with path.open("ab") as out:
+                out.write(b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + batch.to_bytes()
+                          + b"}\n")
+        except OSError as err:
+            self.stats.lost_rows += len(batch)
+            log.error("rejected_batch_lost", error=str(err), rows=len(batch))
 
     def _handle(self, batch: Batch) -> None:
         if self.spool or not self.stats.healthy:

@@ -8,7 +8,9 @@ accepting connections, to test what the recorder does when the database is down.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import struct
 import threading
 import urllib.parse
@@ -125,6 +127,7 @@ class Receiver:
     writes: int = 0
     failed_writes: int = 0
     write_bytes: int = 0
+    connections: set[Any] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def table(self, name: str) -> list[IlpRow]:
@@ -138,6 +141,16 @@ def _handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            with state.lock:
+                state.connections.add(self.connection)
+
+        def finish(self) -> None:
+            super().finish()
+            with state.lock:
+                state.connections.discard(self.connection)
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             raw = json.dumps(body).encode()
@@ -213,6 +226,10 @@ class IlpServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.state.lock:  # drop keep-alive connections too: the database is gone
+            for conn in list(self.state.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> IlpServer:
         self.start()

@@ -29,6 +29,9 @@ class Sink(Protocol):
     def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
         """How many trades of each identity are stored since ``since_ns``."""
 
+    def last_times(self) -> dict[tuple[str, str], int]:
+        """The newest stored ``ts`` per (code, table) of the market-data tables."""
+
     def close(self) -> None:
         """Release connections; pending data was already written or spooled."""
 

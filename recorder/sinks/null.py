@@ -25,5 +25,8 @@ class NullSink:
     def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
         return ()
 
+    def last_times(self) -> dict[tuple[str, str], int]:
+        return {}
+
     def close(self) -> None:
         pass

@@ -29,9 +29,9 @@ from typing import Any
 from questdb import Sender, TimestampNanos
 
 from ..batching import Batch
-from ..exceptions import ConfigError, SinkError
+from ..exceptions import ConfigError, SinkError, SinkRejected
 from ..identity import Identity
-from ..schema import TABLES, BY_NAME
+from ..schema import BY_NAME, MARKET_TABLES, TABLES
 
 ACK_TIMEOUT_MS = 30_000
 
@@ -158,6 +158,8 @@ class QuestDBSink:
             raise
         except Exception as exc:  # IngressError, QuestDBError: the batch was not acknowledged
             self._reset()
+            if _refused(exc):
+                raise SinkRejected(f"questdb: batch refused: {_one_line(exc)}") from None
             raise SinkError(f"questdb: flush failed: {_one_line(exc)}") from None
 
     def _reset(self) -> None:
@@ -179,10 +181,31 @@ class QuestDBSink:
         )
         return [((c, t * 1000, p, s, d), n) for c, t, p, s, d, n in body.get("dataset", [])]
 
+    def last_times(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for table in MARKET_TABLES:
+            body = self.execute(f"SELECT code, cast(max(ts) AS LONG) FROM {table}")
+            for code, micros in body.get("dataset", []):
+                if micros is not None:
+                    out[(code, table)] = int(micros) * 1000
+        return out
+
     def close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.close(flush=False)
+
+
+#: Client-side errors about the data itself: sending the batch again cannot help.
+_DATA_ERRORS = frozenset({"InvalidName", "InvalidTimestamp", "InvalidUtf8", "BadDataFrame",
+                          "ArrayError", "DecimalError"})
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server or the client refused the data itself (QuestDB answers bad rows
+    with HTTP 400 and the error code ``invalid``), rather than being unreachable."""
+    code = getattr(getattr(exc, "code", None), "name", "")
+    return code in _DATA_ERRORS or (code == "ServerFlushError" and "[code: invalid]" in str(exc))
 
 
 def _one_line(exc: BaseException) -> str:

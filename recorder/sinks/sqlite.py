@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..batching import Batch
-from ..exceptions import SinkError
+from ..exceptions import SinkError, SinkRejected
 from ..identity import Identity
-from ..schema import TABLES, Table
+from ..schema import MARKET_TABLES, TABLES, Table
 
 
 def _insert(table: Table) -> str:
@@ -33,6 +33,7 @@ def _insert(table: Table) -> str:
 
 
 _INSERT = {t.name: _insert(t) for t in TABLES}
+_LAST = {t: f"SELECT code, max(ts) FROM {t} GROUP BY code" for t in MARKET_TABLES}
 
 
 class SQLiteSink:
@@ -71,6 +72,9 @@ class SQLiteSink:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
+                sqlite3.DataError) as exc:
+            raise SinkRejected(f"sqlite {self.path}: batch refused: {exc}") from None
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: write failed: {exc}") from None
 
@@ -87,6 +91,19 @@ class SQLiteSink:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
         return [((c, ts, p, s, d), n) for c, ts, p, s, d, n in rows]
+
+    def last_times(self) -> dict[tuple[str, str], int]:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        out: dict[tuple[str, str], int] = {}
+        try:
+            for table in MARKET_TABLES:
+                for code, ts in self._db.execute(_LAST[table]):
+                    out[(code, table)] = ts
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
+        return out
 
     def close(self) -> None:
         if self._db is not None:

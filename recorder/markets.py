@@ -1,0 +1,80 @@
+"""Market hours from the protocol reference, and trading days from ``/market-calendar``.
+
+Used to tell silence from a closed market: a code that does not trade while its market is
+closed is not a gap. Markets whose hours the reference does not pin down (IX, SI follow
+their listing exchange) answer ``None``: unknown, so no silence gap is ever claimed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+from .protocol import NS
+
+_NY = ZoneInfo("America/New_York")
+_HK = ZoneInfo("Asia/Hong_Kong")
+_SH = ZoneInfo("Asia/Shanghai")
+
+Session = tuple[dt.time, dt.time]
+_T = dt.time
+#: Sessions in local time per market, and the time zone they are in.
+HOURS: Mapping[str, tuple[ZoneInfo, tuple[Session, ...]]] = {
+    # pre-market 04:00, regular 09:30-16:00, after-hours to 20:00, night 20:00-03:50 next day
+    "US": (_NY, ((_T(0, 0), _T(3, 50)), (_T(4, 0), _T(23, 59, 59, 999999)))),
+    "HK": (_HK, ((_T(9, 30), _T(12, 0)), (_T(13, 0), _T(16, 0)))),
+    "SH": (_SH, ((_T(9, 30), _T(11, 30)), (_T(13, 0), _T(15, 0)))),
+    "SZ": (_SH, ((_T(9, 30), _T(11, 30)), (_T(13, 0), _T(15, 0)))),
+}
+_FX_LIKE = frozenset({"FX", "CM"})
+
+
+class Calendar:
+    """Trading days per market (``YYYYMMDD``); without a calendar, Monday to Friday."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, set[str]] = {}
+
+    def load(self, data: Mapping[str, Iterable[str]]) -> None:
+        """Take a ``/market-calendar`` answer: ``{"HK": ["20250606,F", ...]}``."""
+        for market, days in data.items():
+            self._days[market] = {d.split(",")[0] for d in days}
+
+    def known(self, market: str) -> bool:
+        return market in self._days
+
+    def trading_day(self, market: str, day: dt.date) -> bool:
+        days = self._days.get(market)
+        if days is None:
+            return day.weekday() < 5
+        return f"{day:%Y%m%d}" in days
+
+
+def is_open(market: str, when_ns: int, calendar: Calendar | None = None) -> bool | None:
+    """Whether ``market`` trades at ``when_ns`` (UTC); ``None`` when the hours are unknown."""
+    if market == "CF":
+        return True
+    calendar = calendar or Calendar()
+    utc = dt.datetime.fromtimestamp(when_ns / NS, dt.UTC)
+    if market in _FX_LIKE:
+        # Monday 05:00 to Saturday 05:00 UTC+8 in US summer time, 06:00 in winter
+        ny = utc.astimezone(_NY)
+        hour = 5 if ny.dst() else 6
+        local = utc.astimezone(_HK)
+        week_minute = local.weekday() * 1440 + local.hour * 60 + local.minute
+        return hour * 60 <= week_minute < 5 * 1440 + hour * 60
+    spec = HOURS.get(market)
+    if spec is None:
+        return None
+    zone, sessions = spec
+    local = utc.astimezone(zone)
+    if market == "US" and local.time() < _T(4, 0):
+        # the night session belongs to the previous trading day
+        day = local.date() - dt.timedelta(days=1)
+    else:
+        day = local.date()
+    if not calendar.trading_day(market, day):
+        return False
+    now = local.time()
+    return any(start <= now <= end for start, end in sessions)

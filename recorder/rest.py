@@ -1,0 +1,111 @@
+"""The QOS REST client: one token bucket for the process, retries with backoff.
+
+The key travels in a ``key`` header, never in the URL. Every request takes a token from
+the bucket (the plan's 10 requests a minute by default), so retries count against the
+limit too. HTTP 429 and 5xx, timeouts and non-"OK" ``msg`` replies are retried with
+jittered backoff; responses larger than ``max_bytes`` are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from .config import Secret, UpstreamConfig
+from .exceptions import ApiError, UpstreamError
+
+log = structlog.get_logger("recorder.rest")
+
+
+class TokenBucket:
+    """``rate`` tokens per ``per`` seconds, at most ``rate`` saved up."""
+
+    def __init__(self, rate: int, per: float = 60.0) -> None:
+        self.capacity = float(rate)
+        self.tokens = float(rate)
+        self.refill = rate / per
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.refill)
+                self._stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.refill)
+
+
+class RestClient:
+    def __init__(self, up: UpstreamConfig, key: Secret, attempts: int = 5) -> None:
+        self.base = up.http_url.rstrip("/")
+        self.key = key
+        self.timeout = up.http_timeout
+        self.max_bytes = up.max_http_bytes
+        self.bucket = TokenBucket(up.http_requests_per_minute)
+        self.attempts = attempts
+        self.backoff_initial = up.backoff_initial
+        self.requests = 0
+        self.retries = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RestClient:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"key": self.key.reveal(), "Content-Type": "application/json"},
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` to ``path``; the ``data`` of an "OK" answer, retried on failure."""
+        delay = self.backoff_initial
+        for attempt in range(1, self.attempts + 1):
+            await self.bucket.take()
+            self.requests += 1
+            try:
+                return await self._once(path, body)
+            except UpstreamError as exc:
+                if attempt == self.attempts:
+                    raise
+                self.retries += 1
+                wait = random.uniform(delay / 2, delay)
+                log.warning("rest_retry", path=path, error=str(exc), attempt=attempt,
+                            retry_in=round(wait, 2))
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    async def _once(self, path: str, body: dict[str, Any]) -> Any:
+        assert self._session is not None, "use RestClient as an async context manager"
+        try:
+            async with self._session.post(self.base + path, data=orjson.dumps(body)) as resp:
+                if resp.content_length is not None and resp.content_length > self.max_bytes:
+                    raise UpstreamError(f"{path}: response of {resp.content_length} bytes is too large")
+                raw = await resp.content.read(self.max_bytes + 1)
+                if len(raw) > self.max_bytes:
+                    raise UpstreamError(f"{path}: response larger than {self.max_bytes} bytes")
+                if resp.status != 200:
+                    raise UpstreamError(f"{path}: HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"{path}: {type(exc).__name__}: {exc}") from None
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{path}: answer is not JSON") from None
+        if not isinstance(answer, dict) or answer.get("msg") != "OK":
+            msg = answer.get("msg") if isinstance(answer, dict) else None
+            raise ApiError(path, str(msg))
+        return answer.get("data")
