@@ -1,3 +1,3 @@
-"""qos-recorder: record QOS market data (trades, depth, snapshots, K-lines) into QuestDB or SQLite."""
+"""qos-recorder: record QOS market data into QuestDB or SQLite, with gaps detected and filled."""
 
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 Gaps queue up here; each round batches them per stream into as few requests as the API
 allows (all codes in one ``/trade``, one ``/snapshot``, one ``/depth``, one ``/history``
-with a request per code and bar type), under the process's one token bucket.
+with a request per code and bar type), under the process's one rate limiter.
 
 - trades: ``/trade`` returns the latest 50 per code. They are merged into what was stored
   per (code, second) as multisets (:meth:`TradeCounter.merge`), so nothing is duplicated
@@ -25,7 +25,6 @@ from typing import Any
 import structlog
 
 from .exceptions import DecodeError, UpstreamError
-from .gaps import GapDetector
 from .identity import TradeCounter
 from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Trade, records_from
 from .rest import RestClient
@@ -35,25 +34,43 @@ log = structlog.get_logger("recorder.backfill")
 
 
 class Backfiller:
-    def __init__(self, rest: RestClient, counter: TradeCounter, write: Callable[[Record], None],
-                 update_gap: Callable[[Gap], None], detector: GapDetector | None = None,
-                 trade_count: int = MAX_TRADE_COUNT) -> None:
+    def __init__(
+        self,
+        rest: RestClient,
+        counter: TradeCounter,
+        write: Callable[[Record], None],
+        update_gap: Callable[[Gap], None],
+        trade_count: int = MAX_TRADE_COUNT,
+        settle: float = 1.0,
+    ) -> None:
         self.rest = rest
         self.counter = counter
         self.write = write
         self.update_gap = update_gap
-        self.detector = detector
         self.trade_count = min(trade_count, MAX_TRADE_COUNT)
+        self.settle = settle
         self._queue: list[Gap] = []
         self._wake = asyncio.Event()
         self.rows = 0
         self.rounds = 0
         self.failed_rounds = 0
+        self.submitted = 0
+        self.resolved = 0
 
     def submit(self, gap: Gap) -> None:
         """Queue a gap whose end is known."""
+        self.submitted += 1
         self._queue.append(gap)
         self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """Every gap submitted so far was backfilled as far as the API allows."""
+        return self.resolved == self.submitted
+
+    def _resolved(self, gap: Gap) -> None:
+        self.resolved += 1
+        self.update_gap(gap)
 
     @property
     def queued(self) -> int:
@@ -62,6 +79,9 @@ class Backfiller:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
+            # After a reconnect every code's gap closes within a moment: wait for them so
+            # one request serves them all.
+            await asyncio.sleep(self.settle)
             self._wake.clear()
             gaps, self._queue = self._queue, []
             if not gaps:
@@ -80,7 +100,9 @@ class Backfiller:
         """One pass over a set of gaps: trades first (what can be recovered), then the rest."""
         self.rounds += 1
         by_stream: dict[str, list[Gap]] = {}
-        for gap in gaps:
+        merged = _coalesce(gaps)
+        self.resolved += len(gaps) - len(merged)
+        for gap in merged:
             by_stream.setdefault(gap.stream, []).append(gap)
         if "trades" in by_stream:
             await self._trades(by_stream.pop("trades"))
@@ -106,8 +128,6 @@ class Backfiller:
             new = self.counter.merge(inside)
             for trade in new:
                 self.write(trade)
-            if self.detector is not None:
-                self.detector.on_backfilled(new)
             gap.backfilled += len(new)
             self.rows += len(new)
             oldest = min((t.ts for t in returned), default=None)
@@ -115,32 +135,45 @@ class Backfiller:
                 gap.status = "partial"
                 gap.missing = (oldest - gap.start) / NS
                 gap.missing_unit = "seconds"
-                gap.detail = (f"/trade keeps the latest {self.trade_count} trades; trades from "
-                              f"{_iso(gap.start)} to {_iso(oldest)} are not recoverable")
+                gap.detail = (
+                    f"/trade keeps the latest {self.trade_count} trades; trades from "
+                    f"{_iso(gap.start)} to {_iso(oldest)} are not recoverable"
+                )
             else:
+                # the window reaches back past the gap's start: every trade of the span is
+                # stored now (the merge keeps the union), whatever the estimate said
                 gap.status = "filled"
-                if gap.cause == "volume" and gap.missing is not None:
-                    recovered = sum(t.size for t in new)
-                    gap.missing = max(0.0, gap.missing - recovered)
-                    if gap.missing > 1e-9:
-                        gap.status = "partial"
-            self.update_gap(gap)
-            log.info("backfilled", code=gap.code, stream="trades", cause=gap.cause,
-                     rows=len(new), status=gap.status)
+                gap.missing = 0.0 if gap.missing is not None else None
+            self._resolved(gap)
+            log.info(
+                "backfilled",
+                code=gap.code,
+                stream="trades",
+                cause=gap.cause,
+                rows=len(new),
+                status=gap.status,
+            )
 
     async def _klines(self, gaps: list[Gap]) -> None:
         reqs = []
         for gap in gaps:
             kt = int(gap.stream.partition(":")[2])
             span = max(1, (gap.end - gap.start) // (60 * NS) + 2)
-            reqs.append({"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt,
-                         "e": gap.end // NS})
+            reqs.append(
+                {"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt, "e": gap.end // NS}
+            )
         data = await self.rest.post("/history", {"kline_reqs": reqs})
         bars = self._decode("K", data)
         for gap in gaps:
             kt = int(gap.stream.partition(":")[2])
-            inside = [b for b in bars if isinstance(b, Kline) and b.code == gap.code
-                      and b.kt == kt and gap.start <= b.ts <= gap.end]
+            inside = [
+                b
+                for b in bars
+                if isinstance(b, Kline)
+                and b.code == gap.code
+                and b.kt == kt
+                and gap.start <= b.ts <= gap.end
+            ]
             for bar in inside:
                 bar.source = "backfill"
                 self.write(bar)
@@ -149,7 +182,7 @@ class Backfiller:
             gap.status = "filled"
             if gap.missing_unit == "bars":
                 gap.missing = 0.0
-            self.update_gap(gap)
+            self._resolved(gap)
 
     async def _refresh(self, gaps: list[Gap], path: str, kind: str) -> None:
         codes = sorted({g.code for g in gaps})
@@ -164,7 +197,7 @@ class Backfiller:
             gap.missing = (gap.end - gap.start) / NS
             gap.missing_unit = "seconds"
             gap.detail = f"current state refreshed from {path}; states during the gap are lost"
-            self.update_gap(gap)
+            self._resolved(gap)
 
     @staticmethod
     def _decode(kind: str, data: Any) -> list[Record]:
@@ -174,6 +207,20 @@ class Backfiller:
             return records_from(kind, data, time.time_ns())
         except DecodeError as exc:
             raise UpstreamError(f"REST data for {kind}: {exc.reason}") from None
+
+
+def _coalesce(gaps: list[Gap]) -> list[Gap]:
+    """Gaps with the same key (start second, code, stream, cause) are one row: merge them."""
+    merged: dict[tuple[int, str, str, str], Gap] = {}
+    for gap in gaps:
+        key = (gap.start, gap.code, gap.stream, gap.cause)
+        first = merged.setdefault(key, gap)
+        if first is not gap:
+            first.end = max(first.end, gap.end)
+            if gap.missing is not None:
+                first.missing = (first.missing or 0.0) + gap.missing
+            first.record = first.record or gap.record
+    return list(merged.values())
 
 
 def _iso(ns: int) -> str:

@@ -25,13 +25,28 @@ _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
 }
 
 
+_last_seq = 0
+
+
+def next_seq() -> int:
+    """Strictly increasing, and increasing across restarts (wall-clock nanoseconds)."""
+    global _last_seq
+    _last_seq = max(_last_seq + 1, time.time_ns())
+    return _last_seq
+
+
 class Batch:
-    """Rows per table, in arrival order; the unit the writer acknowledges or spools."""
+    """Rows per table, in arrival order; the unit the writer acknowledges or spools.
 
-    __slots__ = ("tables",)
+    ``seq`` orders batches by when they were cut; the spool drains in that order, so an
+    upserted row (a K-line bar, a gap's status) never goes back to an older version.
+    """
 
-    def __init__(self, tables: dict[str, list[Row]] | None = None) -> None:
+    __slots__ = ("seq", "tables")
+
+    def __init__(self, tables: dict[str, list[Row]] | None = None, seq: int | None = None) -> None:
         self.tables: dict[str, list[Row]] = tables if tables is not None else {}
+        self.seq = next_seq() if seq is None else seq
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.tables.values())
@@ -40,14 +55,15 @@ class Batch:
         return iter((t, rows) for t, rows in self.tables.items() if rows)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.tables)
+        return orjson.dumps({"seq": self.seq, "tables": self.tables})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Batch:
-        tables = orjson.loads(data)
-        if not isinstance(tables, dict):
-            raise ValueError("spooled batch is not an object")
-        return cls({t: [tuple(r) for r in rows] for t, rows in tables.items()})
+        doc = orjson.loads(data)
+        if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict):
+            raise ValueError("spooled batch is not an object with tables")
+        tables = {t: [tuple(r) for r in rows] for t, rows in doc["tables"].items()}
+        return cls(tables, seq=int(doc["seq"]))
 
     @classmethod
     def of(cls, records: list[Record] | list[Gap]) -> Batch:
@@ -63,8 +79,9 @@ class Batcher:
     """Collects rows and hands a batch to ``submit`` every ``max_rows`` rows or ``max_age``
     seconds, whichever comes first. K-line pushes of one bar coalesce to the latest."""
 
-    def __init__(self, submit: Callable[[Batch], None], max_rows: int = 2000,
-                 max_age: float = 0.25) -> None:
+    def __init__(
+        self, submit: Callable[[Batch], None], max_rows: int = 2000, max_age: float = 0.25
+    ) -> None:
         self._submit = submit
         self.max_rows = max_rows
         self.max_age = max_age
@@ -113,8 +130,11 @@ class Batcher:
         if not self._n:
             return
         tables = {
-            "trades": self._trades, "depth": self._depth, "snapshots": self._snapshots,
-            "klines": list(self._klines.values()), "gaps": self._gaps,
+            "trades": self._trades,
+            "depth": self._depth,
+            "snapshots": self._snapshots,
+            "klines": list(self._klines.values()),
+            "gaps": self._gaps,
         }
         self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []
         self._klines = {}

@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import config as config_mod
-from .exceptions import RecorderError
+from .exceptions import ConfigError, RecorderError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,8 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qos-recorder: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"qos-recorder: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(
+            f"qos-recorder: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130
@@ -48,16 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--codes", default=",".join(_sim_codes()),
-                     help="comma-separated MARKET:SYMBOL codes")
+    sim.add_argument(
+        "--codes", default=",".join(_sim_codes()), help="comma-separated MARKET:SYMBOL codes"
+    )
     sim.add_argument("--key", action="append", help="accepted API key (repeatable); default demo")
     sim.add_argument("--rate", type=float, default=4.0, help="trades per second per code")
     sim.add_argument("--heartbeat-timeout", type=float, default=60.0)
     sim.add_argument("--close-every", type=float, help="fault: close connections every N s")
     sim.add_argument("--stall", action="store_true", help="fault: never send anything")
     sim.add_argument("--drop-rate", type=float, default=0.0, help="fault: drop frames (0-1)")
-    sim.add_argument("--malformed-rate", type=float, default=0.0,
-                     help="fault: send malformed frames (0-1)")
+    sim.add_argument(
+        "--malformed-rate", type=float, default=0.0, help="fault: send malformed frames (0-1)"
+    )
     sim.add_argument("--error-replies", action="store_true", help="fault: refuse every command")
     sim.add_argument("--http-status", type=int, help="fault: answer HTTP with this status")
     sim.add_argument("--http-delay", type=float, default=0.0, help="fault: slow HTTP by N s")
@@ -119,14 +124,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for code in codes:
         problem = config_mod.check_code_entry(code)
         if problem:
-            raise config_mod.ConfigError(f"--codes: {problem}")
+            raise ConfigError(f"--codes: {problem}")
     sim = Simulator(
-        SimConfig(codes=codes, seed=args.seed, keys=tuple(args.key or ["demo"]),
-                  trades_per_second=args.rate, heartbeat_timeout=args.heartbeat_timeout,
-                  keep_truth=bool(args.truth)),
-        Faults(close_every=args.close_every, stall=args.stall, drop_rate=args.drop_rate,
-               malformed_rate=args.malformed_rate, error_replies=args.error_replies,
-               http_status=args.http_status, http_delay=args.http_delay),
+        SimConfig(
+            codes=codes,
+            seed=args.seed,
+            keys=tuple(args.key or ["demo"]),
+            trades_per_second=args.rate,
+            heartbeat_timeout=args.heartbeat_timeout,
+            keep_truth=bool(args.truth),
+        ),
+        Faults(
+            close_every=args.close_every,
+            stall=args.stall,
+            drop_rate=args.drop_rate,
+            malformed_rate=args.malformed_rate,
+            error_replies=args.error_replies,
+            http_status=args.http_status,
+            http_delay=args.http_delay,
+        ),
     )
 
     async def go() -> None:
@@ -146,10 +162,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo
     from .daemon import run_forever
+    from .demo import demo
 
-    run_forever(lambda: demo(args.seconds, args.db))
+    run_forever(lambda: demo(args.seconds, Path(args.db).resolve()))
     return 0
 
 

@@ -208,7 +208,9 @@ def _typed(where: str, dotted: str, value: Any, default: Any, annotation: Any) -
     kind = str(annotation)
     if dotted in _CHOICES:
         if value not in _CHOICES[dotted]:
-            raise ConfigError(f"{where}: must be one of {', '.join(_CHOICES[dotted])}, not {value!r}")
+            raise ConfigError(
+                f"{where}: must be one of {', '.join(_CHOICES[dotted])}, not {value!r}"
+            )
         return value
     if kind.startswith("tuple[str"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -266,9 +268,13 @@ def _check(config: Config) -> None:
     for kt in sub.kline_types:
         if kt not in KLINE_TYPES:
             allowed = ", ".join(str(k) for k in sorted(KLINE_TYPES))
-            raise ConfigError(f"{name}: subscribe.kline_types: {kt} is not a K-line type ({allowed})")
+            raise ConfigError(
+                f"{name}: subscribe.kline_types: {kt} is not a K-line type ({allowed})"
+            )
     if sub.klines and not sub.kline_types:
-        raise ConfigError(f"{name}: subscribe.kline_types: K-lines are subscribed but no type is given")
+        raise ConfigError(
+            f"{name}: subscribe.kline_types: K-lines are subscribed but no type is given"
+        )
     codes = sub.all_codes()
     if not codes:
         raise ConfigError(f"{name}: subscribe: no codes to record")
@@ -285,13 +291,18 @@ def _check(config: Config) -> None:
         if not url.startswith(scheme):
             raise ConfigError(f"{name}: upstream.{key}: must start with {' or '.join(scheme)}")
     if up.heartbeat_interval <= 0 or up.heartbeat_interval > 30:
-        raise ConfigError(f"{name}: upstream.heartbeat_interval: the API wants 10-30 s, not {up.heartbeat_interval}")
+        raise ConfigError(
+            f"{name}: upstream.heartbeat_interval: the API wants 10-30 s, "
+            f"not {up.heartbeat_interval}"
+        )
     if up.request_interval < 1.0:
         raise ConfigError(f"{name}: upstream.request_interval: the API allows 1 request per second")
     if up.backoff_initial <= 0 or up.backoff_max < up.backoff_initial:
         raise ConfigError(f"{name}: upstream.backoff_max: must be at least backoff_initial (> 0)")
     if config.sink.kind == "questdb" and "::" not in config.sink.questdb:
-        raise ConfigError(f"{name}: sink.questdb: not a client conf string such as 'http::addr=host:9000;'")
+        raise ConfigError(
+            f"{name}: sink.questdb: not a client conf string such as 'http::addr=host:9000;'"
+        )
 
 
 def read_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
@@ -300,14 +311,18 @@ def read_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret
     if up.key_env is not None:
         value = env.get(up.key_env, "").strip()
         if not value:
-            raise ConfigError(f"{config.path}: upstream.key_env: environment variable {up.key_env} is not set")
+            raise ConfigError(
+                f"{config.path}: upstream.key_env: environment variable {up.key_env} is not set"
+            )
         return Secret(value)
     assert up.key_file is not None
     path = _key_path(up.key_file, env)
     try:
         value = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"{config.path}: upstream.key_file: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"{config.path}: upstream.key_file: cannot read {path}: {exc.strerror}"
+        ) from None
     if not value:
         raise ConfigError(f"{config.path}: upstream.key_file: {path} is empty")
     return Secret(value)
@@ -334,4 +349,3 @@ def _key_path(key_file: str, env: Mapping[str, str]) -> Path:
     if creds and os.sep not in key_file:
         return Path(creds) / key_file
     return Path(key_file).expanduser()
-

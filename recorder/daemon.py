@@ -57,8 +57,13 @@ _TP = {"Trade": "T", "Depth": "D", "Snapshot": "S", "Kline": "K"}
 class Recorder:
     """Wires the pieces together and implements the session's :class:`Handler`."""
 
-    def __init__(self, config: Config, key: Secret, sink: Sink | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        key: Secret,
+        sink: Sink | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.key = key
         self.stats = Stats()
@@ -72,9 +77,13 @@ class Recorder:
         self.calendar = Calendar()
         self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
         self.rest = RestClient(config.upstream, key)
-        self.backfiller = Backfiller(self.rest, self.counter, self.batcher.add,
-                                     self._update_gap, self.detector,
-                                     config.gaps.max_trade_backfill)
+        self.backfiller = Backfiller(
+            self.rest,
+            self.counter,
+            self.batcher.add,
+            self._update_gap,
+            config.gaps.max_trade_backfill,
+        )
         self._on_ready = on_ready
 
     # --- Handler --------------------------------------------------------------------
@@ -95,8 +104,12 @@ class Recorder:
         self.stats.decode_errors += 1
         self.dead_letter.keep(error, time.time_ns())
         if self.stats.decode_errors <= 10 or self.stats.decode_errors % 1000 == 0:
-            log.warning("decode_error", reason=error.reason, count=self.stats.decode_errors,
-                        dead_letter=str(self.dead_letter.path))
+            log.warning(
+                "decode_error",
+                reason=error.reason,
+                count=self.stats.decode_errors,
+                dead_letter=str(self.dead_letter.path),
+            )
 
     def on_unknown(self) -> None:
         self.stats.unknown_frames += 1
@@ -108,7 +121,7 @@ class Recorder:
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
-        self.detector.on_subscribed()
+        self.detector.on_subscribed(stream)
         if self._on_ready is not None:
             self._on_ready()
             self._on_ready = None
@@ -134,15 +147,24 @@ class Recorder:
 
     def _on_gap(self, gap: Gap) -> None:
         """A gap is known: record it, and backfill it once its end is known."""
-        log.warning("gap", code=gap.code, stream=gap.stream, cause=gap.cause,
-                    start=gap.start, end=gap.end, status=gap.status)
-        self.batcher.add_gap(gap)
+        if gap.record:
+            log.warning(
+                "gap",
+                code=gap.code,
+                stream=gap.stream,
+                cause=gap.cause,
+                start=gap.start,
+                end=gap.end,
+                status=gap.status,
+            )
+            self.batcher.add_gap(gap)
         provisional = gap.cause == "silence" and gap.code in self.detector.silent
         if self.config.gaps.backfill and not provisional:
             self.backfiller.submit(gap)
 
     def _update_gap(self, gap: Gap) -> None:
-        self.batcher.add_gap(gap)
+        if gap.record:
+            self.batcher.add_gap(gap)
         if gap.stream == "trades":
             self.counter.release(gap.code, gap.start)
 
@@ -170,7 +192,9 @@ class Recorder:
             self.sink.open()
             last = self.sink.last_times()
             now = time.time_ns()
-            since = min([now - 900 * NS, *(t for (_, table), t in last.items() if table == "trades")])
+            since = min(
+                [now - 900 * NS, *(t for (_, table), t in last.items() if table == "trades")]
+            )
             self.counter.seed(self.sink.trade_counts(max(since, now - 7 * 86400 * NS)))
         except RecorderError as exc:  # the sink is down: the spool takes over
             log.warning("restore_skipped", error=str(exc))
@@ -185,8 +209,12 @@ class Recorder:
         await asyncio.to_thread(self.restore)
         self.writer.start()
         up, sub = self.config.upstream, self.config.subscribe
-        log.info("recorder_started", sink=self.sink.name, codes=sub.all_codes(),
-                 spooled_segments=self.spool.segments)
+        log.info(
+            "recorder_started",
+            sink=self.sink.name,
+            codes=sub.all_codes(),
+            spooled_segments=self.spool.segments,
+        )
         try:
             async with self.rest, asyncio.TaskGroup() as tg:
                 tasks = [
@@ -207,10 +235,15 @@ class Recorder:
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)
-        log.info("recorder_stopped", clean=done, frames=self.stats.frames,
-                 rows=self.writer.stats.rows,
-                 spooled_batches=self.writer.stats.spooled_batches,
-                 spool_bytes=self.spool.bytes, lost_rows=self.writer.stats.lost_rows)
+        log.info(
+            "recorder_stopped",
+            clean=done,
+            frames=self.stats.frames,
+            rows=self.writer.stats.rows,
+            spooled_batches=self.writer.stats.spooled_batches,
+            spool_bytes=self.spool.total_bytes,
+            lost_rows=self.writer.stats.lost_rows,
+        )
 
 
 def install_signals(stop: asyncio.Event) -> None:

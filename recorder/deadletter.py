@@ -22,11 +22,16 @@ class DeadLetter:
 
     def keep(self, error: DecodeError, recv_ts: int) -> None:
         self.count += 1
-        line = orjson.dumps({
-            "recv_ts": recv_ts,
-            "reason": error.reason,
-            "frame": error.frame.decode("utf-8", errors="replace"),
-        }) + b"\n"
+        line = (
+            orjson.dumps(
+                {
+                    "recv_ts": recv_ts,
+                    "reason": error.reason,
+                    "frame": error.frame.decode("utf-8", errors="replace"),
+                }
+            )
+            + b"\n"
+        )
         if self._size + len(line) > self.max_bytes:
             self.not_kept += 1
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import BinaryIO
 
 from . import logs
 from .config import Secret, parse
@@ -13,26 +14,33 @@ from .schema import TABLES
 from .simulator import DEFAULT_CODES, SimConfig, Simulator, bound_port, serve
 
 
-async def demo(seconds: float, db: str) -> None:
-    path = Path(db).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+async def demo(seconds: float, path: Path) -> None:
     log_path = path.with_suffix(".log")
-    log_file = log_path.open("ab")
+    log_file = await asyncio.to_thread(_open_log, log_path)
     logs.configure("info", log_file)
     sim = Simulator(SimConfig(codes=DEFAULT_CODES, keep_truth=False))
     runner = await serve(sim, "127.0.0.1", 0)
     port = bound_port(runner)
     codes = list(DEFAULT_CODES)
-    config = parse({
-        "upstream": {"ws_url": f"ws://127.0.0.1:{port}/ws", "http_url": f"http://127.0.0.1:{port}",
-                     "key_env": "QOS_DEMO_KEY"},
-        "subscribe": {"trades": codes, "depth": codes, "snapshots": codes},
-        "sink": {"kind": "sqlite", "sqlite_path": str(path)},
-        "spool": {"dir": str(path.parent / "spool")},
-        "log": {"dead_letter": str(path.parent / "dead-letter.ndjson")},
-    }, name=str(path.parent / "demo.toml"))
-    print(f"simulator on ws://127.0.0.1:{port}/ws; recording {len(codes)} codes for "
-          f"{seconds:g} s into {path}", flush=True)
+    config = parse(
+        {
+            "upstream": {
+                "ws_url": f"ws://127.0.0.1:{port}/ws",
+                "http_url": f"http://127.0.0.1:{port}",
+                "key_env": "QOS_DEMO_KEY",
+            },
+            "subscribe": {"trades": codes, "depth": codes, "snapshots": codes},
+            "sink": {"kind": "sqlite", "sqlite_path": str(path)},
+            "spool": {"dir": str(path.parent / "spool")},
+            "log": {"dead_letter": str(path.parent / "dead-letter.ndjson")},
+        },
+        name=str(path.parent / "demo.toml"),
+    )
+    print(
+        f"simulator on ws://127.0.0.1:{port}/ws; recording {len(codes)} codes for "
+        f"{seconds:g} s into {path}",
+        flush=True,
+    )
     recorder = Recorder(config, Secret("demo"))
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(seconds, stop.set)
@@ -43,6 +51,11 @@ async def demo(seconds: float, db: str) -> None:
         log_file.close()
     print(summary(path))
     print(f"log: {log_path}")
+
+
+def _open_log(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("ab")
 
 
 def summary(path: Path) -> str:

@@ -8,6 +8,10 @@
   for that code since the previous snapshot, and stayed so at the next snapshot (so a
   snapshot that merely overtook its trade on the wire is not a gap).
 
+The volume check needs a first snapshot as its baseline, so a trade lost between the
+trades subscription and that snapshot would be invisible: for that span every session
+emits an internal ``startup`` sweep (backfilled, not written to the gaps table).
+
 The detector is fed events and calls ``emit`` with a :class:`~recorder.schema.Gap` when a
 gap is known; it does no I/O. Times are exchange time in nanoseconds.
 """
@@ -15,7 +19,7 @@ gap is known; it does no I/O. Times are exchange time in nanoseconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import GapsConfig, SubscribeConfig
@@ -58,9 +62,14 @@ class _Volume:
 
 
 class GapDetector:
-    def __init__(self, gaps: GapsConfig, subscribe: SubscribeConfig, emit: Callable[[Gap], None],
-                 calendar: Calendar | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        gaps: GapsConfig,
+        subscribe: SubscribeConfig,
+        emit: Callable[[Gap], None],
+        calendar: Calendar | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.config = gaps
         self.emit = emit
         self.calendar = calendar or Calendar()
@@ -82,6 +91,7 @@ class GapDetector:
         self.bars: dict[tuple[str, int], int] = {}
         self.volume: dict[str, _Volume] = {}
         self.subscribed_at: float | None = None
+        self.trades_since: int | None = None
         self.emitted = 0
 
     def _emit(self, gap: Gap) -> None:
@@ -115,15 +125,12 @@ class GapDetector:
             self._check_bar(record)
         self.last[key] = ts
 
-    def on_backfilled(self, trades: Iterable[Trade]) -> None:
-        """Backfilled trades count as recorded for the volume check."""
-        for trade in trades:
-            vol = self.volume.get(trade.code)
-            if vol is not None:
-                vol.traded += trade.size
-
-    def on_subscribed(self) -> None:
+    def on_subscribed(self, stream: str) -> None:
         self.subscribed_at = time.monotonic()
+        if stream == "trades":
+            # the volume baseline must come after the trades subscription
+            self.trades_since = self.clock() - NS
+            self.volume.clear()
 
     def on_disconnect(self, detail: str | None = None) -> None:
         """The session ended: every subscribed code and stream has a gap from its last frame."""
@@ -134,8 +141,9 @@ class GapDetector:
                 key = (code, stream)
                 if key not in self.pending:
                     start = self.last.get(key, now)
-                    self.pending[key] = Gap(start, start, code, stream, "disconnect", now,
-                                            detail=detail)
+                    self.pending[key] = Gap(
+                        start, start, code, stream, "disconnect", now, detail=detail
+                    )
         self.volume.clear()  # trades missed while away must not read as invisible loss
 
     def seed(self, last_stored: dict[tuple[str, str], int]) -> None:
@@ -148,8 +156,14 @@ class GapDetector:
                 if start is not None:
                     self.last[(code, stream)] = start
                     self.pending[(code, stream)] = Gap(
-                        start, start, code, stream, "disconnect", now,
-                        detail="the recorder was not running")
+                        start,
+                        start,
+                        code,
+                        stream,
+                        "disconnect",
+                        now,
+                        detail="the recorder was not running",
+                    )
 
     def check(self) -> None:
         """Periodic: silence while the market is open."""
@@ -166,8 +180,15 @@ class GapDetector:
             if is_open(market_of(code), now, self.calendar) is not True:
                 continue
             start = self.last.get((code, "trades"), now - int(limit * NS))
-            gap = Gap(start, now, code, "trades", "silence", now,
-                      detail=f"no trade for {limit:g} s while the market was open")
+            gap = Gap(
+                start,
+                now,
+                code,
+                "trades",
+                "silence",
+                now,
+                detail=f"no trade for {limit:g} s while the market was open",
+            )
             self.silent[code] = gap
             self._emit(gap)
 
@@ -177,15 +198,37 @@ class GapDetector:
         vol = self.volume.get(snap.code)
         if vol is None or snap.volume < vol.last_v:  # first snapshot, or a new trading day
             self.volume[snap.code] = _Volume(base=snap.volume, last_v=snap.volume, clean_ts=snap.ts)
+            if vol is None and self.trades_since is not None:
+                self._emit(
+                    Gap(
+                        min(self.trades_since, snap.ts),
+                        snap.ts,
+                        snap.code,
+                        "trades",
+                        "startup",
+                        self.clock(),
+                        record=False,
+                    )
+                )
             return
         vol.last_v = snap.volume
         excess = (snap.volume - vol.base) - vol.traded
         persistent = min(excess, vol.prev_excess)
         tolerance = self.config.volume_tolerance * (snap.volume - vol.base) + 1e-9 * snap.volume
         if persistent - vol.reported > tolerance:
-            self._emit(Gap(vol.clean_ts, snap.ts, snap.code, "trades", "volume", self.clock(),
-                           missing=persistent - vol.reported, missing_unit="volume",
-                           detail="snapshot day volume grew by more than the trades recorded"))
+            self._emit(
+                Gap(
+                    vol.clean_ts,
+                    snap.ts,
+                    snap.code,
+                    "trades",
+                    "volume",
+                    self.clock(),
+                    missing=persistent - vol.reported,
+                    missing_unit="volume",
+                    detail="snapshot day volume grew by more than the trades recorded",
+                )
+            )
             vol.reported = persistent
         if excess <= vol.reported + tolerance:
             vol.clean_ts = snap.ts
@@ -202,9 +245,20 @@ class GapDetector:
         step = bar_interval(bar.kt, market)
         if step is None:
             return
-        skipped = [t for t in range(last + step, bar.ts, step)
-                   if is_open(market, t, self.calendar) is True]
+        skipped = [
+            t for t in range(last + step, bar.ts, step) if is_open(market, t, self.calendar) is True
+        ]
         if skipped:
-            self._emit(Gap(skipped[0], bar.ts, bar.code, f"klines:{bar.kt}", "kline_skip",
-                           self.clock(), missing=len(skipped), missing_unit="bars",
-                           detail=f"{len(skipped)} bar(s) missing between two pushes"))
+            self._emit(
+                Gap(
+                    skipped[0],
+                    bar.ts,
+                    bar.code,
+                    f"klines:{bar.kt}",
+                    "kline_skip",
+                    self.clock(),
+                    missing=len(skipped),
+                    missing_unit="bars",
+                    detail=f"{len(skipped)} bar(s) missing between two pushes",
+                )
+            )

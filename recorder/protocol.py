@@ -13,6 +13,7 @@ error: :func:`decode` returns ``None`` for it and the caller counts it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
@@ -276,7 +277,12 @@ def kline_from(obj: dict[str, Any], recv_ts: int, code: str | None = None) -> Kl
     )
 
 
-_PUSH = {"T": trade_from, "D": depth_from, "S": snapshot_from, "K": kline_from}
+_PUSH: dict[str, Callable[[dict[str, Any], int], Record]] = {
+    "T": trade_from,
+    "D": depth_from,
+    "S": snapshot_from,
+    "K": kline_from,
+}
 
 
 def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
@@ -359,7 +365,9 @@ def heartbeat() -> bytes:
     return command("H")
 
 
-def subscribe(stream: Stream, codes: list[str], kt: int | None = None, reqid: int | None = None) -> bytes:
+def subscribe(
+    stream: Stream, codes: list[str], kt: int | None = None, reqid: int | None = None
+) -> bytes:
     """A subscribe command for one stream; K-lines need ``kt``."""
     if stream == "klines" and kt is None:
         raise ValueError("a K-line subscription needs kt")

@@ -1,8 +1,8 @@
-"""The QOS REST client: one token bucket for the process, retries with backoff.
+"""The QOS REST client: one rate limiter for the process, retries with backoff.
 
-The key travels in a ``key`` header, never in the URL. Every request takes a token from
-the bucket (the plan's 10 requests a minute by default), so retries count against the
-limit too. HTTP 429 and 5xx, timeouts and non-"OK" ``msg`` replies are retried with
+The key travels in a ``key`` header, never in the URL. Every request, retries included,
+passes the process's one limiter (the plan's 10 requests a minute by default). HTTP 429
+and 5xx, timeouts and non-"OK" ``msg`` replies are retried with
 jittered backoff; responses larger than ``max_bytes`` are refused.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -23,26 +24,30 @@ from .exceptions import ApiError, UpstreamError
 log = structlog.get_logger("recorder.rest")
 
 
-class TokenBucket:
-    """``rate`` tokens per ``per`` seconds, at most ``rate`` saved up."""
+class RateLimiter:
+    """At most ``rate`` requests in any ``per`` seconds, for the whole process.
 
-    def __init__(self, rate: int, per: float = 60.0) -> None:
-        self.capacity = float(rate)
-        self.tokens = float(rate)
-        self.refill = rate / per
-        self._stamp = time.monotonic()
+    A sliding window, not a token bucket: a bucket that starts full lets ``rate`` requests
+    go at once and more as it refills, so a server counting "10 per minute" over a sliding
+    minute would refuse the eleventh. ``margin`` absorbs the latency between our clock and
+    the server's.
+    """
+
+    def __init__(self, rate: int, per: float = 60.0, margin: float = 1.0) -> None:
+        self.rate = rate
+        self.per = per + margin
+        self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
 
     async def take(self) -> None:
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.refill)
-                self._stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.refill)
+            while len(self._sent) >= self.rate:
+                wait = self._sent[0] + self.per - time.monotonic()
+                if wait <= 0:
+                    self._sent.popleft()
+                else:
+                    await asyncio.sleep(wait)
+            self._sent.append(time.monotonic())
 
 
 class RestClient:
@@ -51,7 +56,7 @@ class RestClient:
         self.key = key
         self.timeout = up.http_timeout
         self.max_bytes = up.max_http_bytes
-        self.bucket = TokenBucket(up.http_requests_per_minute)
+        self.limiter = RateLimiter(up.http_requests_per_minute)
         self.attempts = attempts
         self.backoff_initial = up.backoff_initial
         self.requests = 0
@@ -73,7 +78,7 @@ class RestClient:
         """POST ``body`` to ``path``; the ``data`` of an "OK" answer, retried on failure."""
         delay = self.backoff_initial
         for attempt in range(1, self.attempts + 1):
-            await self.bucket.take()
+            await self.limiter.take()
             self.requests += 1
             try:
                 return await self._once(path, body)
@@ -82,8 +87,13 @@ class RestClient:
                     raise
                 self.retries += 1
                 wait = random.uniform(delay / 2, delay)
-                log.warning("rest_retry", path=path, error=str(exc), attempt=attempt,
-                            retry_in=round(wait, 2))
+                log.warning(
+                    "rest_retry",
+                    path=path,
+                    error=str(exc),
+                    attempt=attempt,
+                    retry_in=round(wait, 2),
+                )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
@@ -93,7 +103,9 @@ class RestClient:
         try:
             async with self._session.post(self.base + path, data=orjson.dumps(body)) as resp:
                 if resp.content_length is not None and resp.content_length > self.max_bytes:
-                    raise UpstreamError(f"{path}: response of {resp.content_length} bytes is too large")
+                    raise UpstreamError(
+                        f"{path}: response of {resp.content_length} bytes is too large"
+                    )
                 raw = await resp.content.read(self.max_bytes + 1)
                 if len(raw) > self.max_bytes:
                     raise UpstreamError(f"{path}: response larger than {self.max_bytes} bytes")

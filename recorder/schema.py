@@ -29,12 +29,21 @@ Kind: TypeAlias = Literal["ts", "time", "sym", "f64", "int", "long", "text"]
 Row: TypeAlias = tuple[Any, ...]
 
 _QDB_TYPE: Final[dict[str, str]] = {
-    "ts": "TIMESTAMP", "time": "TIMESTAMP", "f64": "DOUBLE", "int": "INT", "long": "LONG",
+    "ts": "TIMESTAMP",
+    "time": "TIMESTAMP",
+    "f64": "DOUBLE",
+    "int": "INT",
+    "long": "LONG",
     "text": "VARCHAR",
 }
 _SQLITE_TYPE: Final[dict[str, str]] = {
-    "ts": "INTEGER NOT NULL", "time": "INTEGER", "sym": "TEXT", "f64": "REAL",
-    "int": "INTEGER", "long": "INTEGER", "text": "TEXT",
+    "ts": "INTEGER NOT NULL",
+    "time": "INTEGER",
+    "sym": "TEXT",
+    "f64": "REAL",
+    "int": "INTEGER",
+    "long": "INTEGER",
+    "text": "TEXT",
 }
 
 
@@ -82,40 +91,92 @@ _CAP: Final = {"code": 1024, "market": 16, "source": 4}
 
 TRADES: Final = Table(
     "trades",
-    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("price", "f64"), ("size", "f64"),
-     ("side", "int"), ("k", "int"), *_COMMON_TAIL),
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("price", "f64"),
+        ("size", "f64"),
+        ("side", "int"),
+        ("k", "int"),
+        *_COMMON_TAIL,
+    ),
     ("ts", "code", "price", "size", "side", "k"),
     symbol_capacity=_CAP,
 )
 DEPTH: Final = Table(
     "depth",
-    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("bid_px", "f64"), ("bid_sz", "f64"),
-     ("ask_px", "f64"), ("ask_sz", "f64"), ("levels", "int"), ("bids", "text"), ("asks", "text"),
-     *_COMMON_TAIL),
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("bid_px", "f64"),
+        ("bid_sz", "f64"),
+        ("ask_px", "f64"),
+        ("ask_sz", "f64"),
+        ("levels", "int"),
+        ("bids", "text"),
+        ("asks", "text"),
+        *_COMMON_TAIL,
+    ),
     ("ts", "code", "bids", "asks"),
     symbol_capacity=_CAP,
 )
 SNAPSHOTS: Final = Table(
     "snapshots",
-    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("last", "f64"), ("prev_close", "f64"),
-     ("open", "f64"), ("high", "f64"), ("low", "f64"), ("volume", "f64"), ("turnover", "f64"),
-     ("suspended", "int"), ("session", "int"), ("extended", "text"), *_COMMON_TAIL),
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("last", "f64"),
+        ("prev_close", "f64"),
+        ("open", "f64"),
+        ("high", "f64"),
+        ("low", "f64"),
+        ("volume", "f64"),
+        ("turnover", "f64"),
+        ("suspended", "int"),
+        ("session", "int"),
+        ("extended", "text"),
+        *_COMMON_TAIL,
+    ),
     ("ts", "code", "volume", "last"),
     symbol_capacity=_CAP,
 )
 KLINES: Final = Table(
     "klines",
-    (("ts", "ts"), ("code", "sym"), ("market", "sym"), ("kt", "int"), ("open", "f64"),
-     ("close", "f64"), ("high", "f64"), ("low", "f64"), ("volume", "f64"), *_COMMON_TAIL),
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("kt", "int"),
+        ("open", "f64"),
+        ("close", "f64"),
+        ("high", "f64"),
+        ("low", "f64"),
+        ("volume", "f64"),
+        *_COMMON_TAIL,
+    ),
     ("ts", "code", "kt"),
     upsert=True,
     symbol_capacity=_CAP,
 )
 GAPS: Final = Table(
     "gaps",
-    (("ts", "ts"), ("end_ts", "time"), ("code", "sym"), ("market", "sym"), ("stream", "sym"),
-     ("cause", "sym"), ("detected_ts", "time"), ("backfilled", "long"), ("missing", "f64"),
-     ("missing_unit", "sym"), ("status", "sym"), ("detail", "text")),
+    (
+        ("ts", "ts"),
+        ("end_ts", "time"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("stream", "sym"),
+        ("cause", "sym"),
+        ("detected_ts", "time"),
+        ("backfilled", "long"),
+        ("missing", "f64"),
+        ("missing_unit", "sym"),
+        ("status", "sym"),
+        ("detail", "text"),
+    ),
     ("ts", "code", "stream", "cause"),
     upsert=True,
     symbol_capacity={**_CAP, "stream": 8, "cause": 16, "missing_unit": 8, "status": 8},
@@ -140,6 +201,8 @@ class Gap:
     missing_unit: str | None = None
     status: str = "open"
     detail: str | None = None
+    #: False for an internal sweep that is backfilled but not written to the table
+    record: bool = True
 
 
 def _book(levels: tuple[tuple[float, float], ...]) -> str:
@@ -163,24 +226,73 @@ def trade_row(t: Trade) -> Row:
 def depth_row(d: Depth) -> Row:
     bid = d.bids[0] if d.bids else (None, None)
     ask = d.asks[0] if d.asks else (None, None)
-    return (d.ts, d.code, market_of(d.code), bid[0], bid[1], ask[0], ask[1],
-            max(len(d.bids), len(d.asks)), _book(d.bids), _book(d.asks), d.source, d.recv_ts)
+    return (
+        d.ts,
+        d.code,
+        market_of(d.code),
+        bid[0],
+        bid[1],
+        ask[0],
+        ask[1],
+        max(len(d.bids), len(d.asks)),
+        _book(d.bids),
+        _book(d.asks),
+        d.source,
+        d.recv_ts,
+    )
 
 
 def snapshot_row(s: Snapshot) -> Row:
-    return (s.ts, s.code, market_of(s.code), s.last, s.prev_close, s.open, s.high, s.low,
-            s.volume, s.turnover, s.suspended, s.session, _extended(s.extended), s.source,
-            s.recv_ts)
+    return (
+        s.ts,
+        s.code,
+        market_of(s.code),
+        s.last,
+        s.prev_close,
+        s.open,
+        s.high,
+        s.low,
+        s.volume,
+        s.turnover,
+        s.suspended,
+        s.session,
+        _extended(s.extended),
+        s.source,
+        s.recv_ts,
+    )
 
 
 def kline_row(k: Kline) -> Row:
-    return (k.ts, k.code, market_of(k.code), k.kt, k.open, k.close, k.high, k.low, k.volume,
-            k.source, k.recv_ts)
+    return (
+        k.ts,
+        k.code,
+        market_of(k.code),
+        k.kt,
+        k.open,
+        k.close,
+        k.high,
+        k.low,
+        k.volume,
+        k.source,
+        k.recv_ts,
+    )
 
 
 def gap_row(g: Gap) -> Row:
-    return (g.start, g.end, g.code, market_of(g.code), g.stream, g.cause, g.detected_ts,
-            g.backfilled, g.missing, g.missing_unit, g.status, g.detail)
+    return (
+        g.start,
+        g.end,
+        g.code,
+        market_of(g.code),
+        g.stream,
+        g.cause,
+        g.detected_ts,
+        g.backfilled,
+        g.missing,
+        g.missing_unit,
+        g.status,
+        g.detail,
+    )
 
 
 def record_of(table: str, row: Row) -> Record:
@@ -193,7 +305,9 @@ def record_of(table: str, row: Row) -> Record:
         return Depth(code, ts, _levels(bids), _levels(asks), recv, source)
     if table == "snapshots":
         (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv) = row
-        extended = {key: SessionQuote(*vals) for key, vals in orjson.loads(ext).items()} if ext else {}
+        extended = (
+            {key: SessionQuote(*vals) for key, vals in orjson.loads(ext).items()} if ext else {}
+        )
         return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source)
     if table == "klines":
         ts, code, _, kt, o, c, h, lo, v, source, recv = row

@@ -85,8 +85,9 @@ class CommandGate:
 class Session:
     """One connection: subscribe, heartbeat, watchdog and the frame loop."""
 
-    def __init__(self, ws: ClientConnection, up: UpstreamConfig, sub: SubscribeConfig,
-                 handler: Handler) -> None:
+    def __init__(
+        self, ws: ClientConnection, up: UpstreamConfig, sub: SubscribeConfig, handler: Handler
+    ) -> None:
         self.ws = ws
         self.up = up
         self.sub = sub
@@ -115,7 +116,9 @@ class Session:
             async with asyncio.timeout(self.up.heartbeat_timeout):
                 return await future
         except TimeoutError:
-            raise SessionEnded(f"no reply to {kind} within {self.up.heartbeat_timeout:g} s") from None
+            raise SessionEnded(
+                f"no reply to {kind} within {self.up.heartbeat_timeout:g} s"
+            ) from None
         finally:
             self._pending.pop(reqid, None)
 
@@ -190,14 +193,18 @@ class Session:
 
 
 def _close_reason(ws: ClientConnection) -> str:
-    close = ws.close_rcvd or ws.close_sent
-    if close is None:
+    if ws.close_code is None:
         return "connection lost"
-    return f"closed by server: {close.code} {close.reason}".strip()
+    return f"closed: {ws.close_code} {ws.close_reason or ''}".strip()
 
 
-async def run_upstream(up: UpstreamConfig, sub: SubscribeConfig, key: Secret,
-                       handler: Handler, rng: random.Random | None = None) -> None:
+async def run_upstream(
+    up: UpstreamConfig,
+    sub: SubscribeConfig,
+    key: Secret,
+    handler: Handler,
+    rng: random.Random | None = None,
+) -> None:
     """Run sessions forever, reconnecting with capped jittered backoff."""
     delays = backoff(up.backoff_initial, up.backoff_max, rng)
     while True:
@@ -212,8 +219,9 @@ async def run_upstream(up: UpstreamConfig, sub: SubscribeConfig, key: Secret,
         await asyncio.sleep(delay)
 
 
-async def _one_session(up: UpstreamConfig, sub: SubscribeConfig, key: Secret,
-                       handler: Handler) -> str:
+async def _one_session(
+    up: UpstreamConfig, sub: SubscribeConfig, key: Secret, handler: Handler
+) -> str:
     """One connection from connect to its end; returns why it ended."""
     try:
         async with connect(

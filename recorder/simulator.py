@@ -103,7 +103,9 @@ class _Conn:
     id: int
     key: str
     ws: web.WebSocketResponse
-    subs: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SUBSCRIBE.values()})
+    subs: dict[str, set[str]] = field(
+        default_factory=lambda: {s: set() for s in SUBSCRIBE.values()}
+    )
     kline_subs: set[tuple[str, int]] = field(default_factory=set)
     last_request: float = -1e9
     last_heartbeat: float = field(default_factory=time.monotonic)
@@ -152,8 +154,16 @@ class Simulator:
         self._next_conn = 1
         self.app = web.Application()
         self.app.router.add_get("/ws", self._ws)
-        for path in ("instrument-info", "snapshot", "depth", "trade", "kline", "history",
-                     "market-calendar", "product-list"):
+        for path in (
+            "instrument-info",
+            "snapshot",
+            "depth",
+            "trade",
+            "kline",
+            "history",
+            "market-calendar",
+            "product-list",
+        ):
             self.app.router.add_post(f"/{path}", self._http)
         self.app.on_startup.append(self._start)
         self.app.on_shutdown.append(self._shutdown)
@@ -206,32 +216,58 @@ class Simulator:
         c.high, c.low = max(c.high, price), min(c.low, price)
         c.volume += size
         c.turnover += price * size
-        frame = {"tp": "T", "c": c.code, "p": _dec(price, c.price_dp), "v": _dec(size, c.size_dp),
-                 "ts": ts, "d": side}
+        frame = {
+            "tp": "T",
+            "c": c.code,
+            "p": _dec(price, c.price_dp),
+            "v": _dec(size, c.size_dp),
+            "ts": ts,
+            "d": side,
+        }
         c.trades.append(frame)
         return frame
 
     def _snapshot(self, c: _Code, ts: int) -> dict[str, Any]:
         p = c.price_dp
         frame: dict[str, Any] = {
-            "tp": "S", "c": c.code, "lp": _dec(c.price, p), "yp": _dec(c.prev_close, p),
-            "o": _dec(c.open, p), "h": _dec(c.high, p), "l": _dec(c.low, p), "ts": ts,
-            "v": _dec(c.volume, c.size_dp), "t": _dec(c.turnover, p + c.size_dp), "s": 0,
+            "tp": "S",
+            "c": c.code,
+            "lp": _dec(c.price, p),
+            "yp": _dec(c.prev_close, p),
+            "o": _dec(c.open, p),
+            "h": _dec(c.high, p),
+            "l": _dec(c.low, p),
+            "ts": ts,
+            "v": _dec(c.volume, c.size_dp),
+            "t": _dec(c.turnover, p + c.size_dp),
+            "s": 0,
         }
         if market_of(c.code) == "US":
             frame["tt"] = 3
-            frame["pq"] = {"lp": _dec(c.open, p), "yp": _dec(c.prev_close, p), "h": _dec(c.open, p),
-                           "l": _dec(c.open, p), "ts": ts - ts % 86400, "v": "0", "t": "0"}
+            frame["pq"] = {
+                "lp": _dec(c.open, p),
+                "yp": _dec(c.prev_close, p),
+                "h": _dec(c.open, p),
+                "l": _dec(c.open, p),
+                "ts": ts - ts % 86400,
+                "v": "0",
+                "t": "0",
+            }
         return frame
 
     def _depth(self, c: _Code, ts: int) -> dict[str, Any]:
         levels, p = self.config.depth_levels, c.price_dp
         sizes = [self.rng.choice(c.sizes) * (i + 1) for i in range(2 * levels)]
         return {
-            "tp": "D", "c": c.code,
-            "b": [{"p": _dec(c.price - i, p), "v": _dec(sizes[i], c.size_dp)} for i in range(levels)],
-            "a": [{"p": _dec(c.price + 1 + i, p), "v": _dec(sizes[levels + i], c.size_dp)}
-                  for i in range(levels)],
+            "tp": "D",
+            "c": c.code,
+            "b": [
+                {"p": _dec(c.price - i, p), "v": _dec(sizes[i], c.size_dp)} for i in range(levels)
+            ],
+            "a": [
+                {"p": _dec(c.price + 1 + i, p), "v": _dec(sizes[levels + i], c.size_dp)}
+                for i in range(levels)
+            ],
             "ts": ts,
         }
 
@@ -253,14 +289,25 @@ class Simulator:
 
     def _bar_frame(self, c: _Code, kt: int, opened: int, bar: dict[str, Any]) -> dict[str, Any]:
         p = c.price_dp
-        return {"tp": "K", "c": c.code, "o": _dec(bar["o"], p), "cl": _dec(bar["cl"], p),
-                "h": _dec(bar["h"], p), "l": _dec(bar["l"], p), "v": _dec(bar["v"], c.size_dp),
-                "ts": opened, "kt": kt}
+        return {
+            "tp": "K",
+            "c": c.code,
+            "o": _dec(bar["o"], p),
+            "cl": _dec(bar["cl"], p),
+            "h": _dec(bar["h"], p),
+            "l": _dec(bar["l"], p),
+            "v": _dec(bar["v"], c.size_dp),
+            "ts": opened,
+            "kt": kt,
+        }
 
     # --- serving ------------------------------------------------------------------------
 
     async def _start(self, app: web.Application) -> None:
-        self._tasks = [asyncio.create_task(self._market_loop()), asyncio.create_task(self._chaos_loop())]
+        self._tasks = [
+            asyncio.create_task(self._market_loop()),
+            asyncio.create_task(self._chaos_loop()),
+        ]
 
     async def _shutdown(self, app: web.Application) -> None:
         for task in self._tasks:
@@ -413,7 +460,7 @@ class Simulator:
             tp = SUBSCRIBE[_STREAM_OF[kind]]
             if kind in UNSUBSCRIBE.values():
                 if tp == "K":
-                    conn.kline_subs -= {(c, req.get("kt")) for c in codes}  # type: ignore[misc]
+                    conn.kline_subs -= {(c, req.get("kt")) for c in codes}
                 else:
                     conn.subs[tp] -= set(codes)
                 return None
@@ -455,8 +502,16 @@ class Simulator:
         market = market_of(code)
         info: dict[str, Any] = {"c": code, "e": market, "tc": "USDT" if market == "CF" else "USD"}
         if market != "CF":
-            info.update(nc=code, ne=code, ls=100, ts="1000000000", os="1000000000",
-                        ep="1.5", na="10.2", dy="0.01")
+            info.update(
+                nc=code,
+                ne=code,
+                ls=100,
+                ts="1000000000",
+                os="1000000000",
+                ep="1.5",
+                na="10.2",
+                dy="0.01",
+            )
         return info
 
     def _klines(self, req: dict[str, Any], history: bool) -> list[Any]:
@@ -496,7 +551,8 @@ class Simulator:
             times.popleft()
         if len(times) >= self.config.http_per_minute:
             return web.json_response(
-                {"msg": f"request limit exceeded: {self.config.http_per_minute} per minute"})
+                {"msg": f"request limit exceeded: {self.config.http_per_minute} per minute"}
+            )
         times.append(now)
         try:
             body = await request.json(loads=orjson.loads)
@@ -505,8 +561,9 @@ class Simulator:
             data = self._endpoint(request.path.strip("/"), body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return web.json_response({"msg": str(exc) or "invalid request"})
-        return web.Response(body=orjson.dumps({"msg": "OK", "data": data}),
-                            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"msg": "OK", "data": data}), content_type="application/json"
+        )
 
     def _endpoint(self, path: str, body: dict[str, Any]) -> Any:
         simple = {"snapshot": "S", "depth": "D", "trade": "T", "instrument-info": "I"}
@@ -519,7 +576,9 @@ class Simulator:
             raise ValueError("market must be a list")
         if path == "market-calendar":
             return {m: self._calendar() for m in markets}
-        return {m: [{"code": c, "name": c} for c in self.codes if market_of(c) == m] for m in markets}
+        return {
+            m: [{"code": c, "name": c} for c in self.codes if market_of(c) == m] for m in markets
+        }
 
     @staticmethod
     def _calendar() -> list[str]:
@@ -554,8 +613,13 @@ def _record(frame: dict[str, Any]) -> dict[str, Any]:
 class SimulatorThread:
     """Run a :class:`Simulator` on its own event loop in a background thread (for tests)."""
 
-    def __init__(self, config: SimConfig | None = None, faults: Faults | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.sim = Simulator(config, faults)
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
@@ -582,8 +646,10 @@ class SimulatorThread:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the simulator's loop and return its result (thread-safe access)."""
+
         async def run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     @property
@@ -612,7 +678,9 @@ def bound_port(runner: web.AppRunner) -> int:
 
 
 @contextlib.contextmanager
-def running(config: SimConfig | None = None, faults: Faults | None = None) -> Iterator[SimulatorThread]:
+def running(
+    config: SimConfig | None = None, faults: Faults | None = None
+) -> Iterator[SimulatorThread]:
     """``with running() as sim:`` a simulator on a free loopback port."""
     with SimulatorThread(config, faults) as thread:
         yield thread

@@ -43,9 +43,14 @@ class WriterStats:
 
 
 class Writer:
-    def __init__(self, sink: Sink, spool: Spool, max_pending: int = 64,
-                 retry_interval: float = 2.0,
-                 on_flush: Callable[[Batch, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        max_pending: int = 64,
+        retry_interval: float = 2.0,
+        on_flush: Callable[[Batch, float], None] | None = None,
+    ) -> None:
         self.sink = sink
         self.spool = spool
         self.retry_interval = retry_interval
@@ -113,8 +118,12 @@ class Writer:
 
     def _failed(self, exc: SinkError) -> None:
         if self.stats.healthy or self.stats.last_error != str(exc):
-            log.error("sink_unavailable", sink=self.sink.name, error=str(exc),
-                      retry_in=self.retry_interval)
+            log.error(
+                "sink_unavailable",
+                sink=self.sink.name,
+                error=str(exc),
+                retry_in=self.retry_interval,
+            )
         self.stats.failures += 1
         self.stats.healthy = False
         self.stats.last_error = str(exc)
@@ -151,8 +160,9 @@ class Writer:
         log.error("batch_rejected", error=str(exc), rows=len(batch), kept_in=str(path))
         try:
             with path.open("ab") as out:
-                out.write(b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + batch.to_bytes()
-                          + b"}\n")
+                out.write(
+                    b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + batch.to_bytes() + b"}\n"
+                )
         except OSError as err:
             self.stats.lost_rows += len(batch)
             log.error("rejected_batch_lost", error=str(err), rows=len(batch))
@@ -169,21 +179,29 @@ class Writer:
         """Write spooled segments oldest first; stop at the first failure."""
         if not self.stats.healthy and not self._try_open():
             return
-        while self.spool and not self._abandoned.is_set():
-            oldest = self.spool.oldest()
-            if oldest is None:
+        # Queued batches may be older than spooled ones (they waited while newer ones
+        # overflowed to disk): spool them too, where their sequence numbers sort them.
+        self._spool_queued("joining the spool")
+        done, corrupt = 0, self.spool.corrupt_entries
+        for path, batch, last in self.spool.drain():
+            if self._abandoned.is_set():
                 return
-            path, batches = oldest
-            for i, batch in enumerate(batches):
-                if not self._write(batch):
-                    # re-sending the acknowledged ones later is harmless (dedup keys)
-                    log.info("spool_drain_paused", segment=path.name, done=i, of=len(batches))
-                    return
-                self.stats.drained_batches += 1
-            self.spool.remove(path)
-            log.info("spool_segment_drained", segment=path.name, batches=len(batches))
-            if not self._queue.empty():
-                return  # let new batches join the spool in order, then go on
+            if batch.tables and not self._write(batch):
+                # re-sending the acknowledged ones later is harmless (dedup keys)
+                log.info("spool_drain_paused", done=done)
+                return
+            done += 1
+            self.stats.drained_batches += 1
+            if last:
+                self.spool.remove(path)
+        if done:
+            log.info("spool_drained", batches=done)
+        if self.spool.corrupt_entries > corrupt:
+            log.error(
+                "spool_corrupt_entries",
+                count=self.spool.corrupt_entries - corrupt,
+                detail="a torn or corrupt spool entry ends its segment; its rows are lost",
+            )
 
     def _finish(self) -> None:
         """At stop: write what is queued (or spool it); leftover spool waits for next start."""
@@ -219,16 +237,21 @@ class Writer:
             stuck = self._in_flight
             if stuck is not None:
                 self._spool(stuck, "sink write still running at shutdown")
-            log.error("writer_shutdown_timeout", timeout=timeout,
-                      spooled_batches=self.stats.spooled_batches)
+            log.error(
+                "writer_shutdown_timeout",
+                timeout=timeout,
+                spooled_batches=self.stats.spooled_batches,
+            )
         self.spool.close()
         return done
 
-    def _spool_queued(self) -> None:
+    def _spool_queued(self, why: str = "shutdown") -> None:
         while True:
             try:
                 batch = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if batch is not _STOP:
-                self._spool(batch, "shutdown")
+            if batch is _STOP:
+                self._queue.put(_STOP)  # the thread still has to see it
+                return
+            self._spool(batch, why)

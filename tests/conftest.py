@@ -44,13 +44,19 @@ def sim(make_sim: Callable[..., SimulatorThread]) -> SimulatorThread:
     return make_sim()
 
 
-def make_config(sim: SimulatorThread, tmp: Path, codes: list[str] | None = None,
-                **sections: dict[str, Any]) -> Config:
+def make_config(
+    sim: SimulatorThread, tmp: Path, codes: list[str] | None = None, **sections: dict[str, Any]
+) -> Config:
     """A config recording ``codes`` (default: all the simulator's) into SQLite under ``tmp``."""
     codes = codes if codes is not None else list(sim.sim.codes)
     doc: dict[str, Any] = {
-        "upstream": {"ws_url": sim.ws_url, "http_url": sim.http_url, "key_env": "QOS_TEST_KEY",
-                     "backoff_initial": 0.2, "backoff_max": 1.0},
+        "upstream": {
+            "ws_url": sim.ws_url,
+            "http_url": sim.http_url,
+            "key_env": "QOS_TEST_KEY",
+            "backoff_initial": 0.2,
+            "backoff_max": 1.0,
+        },
         "subscribe": {"trades": codes, "depth": codes, "snapshots": codes},
         "sink": {"kind": "sqlite", "sqlite_path": str(tmp / "ticks.sqlite"), "batch_age": 0.1},
         "spool": {"dir": str(tmp / "spool")},
@@ -61,10 +67,15 @@ def make_config(sim: SimulatorThread, tmp: Path, codes: list[str] | None = None,
     return parse(doc, name=str(tmp / "recorder.toml"))
 
 
-def run_recorder(config: Config, *, seconds: float | None = None,
-                 until: Callable[[Recorder], bool] | None = None, timeout: float = 30.0,
-                 sink: Sink | None = None,
-                 during: Callable[[Recorder, float], None] | None = None) -> Recorder:
+def run_recorder(
+    config: Config,
+    *,
+    seconds: float | None = None,
+    until: Callable[[Recorder], bool] | None = None,
+    timeout: float = 30.0,
+    sink: Sink | None = None,
+    during: Callable[[Recorder, float], None] | None = None,
+) -> Recorder:
     """Run a real Recorder in this thread for ``seconds``, or until ``until(recorder)``.
 
     ``during(recorder, elapsed)`` is called at every poll, to inject faults mid-run.

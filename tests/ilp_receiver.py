@@ -163,8 +163,15 @@ def _handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urllib.parse.urlparse(self.path)
             if url.path == "/settings":
-                self._json(200, {"config": {"line.proto.support.versions": [1, 2],
-                                            "cairo.max.file.name.length": 127}})
+                self._json(
+                    200,
+                    {
+                        "config": {
+                            "line.proto.support.versions": [1, 2],
+                            "cairo.max.file.name.length": 127,
+                        }
+                    },
+                )
             elif url.path == "/exec":
                 if state.mode == "fail":
                     self._json(503, {"error": "injected failure"})

@@ -52,16 +52,20 @@ def test_defaults() -> None:
 def test_unknown_key_names_a_close_match() -> None:
     assert _error(_doc(upstream={"heartbeat_intervall": 5})) == (
         "rec.toml: upstream.heartbeat_intervall: unknown key (did you mean "
-        "upstream.heartbeat_interval?)")
+        "upstream.heartbeat_interval?)"
+    )
     assert "did you mean subscribe" in _error({**_doc(), "subscrbe": {}})
 
 
-@pytest.mark.parametrize("entry, reason", [
-    ("AAPL", "is not MARKET:SYMBOL"),
-    ("XX:AAPL", "unknown market 'XX'"),
-    ("US:AA PL", "malformed symbol"),
-    ("US:AAPL,", "malformed symbol ''"),
-])
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ("AAPL", "is not MARKET:SYMBOL"),
+        ("XX:AAPL", "unknown market 'XX'"),
+        ("US:AA PL", "malformed symbol"),
+        ("US:AAPL,", "malformed symbol ''"),
+    ],
+)
 def test_malformed_codes(entry: str, reason: str) -> None:
     message = _error(_doc(subscribe={"depth": [entry]}))
     assert "subscribe.depth[0]" in message and reason in message
@@ -108,7 +112,7 @@ def test_key_from_env_and_file_never_echoed(tmp_path: Path) -> None:
 
     key_file = tmp_path / "key"
     cfg = config.parse(_doc(upstream={"key_env": "", "key_file": str(key_file)}), "rec.toml")
-    with pytest.raises(ConfigError, match="upstream.key_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"upstream\.key_file: cannot read"):
         config.read_key(cfg, {})
     key_file.write_text("file-secret\n")
     os.chmod(key_file, 0o644)
@@ -132,11 +136,19 @@ def test_exactly_one_key_source() -> None:
 
 # --- hypothesis -------------------------------------------------------------------------
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(-1, 100),
-                    st.text(max_size=12), st.lists(st.text(max_size=10), max_size=3))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100),
+    st.floats(-1, 100),
+    st.text(max_size=12),
+    st.lists(st.text(max_size=10), max_size=3),
+)
 section_names = st.sampled_from([*config._SECTIONS, "bogus"])
-keys = st.one_of(st.sampled_from(sorted({k for c in config._SECTIONS.values()
-                                         for k in c.__dataclass_fields__})), st.text(max_size=8))
+keys = st.one_of(
+    st.sampled_from(sorted({k for c in config._SECTIONS.values() for k in c.__dataclass_fields__})),
+    st.text(max_size=8),
+)
 documents = st.dictionaries(section_names, st.dictionaries(keys, scalars, max_size=4), max_size=4)
 
 
@@ -150,14 +162,16 @@ def test_any_document_parses_or_raises_config_error_in_one_line(doc: dict[str, A
         assert cfg.subscribe.all_codes()
 
 
-entries = st.builds(lambda m, syms: f"{m}:{','.join(syms)}", st.sampled_from(["US", "HK", "CF"]),
-                    st.lists(st.from_regex(r"[A-Z][A-Z0-9]{0,5}", fullmatch=True), min_size=1,
-                             max_size=3))
+entries = st.builds(
+    lambda m, syms: f"{m}:{','.join(syms)}",
+    st.sampled_from(["US", "HK", "CF"]),
+    st.lists(st.from_regex(r"[A-Z][A-Z0-9]{0,5}", fullmatch=True), min_size=1, max_size=3),
+)
 
 
 @given(st.lists(entries, min_size=1, max_size=3), st.integers(1, 30))
 def test_valid_subscriptions_parse_to_the_same_codes(trades: list[str], hb: int) -> None:
-    text = f'[subscribe]\ntrades = {trades!r}\n[upstream]\nheartbeat_interval = {hb}\n'
+    text = f"[subscribe]\ntrades = {trades!r}\n[upstream]\nheartbeat_interval = {hb}\n"
     doc = tomllib.loads(text.replace("'", '"'))
     expected = config.split_codes(trades)
     if len(expected) > 10:

@@ -22,11 +22,13 @@ E2E_SECONDS = float(os.environ.get("QOS_E2E_SECONDS", "60"))
 
 
 def test_sixty_seconds_without_faults_store_every_pushed_record_once(
-        make_sim: SimFactory, tmp_path: Path) -> None:
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
     sim = make_sim(trades_per_second=20, seed=11)
     codes = list(sim.sim.codes)
-    config = make_config(sim, tmp_path, codes, subscribe={
-        "klines": codes[:2], "kline_types": [1, 5]})
+    config = make_config(
+        sim, tmp_path, codes, subscribe={"klines": codes[:2], "kline_types": [1, 5]}
+    )
     recorder = run_recorder(config, seconds=E2E_SECONDS)
     db = tmp_path / "ticks.sqlite"
     sent = sim.call(lambda: list(sim.sim.sent_frames()))
@@ -39,9 +41,12 @@ def test_sixty_seconds_without_faults_store_every_pushed_record_once(
     stored_snaps = rows(db, "SELECT code, ts, volume, last FROM snapshots")
     assert sorted(stored_snaps) == sorted(set(snapshot_key(f) for f in sent if f["tp"] == "S"))
     # values equal the ground truth, not just the keys
-    last = {(f["c"], f["ts"] * NS, float(f["v"]), float(f["lp"])): f for f in sent if f["tp"] == "S"}
+    last = {
+        (f["c"], f["ts"] * NS, float(f["v"]), float(f["lp"])): f for f in sent if f["tp"] == "S"
+    }
     for code, ts, v, lp, yp, o, h, lo, t in rows(
-            db, "SELECT code, ts, volume, last, prev_close, open, high, low, turnover FROM snapshots"):
+        db, "SELECT code, ts, volume, last, prev_close, open, high, low, turnover FROM snapshots"
+    ):
         frame = last[(code, ts, v, lp)]
         assert (yp, o, h, lo, t) == tuple(float(frame[k]) for k in ("yp", "o", "h", "l", "t"))
     bars = last_bars([f for f in sent if f["tp"] == "K"])
@@ -55,8 +60,9 @@ def test_sixty_seconds_without_faults_store_every_pushed_record_once(
     assert sim.call(lambda: sim.sim.refusals) == []
 
 
-def test_writing_the_same_batches_twice_duplicates_nothing(sim: SimulatorThread,
-                                                          tmp_path: Path) -> None:
+def test_writing_the_same_batches_twice_duplicates_nothing(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
     from recorder.batching import Batch
     from recorder.sinks.sqlite import SQLiteSink
 
@@ -65,8 +71,10 @@ def test_writing_the_same_batches_twice_duplicates_nothing(sim: SimulatorThread,
     recorder = run_recorder(config, until=lambda r: r.writer.stats.batches >= 5, timeout=20)
     assert recorder.writer.stats.batches >= 5
     db = tmp_path / "ticks.sqlite"
-    before = {t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2") for t in ("trades", "depth",
-                                                                        "snapshots", "klines")}
+    before = {
+        t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2")
+        for t in ("trades", "depth", "snapshots", "klines")
+    }
     # re-send every stored row as new batches: nothing may change
     for table, stored in before.items():
         batches.append(Batch({table: stored}))
@@ -79,7 +87,8 @@ def test_writing_the_same_batches_twice_duplicates_nothing(sim: SimulatorThread,
 
 
 def test_sigterm_under_heavy_traffic_flushes_everything_received(
-        make_sim: SimFactory, tmp_path: Path) -> None:
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
     sim = make_sim(trades_per_second=400, seed=3)
     config_path = tmp_path / "recorder.toml"
     codes = ", ".join(f'"{c}"' for c in sim.sim.codes)
@@ -99,8 +108,12 @@ batch_rows = 5000
 batch_age = 1.0
 """)
     env = {**os.environ, "QOS_TEST_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "recorder", "run", "--config", str(config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "run", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 3000, 30)
         proc.send_signal(signal.SIGTERM)
@@ -128,8 +141,10 @@ def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_pa
     second = run_recorder(config, until=lambda r: len(r.counter) > 0, timeout=20)
     assert first.stats.frames["T"] >= 50
     # the second run learned the first run's identities at start-up
-    seeded = rows(tmp_path / "ticks.sqlite",
-                  "SELECT code, ts, price, size, side, count(*) FROM trades GROUP BY 1,2,3,4,5")
+    seeded = rows(
+        tmp_path / "ticks.sqlite",
+        "SELECT code, ts, price, size, side, count(*) FROM trades GROUP BY 1,2,3,4,5",
+    )
     assert seeded and all(second.counter.count(tuple(r[:5])) >= r[5] for r in seeded)  # type: ignore[arg-type]
     started = time.time_ns() - 3600 * NS
     assert all(r[1] > started for r in seeded)

@@ -16,21 +16,39 @@ from recorder.protocol import NS, Depth, Kline, Reply, Snapshot, Trade
 RECV = 1_700_000_000_123_456_789
 
 # The example frames of qos-protocol.md, verbatim.
-SNAPSHOT = (b'{"tp":"S","c":"SH:600938","lp":"25.92","yp":"26.15","o":"26.19","h":"26.19",'
-            b'"l":"25.62","ts":1731650869,"v":"694420","t":"1793887058","s":0}')
+SNAPSHOT = (
+    b'{"tp":"S","c":"SH:600938","lp":"25.92","yp":"26.15","o":"26.19","h":"26.19",'
+    b'"l":"25.62","ts":1731650869,"v":"694420","t":"1793887058","s":0}'
+)
 TRADE = b'{"tp":"T","c":"US:TSLA","p":"246.39","v":"100","ts":1741960243,"d":1}'
-DEPTH = (b'{"tp":"D","c":"US:AAPL","b":[{"p":"212.62","v":"110"}],"a":[{"p":"212.66","v":"338"}],'
-         b'"ts":1741960347}')
-KLINE = (b'{"tp":"K","c":"CF:BTCUSDT","o":"81085.50","cl":"83504.10","h":"83856.00","l":"80772.00",'
-         b'"v":"103162.630","ts":1741910400,"kt":1001}')
+DEPTH = (
+    b'{"tp":"D","c":"US:AAPL","b":[{"p":"212.62","v":"110"}],"a":[{"p":"212.66","v":"338"}],'
+    b'"ts":1741960347}'
+)
+KLINE = (
+    b'{"tp":"K","c":"CF:BTCUSDT","o":"81085.50","cl":"83504.10","h":"83856.00","l":"80772.00",'
+    b'"v":"103162.630","ts":1741910400,"kt":1001}'
+)
 HEARTBEAT_REPLY = b'{"type":"H","msg":"OK","time":1742046368}'
 RT_REPLY = b'{"type":"RT","msg":"OK","reqid":1,"data":[]}'
 
 
 def test_reference_snapshot() -> None:
     s = protocol.decode(SNAPSHOT, RECV)
-    assert s == Snapshot("SH:600938", 1731650869 * NS, 25.92, 26.15, 26.19, 26.19, 25.62,
-                         694420.0, 1793887058.0, 0, None, RECV)
+    assert s == Snapshot(
+        "SH:600938",
+        1731650869 * NS,
+        25.92,
+        26.15,
+        26.19,
+        26.19,
+        25.62,
+        694420.0,
+        1793887058.0,
+        0,
+        None,
+        RECV,
+    )
 
 
 def test_reference_trade() -> None:
@@ -39,12 +57,14 @@ def test_reference_trade() -> None:
 
 def test_reference_depth() -> None:
     assert protocol.decode(DEPTH, RECV) == Depth(
-        "US:AAPL", 1741960347 * NS, ((212.62, 110.0),), ((212.66, 338.0),), RECV)
+        "US:AAPL", 1741960347 * NS, ((212.62, 110.0),), ((212.66, 338.0),), RECV
+    )
 
 
 def test_reference_kline() -> None:
     assert protocol.decode(KLINE, RECV) == Kline(
-        "CF:BTCUSDT", 1001, 1741910400 * NS, 81085.5, 83504.1, 83856.0, 80772.0, 103162.63, RECV)
+        "CF:BTCUSDT", 1001, 1741910400 * NS, 81085.5, 83504.1, 83856.0, 80772.0, 103162.63, RECV
+    )
 
 
 def test_reference_replies() -> None:
@@ -57,28 +77,48 @@ def test_reference_replies() -> None:
 
 def test_us_snapshot_with_extended_sessions_and_unknown_fields() -> None:
     frame = orjson.loads(SNAPSHOT)
-    frame.update(c="US:AAPL", tt=2, future_field={"x": 1},
-                 pq={"lp": "1.5", "yp": "1.4", "h": "1.6", "l": "1.3", "ts": 1731650000,
-                     "v": "10", "t": "15.0"})
+    frame.update(
+        c="US:AAPL",
+        tt=2,
+        future_field={"x": 1},
+        pq={
+            "lp": "1.5",
+            "yp": "1.4",
+            "h": "1.6",
+            "l": "1.3",
+            "ts": 1731650000,
+            "v": "10",
+            "t": "15.0",
+        },
+    )
     s = protocol.decode(orjson.dumps(frame), RECV)
     assert isinstance(s, Snapshot) and s.session == 2
-    assert s.extended["pq"] == protocol.SessionQuote(1.5, 1.4, 1.6, 1.3, 1731650000 * NS, 10.0, 15.0)
+    assert s.extended["pq"] == protocol.SessionQuote(
+        1.5, 1.4, 1.6, 1.3, 1731650000 * NS, 10.0, 15.0
+    )
 
 
 def test_unknown_tp_is_not_an_error() -> None:
     assert protocol.decode(b'{"tp":"Z","c":"US:AAPL"}', RECV) is None
 
 
-@pytest.mark.parametrize("frame", [
-    b"not json", b"[1,2]", b'{"c":"US:AAPL"}', b'{"tp":"T","c":"US:TSLA","p":"abc","v":"1","ts":1,"d":1}',
-    b'{"tp":"T","c":"US:TSLA","p":"1","v":"1","ts":"1","d":1}',
-    b'{"tp":"T","c":"US:TSLA","p":"1","v":"1","ts":1,"d":7}',
-    b'{"tp":"T","c":"US:TSLA","p":"nan","v":"1","ts":1,"d":1}',
-    b'{"tp":"T","c":42,"p":"1","v":"1","ts":1,"d":1}',
-    b'{"tp":"D","c":"US:AAPL","b":[{"p":"1"}],"a":[],"ts":1}',
-    b'{"tp":"K","c":"US:AAPL","o":"1","cl":"1","h":"1","l":"1","v":"1","ts":1,"kt":2}',
-    b'{"type":"H"}', TRADE[:-5],
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"c":"US:AAPL"}',
+        b'{"tp":"T","c":"US:TSLA","p":"abc","v":"1","ts":1,"d":1}',
+        b'{"tp":"T","c":"US:TSLA","p":"1","v":"1","ts":"1","d":1}',
+        b'{"tp":"T","c":"US:TSLA","p":"1","v":"1","ts":1,"d":7}',
+        b'{"tp":"T","c":"US:TSLA","p":"nan","v":"1","ts":1,"d":1}',
+        b'{"tp":"T","c":42,"p":"1","v":"1","ts":1,"d":1}',
+        b'{"tp":"D","c":"US:AAPL","b":[{"p":"1"}],"a":[],"ts":1}',
+        b'{"tp":"K","c":"US:AAPL","o":"1","cl":"1","h":"1","l":"1","v":"1","ts":1,"kt":2}',
+        b'{"type":"H"}',
+        TRADE[:-5],
+    ],
+)
 def test_malformed_frames_raise_decode_error_with_the_frame(frame: bytes) -> None:
     with pytest.raises(DecodeError) as info:
         protocol.decode(frame, RECV)
@@ -88,9 +128,15 @@ def test_malformed_frames_raise_decode_error_with_the_frame(frame: bytes) -> Non
 def test_commands_encode_every_type() -> None:
     assert orjson.loads(protocol.heartbeat()) == {"type": "H"}
     assert orjson.loads(protocol.subscribe("trades", ["US:AAPL"], reqid=3)) == {
-        "type": "T", "codes": ["US:AAPL"], "reqid": 3}
+        "type": "T",
+        "codes": ["US:AAPL"],
+        "reqid": 3,
+    }
     assert orjson.loads(protocol.subscribe("klines", ["CF:BTCUSDT"], kt=1)) == {
-        "type": "K", "codes": ["CF:BTCUSDT"], "kt": 1}
+        "type": "K",
+        "codes": ["CF:BTCUSDT"],
+        "kt": 1,
+    }
     for kind in protocol.COMMAND_TYPES:
         assert orjson.loads(protocol.command(kind))["type"] == kind
     with pytest.raises(ValueError):
@@ -103,8 +149,23 @@ def test_http_records_decode_like_pushes() -> None:
     data = [orjson.loads(TRADE)]
     del data[0]["tp"]
     assert protocol.records_from("T", data, RECV) == [protocol.decode(TRADE, RECV)]
-    bars = [{"c": "US:AAPL", "k": [{"c": "US:AAPL", "o": "1", "cl": "2", "h": "3", "l": "0.5",
-                                     "v": "10", "ts": 60, "kt": 1}]}]
+    bars = [
+        {
+            "c": "US:AAPL",
+            "k": [
+                {
+                    "c": "US:AAPL",
+                    "o": "1",
+                    "cl": "2",
+                    "h": "3",
+                    "l": "0.5",
+                    "v": "10",
+                    "ts": 60,
+                    "kt": 1,
+                }
+            ],
+        }
+    ]
     (bar,) = protocol.records_from("K", bars, RECV)
     assert isinstance(bar, Kline) and bar.close == 2.0 and bar.ts == 60 * NS
 
@@ -112,24 +173,58 @@ def test_http_records_decode_like_pushes() -> None:
 # --- hypothesis: valid frames round-trip, invalid ones raise the one exception -------------
 
 decimals = st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False).map(
-    lambda d: format(d, "f"))
-codes = st.builds(lambda m, s: f"{m}:{s}", st.sampled_from(sorted(protocol.MARKETS)),
-                  st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True))
+    lambda d: format(d, "f")
+)
+codes = st.builds(
+    lambda m, s: f"{m}:{s}",
+    st.sampled_from(sorted(protocol.MARKETS)),
+    st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True),
+)
 seconds = st.integers(min_value=0, max_value=4_000_000_000)
 levels = st.lists(st.fixed_dictionaries({"p": decimals, "v": decimals}), max_size=10)
 
-trade_frames = st.fixed_dictionaries({
-    "tp": st.just("T"), "c": codes, "p": decimals, "v": decimals, "ts": seconds,
-    "d": st.sampled_from([0, 1, 2])})
-depth_frames = st.fixed_dictionaries({"tp": st.just("D"), "c": codes, "b": levels, "a": levels,
-                                      "ts": seconds})
-snapshot_frames = st.fixed_dictionaries({
-    "tp": st.just("S"), "c": codes, "lp": decimals, "yp": decimals, "o": decimals, "h": decimals,
-    "l": decimals, "ts": seconds, "v": decimals, "t": decimals, "s": st.sampled_from([0, 1])},
-    optional={"tt": st.integers(0, 4), "extra": st.text(max_size=5)})
-kline_frames = st.fixed_dictionaries({
-    "tp": st.just("K"), "c": codes, "o": decimals, "cl": decimals, "h": decimals, "l": decimals,
-    "v": decimals, "ts": seconds, "kt": st.sampled_from(sorted(protocol.KLINE_TYPES))})
+trade_frames = st.fixed_dictionaries(
+    {
+        "tp": st.just("T"),
+        "c": codes,
+        "p": decimals,
+        "v": decimals,
+        "ts": seconds,
+        "d": st.sampled_from([0, 1, 2]),
+    }
+)
+depth_frames = st.fixed_dictionaries(
+    {"tp": st.just("D"), "c": codes, "b": levels, "a": levels, "ts": seconds}
+)
+snapshot_frames = st.fixed_dictionaries(
+    {
+        "tp": st.just("S"),
+        "c": codes,
+        "lp": decimals,
+        "yp": decimals,
+        "o": decimals,
+        "h": decimals,
+        "l": decimals,
+        "ts": seconds,
+        "v": decimals,
+        "t": decimals,
+        "s": st.sampled_from([0, 1]),
+    },
+    optional={"tt": st.integers(0, 4), "extra": st.text(max_size=5)},
+)
+kline_frames = st.fixed_dictionaries(
+    {
+        "tp": st.just("K"),
+        "c": codes,
+        "o": decimals,
+        "cl": decimals,
+        "h": decimals,
+        "l": decimals,
+        "v": decimals,
+        "ts": seconds,
+        "kt": st.sampled_from(sorted(protocol.KLINE_TYPES)),
+    }
+)
 frames = st.one_of(trade_frames, depth_frames, snapshot_frames, kline_frames)
 
 
@@ -150,10 +245,14 @@ def test_valid_frames_round_trip(frame: dict[str, object]) -> None:
     assert protocol.decode(orjson.dumps(back), RECV) == record
 
 
-@given(frames, st.sampled_from(["p", "v", "lp", "ts", "c", "kt", "d", "b"]),
-       st.one_of(st.none(), st.just("x1"), st.just([1]), st.just({"a": 1}), st.just(True)))
-def test_corrupted_fields_raise_decode_error(frame: dict[str, object], key: str,
-                                             bad: object) -> None:
+@given(
+    frames,
+    st.sampled_from(["p", "v", "lp", "ts", "c", "kt", "d", "b"]),
+    st.one_of(st.none(), st.just("x1"), st.just([1]), st.just({"a": 1}), st.just(True)),
+)
+def test_corrupted_fields_raise_decode_error(
+    frame: dict[str, object], key: str, bad: object
+) -> None:
     assume(key in frame)
     frame = {**frame, key: bad}
     with pytest.raises(DecodeError):

@@ -29,8 +29,13 @@ def _check(statements: list[str]) -> list[dict[str, object]]:
         pytest.fail("node is needed to check SQL with @questdb/sql-parser")
     if not (CHECKER / "node_modules" / "@questdb" / "sql-parser").is_dir():
         pytest.fail("@questdb/sql-parser is not installed: run ./scripts/test (it installs it)")
-    out = subprocess.run(["node", str(CHECKER / "check.cjs")], input=json.dumps(statements),
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["node", str(CHECKER / "check.cjs")],
+        input=json.dumps(statements),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: list[dict[str, object]] = json.loads(out.stdout)
     return result
 
@@ -65,11 +70,31 @@ def test_rows_turn_back_into_the_same_records() -> None:
     records = [
         Trade("US:AAPL", 5, 1.5, 100.0, 2, 9, 3, "backfill"),
         Depth("HK:700", 5, ((1.0, 2.0), (0.9, 3.0)), ((1.1, 4.0),), 9),
-        Snapshot("US:AAPL", 5, 1.0, 2.0, 3.0, 4.0, 0.5, 10.0, 20.0, 0, 3, 9,
-                 {"pq": SessionQuote(1.0, 2.0, 3.0, 0.5, 4, 5.0, 6.0)}),
+        Snapshot(
+            "US:AAPL",
+            5,
+            1.0,
+            2.0,
+            3.0,
+            4.0,
+            0.5,
+            10.0,
+            20.0,
+            0,
+            3,
+            9,
+            {"pq": SessionQuote(1.0, 2.0, 3.0, 0.5, 4, 5.0, 6.0)},
+        ),
         Kline("CF:BTCUSDT", 1001, 5, 1.0, 2.0, 3.0, 0.5, 7.0, 9),
     ]
-    for record, (table, row_of) in zip(records, [("trades", trade_row), ("depth", depth_row),
-                                                  ("snapshots", snapshot_row),
-                                                  ("klines", kline_row)]):
+    for record, (table, row_of) in zip(
+        records,
+        [
+            ("trades", trade_row),
+            ("depth", depth_row),
+            ("snapshots", snapshot_row),
+            ("klines", kline_row),
+        ],
+        strict=True,
+    ):
         assert record_of(table, row_of(record)) == record  # type: ignore[operator]

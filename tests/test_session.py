@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import structlog
@@ -30,15 +30,17 @@ def _spacing_ok(sim: SimulatorThread, minimum: float = 1.0) -> bool:
     by_conn: dict[int, list[float]] = {}
     for conn, at, _ in commands:
         by_conn.setdefault(conn, []).append(at)
-    return all(b - a >= minimum for times in by_conn.values() for a, b in zip(times, times[1:]))
+    return all(b - a >= minimum for times in by_conn.values() for a, b in pairwise(times))
 
 
-def test_reconnects_and_resubscribes_when_the_server_drops(make_sim: SimFactory,
-                                                            tmp_path: Path) -> None:
+def test_reconnects_and_resubscribes_when_the_server_drops(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
     sim = make_sim(Faults(close_every=2.5), trades_per_second=20)
     config = make_config(sim, tmp_path, ["US:AAPL", "HK:700"])
-    recorder = run_recorder(config, until=lambda r: r.stats.reconnects >= 3
-                            and r.stats.subscribed, timeout=30)
+    recorder = run_recorder(
+        config, until=lambda r: r.stats.reconnects >= 3 and r.stats.subscribed, timeout=30
+    )
     assert recorder.stats.reconnects >= 3
     assert sim.call(lambda: sim.sim.connections_opened) >= 3
     assert sim.call(lambda: sim.sim.refusals) == []  # never broke the 1 request/s rule
@@ -65,8 +67,13 @@ def test_reconnects_when_the_server_stalls(make_sim: SimFactory, tmp_path: Path)
             sim.call(lambda: setattr(sim.sim.faults, "stall", False))
 
     recorder = run_recorder(
-        config, during=stall_then_recover, timeout=30,
-        until=lambda r: bool(trades_at_reconnect) and r.stats.frames["T"] > trades_at_reconnect[0] + 10)
+        config,
+        during=stall_then_recover,
+        timeout=30,
+        until=lambda r: (
+            bool(trades_at_reconnect) and r.stats.frames["T"] > trades_at_reconnect[0] + 10
+        ),
+    )
     assert recorder.stats.reconnects >= 1
     assert recorder.stats.last_disconnect_reason is not None
     assert recorder.stats.frames["T"] > trades_at_reconnect[0] + 10

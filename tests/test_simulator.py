@@ -28,8 +28,11 @@ def _ws(sim: SimulatorThread, key: str = KEY) -> ClientConnection:
 
 def _post(sim: SimulatorThread, path: str, body: dict[str, Any], key: str = KEY) -> Any:
     request = urllib.request.Request(
-        f"{sim.http_url}{path}?key={key}", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+        f"{sim.http_url}{path}?key={key}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -71,7 +74,10 @@ def test_invalid_key_is_refused(sim: SimulatorThread) -> None:
     with pytest.raises(InvalidStatus) as info:
         _ws(sim, key="wrong")
     assert info.value.response.status_code == 401
-    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]}, key="wrong") == (200, {"msg": "invalid key"})
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]}, key="wrong") == (
+        200,
+        {"msg": "invalid key"},
+    )
 
 
 def test_one_websocket_per_key(sim: SimulatorThread) -> None:
@@ -128,8 +134,11 @@ def test_every_http_endpoint(sim: SimulatorThread) -> None:
         ("/trade", {"codes": ["US:AAPL"], "count": 3}, "p"),
         ("/instrument-info", {"codes": ["US:AAPL", "CF:BTCUSDT"]}, "e"),
         ("/kline", {"kline_reqs": [{"c": "US:AAPL", "co": 2, "a": 0, "kt": 1}]}, "k"),
-        ("/history", {"kline_reqs": [{"c": "US:AAPL", "co": 2, "a": 0, "kt": 1,
-                                      "e": int(time.time())}]}, "k"),
+        (
+            "/history",
+            {"kline_reqs": [{"c": "US:AAPL", "co": 2, "a": 0, "kt": 1, "e": int(time.time())}]},
+            "k",
+        ),
     ]:
         status, answer = _post(sim, path, body)
         assert status == 200 and answer["msg"] == "OK", path
@@ -160,8 +169,9 @@ def test_market_is_consistent_across_streams(make_sim: SimFactory) -> None:
                 # a snapshot's cumulative v and t are exactly the trades before it
                 assert Decimal(frame["v"]) == volume and Decimal(frame["t"]) == turnover
             elif frame["tp"] == "D":
-                assert Decimal(frame["b"][0]["p"]) <= Decimal(trades[index - 1]["p"] if index
-                                                              else frame["a"][0]["p"])
+                assert Decimal(frame["b"][0]["p"]) <= Decimal(
+                    trades[index - 1]["p"] if index else frame["a"][0]["p"]
+                )
                 assert Decimal(frame["b"][0]["p"]) < Decimal(frame["a"][0]["p"])
         # K-lines aggregate the trades: the last push of each 1-minute bar
         bars: dict[int, dict[str, Any]] = {}
@@ -177,10 +187,13 @@ def test_market_is_consistent_across_streams(make_sim: SimFactory) -> None:
         same = Counter((t["ts"], t["p"], t["v"], t["d"]) for t in trades)
         assert max(same.values()) >= 2
     # /trade serves the same history that was produced
-    status, answer = _post(sim, "/trade", {"codes": ["US:AAPL"], "count": 50})
+    _, answer = _post(sim, "/trade", {"codes": ["US:AAPL"], "count": 50})
     served = answer["data"]
-    produced = [{k: v for k, v in f.items() if k != "tp"} for f in truth
-                if f["tp"] == "T" and f["c"] == "US:AAPL"]
+    produced = [
+        {k: v for k, v in f.items() if k != "tp"}
+        for f in truth
+        if f["tp"] == "T" and f["c"] == "US:AAPL"
+    ]
     assert served == produced[-50:] or served[:40] == produced[-50:][:40]
 
 

@@ -32,13 +32,19 @@ def _ts(value: Any) -> int:
     return int(value[1])
 
 
-def test_records_from_the_simulator_arrive_row_for_row(make_sim: SimFactory,
-                                                       tmp_path: Path) -> None:
+def test_records_from_the_simulator_arrive_row_for_row(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
     sim = make_sim(trades_per_second=20, seed=4)
     codes = ["US:AAPL", "CF:BTCUSDT", "HK:700"]
     with IlpServer() as ilp:
-        config = make_config(sim, tmp_path, codes, sink={"kind": "questdb", "questdb": ilp.conf},
-                             subscribe={"klines": codes[:1], "kline_types": [1]})
+        config = make_config(
+            sim,
+            tmp_path,
+            codes,
+            sink={"kind": "questdb", "questdb": ilp.conf},
+            subscribe={"klines": codes[:1], "kline_types": [1]},
+        )
         recorder = run_recorder(config, seconds=6)
         state = ilp.state
     # DDL went first, over /exec, for every table
@@ -53,13 +59,25 @@ def test_records_from_the_simulator_arrive_row_for_row(make_sim: SimFactory,
         assert isinstance(row.fields["recv_ts"], int) and row.ts is not None
         assert row.ts % NS == 0 and row.symbols["market"] == row.symbols["code"].split(":")[0]
         assert row.fields["recv_ts"] >= row.ts  # received after the exchange second began
-    check_trades([(r.symbols["code"], r.ts, r.fields["price"], r.fields["size"],
-                   r.fields["side"], r.fields["k"]) for r in trades],
-                 [f for f in sent if f["tp"] == "T"])
+    check_trades(
+        [
+            (
+                r.symbols["code"],
+                r.ts,
+                r.fields["price"],
+                r.fields["size"],
+                r.fields["side"],
+                r.fields["k"],
+            )
+            for r in trades
+        ],
+        [f for f in sent if f["tp"] == "T"],
+    )
 
     snaps = state.table("snapshots")
-    assert sorted((r.symbols["code"], r.ts, r.fields["volume"], r.fields["last"]) for r in snaps) \
-        == sorted(snapshot_key(f) for f in sent if f["tp"] == "S")
+    assert sorted(
+        (r.symbols["code"], r.ts, r.fields["volume"], r.fields["last"]) for r in snaps
+    ) == sorted(snapshot_key(f) for f in sent if f["tp"] == "S")
     us = next(r for r in snaps if r.symbols["code"] == "US:AAPL")
     assert json.loads(us.fields["extended"])["pq"][0] > 0 and us.fields["session"] == 3
 
@@ -83,8 +101,17 @@ def test_symbols_strings_and_timestamps_are_escaped_by_the_client() -> None:
         sink = QuestDBSink(ilp.conf)
         sink.open()
         trade = Trade(nasty, 1_741_960_243 * NS, 246.39, 100.0, 1, 1_741_960_243_987_654_321, 2)
-        gap = Gap(1_741_960_000 * NS, 1_741_960_100 * NS + 1, nasty, "trades", "disconnect",
-                  1_741_960_200_123_456_789, missing=3.5, missing_unit="trades", detail=detail)
+        gap = Gap(
+            1_741_960_000 * NS,
+            1_741_960_100 * NS + 1,
+            nasty,
+            "trades",
+            "disconnect",
+            1_741_960_200_123_456_789,
+            missing=3.5,
+            missing_unit="trades",
+            detail=detail,
+        )
         sink.write(Batch.of([trade]))
         sink.write(Batch.of([gap]))
         sink.close()
@@ -117,7 +144,9 @@ def test_a_failing_database_raises_sink_error_and_recovers() -> None:
 
 def test_conf_strings() -> None:
     assert parse_conf("http::addr=h:9000;username=a;password=b;;c;") == (
-        "http", {"addr": "h:9000", "username": "a", "password": "b;c"})
+        "http",
+        {"addr": "h:9000", "username": "a", "password": "b;c"},
+    )
     sink = QuestDBSink("ws::addr=db:9000;sf_dir=/var/lib/q;")
     assert sink.store_and_forward and sink.exec_url == "http://db:9000/exec"
     assert QuestDBSink("tcp::addr=db:9009;").exec_url == "http://db:9000/exec"
@@ -154,19 +183,24 @@ def _query(sql: str) -> dict[str, Any]:
 def test_against_a_real_questdb(make_sim: SimFactory, tmp_path: Path) -> None:
     sim = make_sim(trades_per_second=20, seed=21)
     codes = ["US:AAPL", "HK:700"]
-    config = make_config(sim, tmp_path, codes, sink={"kind": "questdb",
-                                                     "questdb": f"http::addr={QDB};"})
+    config = make_config(
+        sim, tmp_path, codes, sink={"kind": "questdb", "questdb": f"http::addr={QDB};"}
+    )
     start = time.time_ns()
     run_recorder(config, seconds=6)
     sent = [f for f in sim.call(lambda: list(sim.sim.sent_frames("T")))]
     deadline = time.monotonic() + 30
     while True:  # WAL tables apply asynchronously
-        body = _query(f"SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
-                      f"WHERE ts >= cast({start // 1000 - 5_000_000} AS TIMESTAMP)")
+        body = _query(
+            f"SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
+            f"WHERE ts >= cast({start // 1000 - 5_000_000} AS TIMESTAMP)"
+        )
         stored = [tuple(r) for r in body["dataset"]]
         if len(stored) >= len(sent) or time.monotonic() > deadline:
             break
     check_trades(stored, sent)
-    ddl = _query("SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup "
-                 "FROM tables() WHERE table_name = 'trades'")
+    ddl = _query(
+        "SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup "
+        "FROM tables() WHERE table_name = 'trades'"
+    )
     assert ddl["dataset"][0][1:] == ["ts", "DAY", True, True]

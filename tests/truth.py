@@ -22,7 +22,9 @@ def check_trades(stored: list[tuple[Any, ...]], frames: list[dict[str, Any]]) ->
     got = Counter(tuple(r[:5]) for r in stored)
     want = Counter(trade_key(f) for f in frames)
     missing, extra = want - got, got - want
-    assert not missing and not extra, f"missing {list(missing.items())[:5]}, extra {list(extra.items())[:5]}"
+    assert not missing and not extra, (
+        f"missing {list(missing.items())[:5]}, extra {list(extra.items())[:5]}"
+    )
     ks: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for r in stored:
         ks[tuple(r[:5])].append(r[5])

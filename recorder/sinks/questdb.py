@@ -99,7 +99,7 @@ class QuestDBSink:
         if self._sender is None:
             try:
                 sender = Sender.from_conf(self.conf, auto_flush=False)
-                sender.establish()
+                sender.establish()  # type: ignore[no-untyped-call]
             except Exception as exc:  # the client raises IngressError/QuestDBError subclasses
                 raise SinkError(f"questdb: cannot connect: {exc}") from None
             self._sender = sender
@@ -197,8 +197,9 @@ class QuestDBSink:
 
 
 #: Client-side errors about the data itself: sending the batch again cannot help.
-_DATA_ERRORS = frozenset({"InvalidName", "InvalidTimestamp", "InvalidUtf8", "BadDataFrame",
-                          "ArrayError", "DecimalError"})
+_DATA_ERRORS = frozenset(
+    {"InvalidName", "InvalidTimestamp", "InvalidUtf8", "BadDataFrame", "ArrayError", "DecimalError"}
+)
 
 
 def _refused(exc: BaseException) -> bool:

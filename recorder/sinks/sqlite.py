@@ -47,8 +47,9 @@ class SQLiteSink:
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             for table in TABLES:
@@ -72,8 +73,12 @@ class SQLiteSink:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
-                sqlite3.DataError) as exc:
+        except (
+            sqlite3.IntegrityError,
+            sqlite3.ProgrammingError,
+            sqlite3.InterfaceError,
+            sqlite3.DataError,
+        ) as exc:
             raise SinkRejected(f"sqlite {self.path}: batch refused: {exc}") from None
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: write failed: {exc}") from None

@@ -1,0 +1,188 @@
+"""The gap detector, fed events directly (it is pure), and market hours."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from conftest import wait_for
+
+from recorder.config import GapsConfig, SubscribeConfig
+from recorder.gaps import GapDetector
+from recorder.markets import Calendar, is_open
+from recorder.protocol import NS, Depth, Kline, Snapshot, Trade
+from recorder.schema import Gap
+
+T0 = int(dt.datetime(2026, 11, 25, 15, 0, tzinfo=dt.UTC).timestamp()) * NS  # Wed 10:00 ET
+
+
+def _detector(
+    gaps: GapsConfig | None = None, **sub: tuple[str, ...]
+) -> tuple[GapDetector, list[Gap]]:
+    emitted: list[Gap] = []
+    subscribe = (
+        SubscribeConfig(**sub)
+        if sub
+        else SubscribeConfig(
+            trades=("US:AAPL", "CF:BTCUSDT"), snapshots=("US:AAPL",), depth=("US:AAPL",)
+        )
+    )
+    return GapDetector(gaps or GapsConfig(), subscribe, emitted.append, clock=lambda: T0), emitted
+
+
+def _trade(code: str, s: int, size: float = 100.0) -> Trade:
+    return Trade(code, T0 + s * NS, 10.0, size, 1, T0 + s * NS)
+
+
+def _snap(code: str, s: int, volume: float) -> Snapshot:
+    return Snapshot(code, T0 + s * NS, 10.0, 9.0, 9.5, 10.5, 9.0, volume, volume * 10, 0, 3, 0)
+
+
+def test_a_disconnect_is_a_gap_for_every_code_and_stream() -> None:
+    det, out = _detector()
+    det.on_record(_trade("US:AAPL", 1))
+    det.on_record(_trade("CF:BTCUSDT", 2))
+    det.on_record(Depth("US:AAPL", T0 + 3 * NS, (), (), 0))
+    det.on_disconnect("closed: 1011")
+    assert out == [] and len(det.pending) == 4  # trades x2, snapshots, depth
+    det.on_record(_trade("US:AAPL", 9))
+    det.on_record(_trade("US:AAPL", 9))
+    (gap,) = out
+    assert (gap.code, gap.stream, gap.cause, gap.start, gap.end) == (
+        "US:AAPL",
+        "trades",
+        "disconnect",
+        T0 + 1 * NS,
+        T0 + 9 * NS,
+    )
+    assert gap.detail == "closed: 1011" and gap.status == "open"
+    # a code never seen before the disconnect starts its gap at the disconnect
+    det.on_record(_snap("US:AAPL", 10, 500))
+    assert out[-1].stream == "snapshots" and out[-1].start == T0
+
+
+def test_two_disconnects_before_data_keep_the_first_start() -> None:
+    det, out = _detector(trades=("US:AAPL",))
+    det.on_record(_trade("US:AAPL", 1))
+    det.on_disconnect()
+    det.on_disconnect()
+    det.on_record(_trade("US:AAPL", 20))
+    assert [(g.start, g.end) for g in out] == [(T0 + NS, T0 + 20 * NS)]
+
+
+def test_restart_gap_from_the_last_stored_row() -> None:
+    det, out = _detector(trades=("US:AAPL",))
+    det.seed({("US:AAPL", "trades"): T0 - 600 * NS})
+    det.on_record(_trade("US:AAPL", 5))
+    (gap,) = out
+    assert gap.start == T0 - 600 * NS and gap.detail == "the recorder was not running"
+
+
+def test_volume_that_trades_do_not_explain_is_a_gap() -> None:
+    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det.on_record(_snap("US:AAPL", 0, 1000))
+    det.on_record(_trade("US:AAPL", 1, 100))
+    det.on_record(_snap("US:AAPL", 1, 1100))  # explained
+    # a 300-share trade never arrives
+    det.on_record(_trade("US:AAPL", 2, 50))
+    det.on_record(_snap("US:AAPL", 2, 1450))
+    assert out == []  # one snapshot alone could be a frame that overtook its trade
+    det.on_record(_snap("US:AAPL", 3, 1450))
+    (gap,) = out
+    assert (gap.cause, gap.missing, gap.missing_unit) == ("volume", 300.0, "volume")
+    assert (gap.start, gap.end) == (T0 + 1 * NS, T0 + 3 * NS)
+    det.on_record(_snap("US:AAPL", 4, 1450))
+    assert len(out) == 1  # reported once
+
+
+def test_a_snapshot_that_overtakes_its_trade_is_not_a_gap() -> None:
+    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det.on_record(_snap("US:AAPL", 0, 1000))
+    det.on_record(_snap("US:AAPL", 1, 1200))
+    det.on_record(_trade("US:AAPL", 1, 200))
+    det.on_record(_snap("US:AAPL", 2, 1200))
+    assert out == []
+
+
+def test_volume_tolerance_and_new_day() -> None:
+    det, out = _detector(
+        GapsConfig(volume_tolerance=0.1), trades=("US:AAPL",), snapshots=("US:AAPL",)
+    )
+    det.on_record(_snap("US:AAPL", 0, 1000))
+    det.on_record(_snap("US:AAPL", 1, 1050))
+    det.on_record(_snap("US:AAPL", 2, 1050))  # 50 unexplained of 50: beyond 10 %...
+    assert len(out) == 1
+    det.on_record(_snap("US:AAPL", 3, 10))  # a new trading day resets the baseline
+    det.on_record(_snap("US:AAPL", 4, 10))
+    assert len(out) == 1
+
+
+def test_skipped_kline_bars_while_open_are_a_gap() -> None:
+    det, out = _detector(klines=("CF:BTCUSDT", "HK:700"), kline_types=(1,))
+    bar = lambda code, m: Kline(code, 1, T0 + m * 60 * NS, 1, 1, 1, 1, 1, 0)  # noqa: E731
+    det.on_record(bar("CF:BTCUSDT", 0))
+    det.on_record(bar("CF:BTCUSDT", 0))  # the same bar again is an update, not a skip
+    det.on_record(bar("CF:BTCUSDT", 1))
+    det.on_record(bar("CF:BTCUSDT", 4))
+    (gap,) = out
+    assert (gap.stream, gap.cause, gap.missing, gap.start) == (
+        "klines:1",
+        "kline_skip",
+        2,
+        T0 + 2 * 60 * NS,
+    )
+    # HK at 23:00 local: closed, so skipped minutes are not a gap
+    det.on_record(bar("HK:700", 0))
+    det.on_record(bar("HK:700", 30))
+    assert len(out) == 1
+
+
+def test_silence_while_open_is_a_gap_and_closes_with_the_next_trade() -> None:
+    det, out = _detector(GapsConfig(silence_after=0.05), trades=("CF:BTCUSDT", "HK:700"))
+    det.on_subscribed("trades")
+    out.clear()
+    det.on_record(_trade("CF:BTCUSDT", 1))
+    assert wait_for(lambda: (det.check(), bool(out))[1], timeout=5)
+    (gap,) = out  # HK is closed at this hour (the clock says 23:00 in Hong Kong)
+    assert (gap.code, gap.cause, gap.start) == ("CF:BTCUSDT", "silence", T0 + NS)
+    det.check()
+    assert len(out) == 1
+    det.on_record(_trade("CF:BTCUSDT", 30))
+    assert len(out) == 2 and out[1].end == T0 + 30 * NS
+
+
+def _ns(y: int, mo: int, d: int, h: int, mi: int) -> int:
+    return int(dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp()) * NS
+
+
+def test_market_hours() -> None:
+    assert is_open("CF", _ns(2026, 11, 29, 3, 0)) is True  # crypto on a Sunday night
+    assert is_open("HK", _ns(2026, 11, 25, 2, 0)) is True  # 10:00 HKT Wednesday
+    assert is_open("HK", _ns(2026, 11, 25, 4, 30)) is False  # 12:30 HKT lunch
+    assert is_open("SH", _ns(2026, 11, 25, 6, 0)) is True  # 14:00 CST
+    assert is_open("SH", _ns(2026, 11, 25, 7, 30)) is False  # 15:30 CST
+    assert is_open("US", _ns(2026, 11, 25, 15, 0)) is True  # 10:00 EST
+    assert is_open("US", _ns(2026, 11, 28, 15, 0)) is False  # Saturday
+    assert is_open("US", _ns(2026, 11, 25, 8, 55)) is False  # 03:55 EST, between sessions
+    assert is_open("IX", _ns(2026, 11, 25, 15, 0)) is None
+    assert is_open("FX", _ns(2026, 11, 28, 20, 0)) is False  # Sunday 04:00 HKT
+    assert is_open("FX", _ns(2026, 11, 25, 20, 0)) is True
+    holiday = Calendar()
+    holiday.load({"HK": ["20261124,F", "20261126,H"]})
+    assert is_open("HK", _ns(2026, 11, 25, 2, 0), holiday) is False
+    assert holiday.known("HK") and not holiday.known("US")
+
+
+def test_each_session_sweeps_the_span_before_the_first_snapshot() -> None:
+    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det.on_subscribed("trades")
+    det.on_record(_trade("US:AAPL", 1))
+    det.on_record(_snap("US:AAPL", 2, 1000))
+    (sweep,) = out
+    assert (sweep.cause, sweep.record, sweep.start, sweep.end) == (
+        "startup",
+        False,
+        T0 - NS,
+        T0 + 2 * NS,
+    )
+    det.on_record(_snap("US:AAPL", 3, 1000))
+    assert len(out) == 1  # once per session

@@ -1,0 +1,232 @@
+"""No loss while the database is down: the writer spools, then drains in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from conftest import KEY, make_config, rows, run_recorder, wait_for
+from ilp_receiver import IlpServer
+from truth import check_trades
+
+from recorder.batching import Batch
+from recorder.daemon import Recorder
+from recorder.simulator import SimulatorThread
+from recorder.sinks.null import NullSink
+from recorder.spool import Spool
+from recorder.writer import Writer
+
+SimFactory = Callable[..., SimulatorThread]
+OUTAGE = float(os.environ.get("QOS_OUTAGE_SECONDS", "30"))
+LOCK_SECONDS = float(os.environ.get("QOS_LOCK_SECONDS", "15"))
+
+
+def _drained(recorder: Recorder) -> bool:
+    return not recorder.spool and recorder.writer.pending == 0 and recorder.writer.stats.healthy
+
+
+def test_ilp_answering_503_then_refusing_connections_loses_nothing(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=30, seed=31)
+    codes = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
+    with IlpServer() as ilp:
+        config = make_config(
+            sim,
+            tmp_path,
+            codes,
+            sink={"kind": "questdb", "questdb": ilp.conf, "retry_interval": 0.5},
+            subscribe={"depth": [], "snapshots": []},
+        )
+        phases: list[str] = []
+
+        def outage(recorder: Recorder, elapsed: float) -> None:
+            if not phases and recorder.writer.stats.batches > 3:
+                ilp.state.mode = "fail"  # the database answers 503
+                phases.append(f"503 at {elapsed:.1f}")
+            elif len(phases) == 1 and elapsed > float(phases[0].split()[-1]) + OUTAGE / 2:
+                ilp.stop()  # then refuses connections
+                phases.append(f"down at {elapsed:.1f}")
+            elif len(phases) == 2 and elapsed > float(phases[1].split()[-1]) + OUTAGE / 2:
+                ilp.state.mode = "ok"
+                ilp.start()
+                phases.append(f"back at {elapsed:.1f}")
+
+        recorder = run_recorder(
+            config,
+            during=outage,
+            timeout=OUTAGE + 60,
+            until=lambda r: len(phases) == 3 and _drained(r) and r.writer.stats.drained_batches > 0,
+        )
+        state = ilp.state
+    assert len(phases) == 3, phases
+    stats = recorder.writer.stats
+    assert stats.failures > 0 and stats.spooled_batches > 0 and stats.lost_rows == 0
+    assert state.failed_writes > 0
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))
+    received = recorder.stats.frames["T"]
+    # every identity the recorder received reached the database; re-sent batches carry the
+    # same identities, which QuestDB's dedup keys fold into one row
+    identities = {
+        (
+            r.symbols["code"],
+            r.ts,
+            r.fields["price"],
+            r.fields["size"],
+            r.fields["side"],
+            r.fields["k"],
+        )
+        for r in state.table("trades")
+    }
+    assert len(identities) == received
+    check_trades(sorted(identities), sent[:received])
+
+
+def test_a_locked_sqlite_file_loses_nothing_and_duplicates_nothing(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=30, seed=32)
+    config = make_config(sim, tmp_path, ["US:AAPL", "CF:BTCUSDT"], sink={"retry_interval": 0.5})
+    db = tmp_path / "ticks.sqlite"
+    release = threading.Event()
+    locked: list[float] = []
+
+    def hold_lock() -> None:
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        release.wait(LOCK_SECONDS + 30)
+        con.execute("ROLLBACK")
+        con.close()
+
+    holder = threading.Thread(target=hold_lock)
+
+    def lock(recorder: Recorder, elapsed: float) -> None:
+        if not locked and recorder.writer.stats.batches > 3:
+            holder.start()
+            locked.append(elapsed)
+        elif locked and not release.is_set() and elapsed > locked[0] + LOCK_SECONDS:
+            release.set()
+
+    recorder = run_recorder(
+        config,
+        during=lock,
+        timeout=LOCK_SECONDS + 60,
+        until=lambda r: release.is_set() and _drained(r) and r.writer.stats.drained_batches > 0,
+    )
+    holder.join()
+    assert recorder.writer.stats.failures > 0 and recorder.writer.stats.spooled_batches > 0
+    received = recorder.stats.frames["T"]
+    stored = rows(db, "SELECT code, ts, price, size, side, k FROM trades")
+    assert len(stored) == received
+    check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
+
+
+def test_sigterm_while_the_database_is_down_spools_and_the_next_start_drains(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=30, seed=33)
+    with IlpServer(mode="fail") as ilp:
+        config = tmp_path / "recorder.toml"
+        config.write_text(f"""
+[upstream]
+ws_url = "{sim.ws_url}"
+http_url = "{sim.http_url}"
+key_env = "QOS_TEST_KEY"
+[subscribe]
+trades = ["US:AAPL", "HK:700"]
+[sink]
+kind = "questdb"
+questdb = "{ilp.conf}"
+retry_interval = 0.5
+""")
+        env = {**os.environ, "QOS_TEST_KEY": KEY}
+        cmd = [sys.executable, "-m", "recorder", "run", "--config", str(config)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) > 0, 30)
+            assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 200, 30)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err.decode()
+        stopped = next(
+            orjson.loads(x)
+            for x in out.splitlines()
+            if orjson.loads(x)["event"] == "recorder_stopped"
+        )
+        received = stopped["frames"]["T"]
+        assert stopped["spool_bytes"] > 0 and stopped["lost_rows"] == 0 and received > 200
+        assert ilp.state.table("trades") == []
+        # the database is back: the next start drains the spool first
+        ilp.state.mode = "ok"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_for(lambda: not list((tmp_path / "spool").glob("*.seg")), 30)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+        identities = {
+            (
+                r.symbols["code"],
+                r.ts,
+                r.fields["price"],
+                r.fields["size"],
+                r.fields["side"],
+                r.fields["k"],
+            )
+            for r in ilp.state.table("trades")
+        }
+    first_run = sim.call(lambda: [f for c, f in sim.sim.sent if f["tp"] == "T" and c == 1])
+    check_trades(
+        sorted(i for i in identities if i in _keys(first_run[:received])), first_run[:received]
+    )
+
+
+def _keys(frames: list[dict[str, object]]) -> set[tuple[object, ...]]:
+    from collections import Counter
+
+    from truth import trade_key
+
+    seen: Counter[tuple[object, ...]] = Counter()
+    out = set()
+    for f in frames:
+        key = trade_key(f)
+        out.add((*key, seen[key]))
+        seen[key] += 1
+    return out
+
+
+def test_writer_spools_when_its_queue_is_full_and_keeps_order(tmp_path: Path) -> None:
+    class SlowSink(NullSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+            self.order: list[int] = []
+
+        def write(self, batch: Batch) -> None:
+            self.gate.wait(10)
+            self.order.append(batch.tables["trades"][0][0])
+            super().write(batch)
+
+    sink = SlowSink()
+    writer = Writer(sink, Spool(tmp_path / "spool"), max_pending=2, retry_interval=0.05)
+    writer.start()
+    batches = [
+        Batch({"trades": [(i, "US:AAPL", "US", 1.0, 1.0, 1, 0, "live", 0)]}) for i in range(10)
+    ]
+    for batch in batches:
+        writer.submit(batch)
+    assert writer.stats.spooled_batches > 0  # submit never waited on the slow database
+    sink.gate.set()
+    assert wait_for(lambda: sink.batches == 10 and not writer.spool)
+    assert sink.order == list(range(10))  # the order they were cut in, spooled or not
+    assert writer.close(5)
