@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="the TOML config file")
     check.set_defaults(func=cmd_check_config)
 
+    gaps = subs.add_parser("gaps", help="print the gaps table readably")
+    gaps.add_argument("--config", "-c", required=True, help="the TOML config file")
+    gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
+    gaps.set_defaults(func=cmd_gaps)
+
     sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
@@ -113,6 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         await Recorder(cfg, key).run(stop)
 
     run_forever(go)
+    return 0
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from .report import format_gaps, parse_since, read_gaps
+
+    cfg = config_mod.load(args.config)
+    since = parse_since(args.since) if args.since else 0
+    print(format_gaps(read_gaps(cfg, since)))
     return 0
 
 

@@ -189,7 +189,8 @@ def _unknown(name: str, prefix: str, table: Mapping[str, Any], known: Mapping[st
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"{name}: {prefix}{key}: unknown key{hint}")
+            shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)
+            raise ConfigError(f"{name}: {prefix}{shown}: unknown key{hint}")
 
 
 def _section(name: str, section: str, cls: type, table: Mapping[str, Any]) -> Any:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import logs
-from .config import Secret, parse
+from .config import Config, Secret, parse
 from .daemon import Recorder
+from .report import format_gaps, read_gaps
 from .schema import TABLES
 from .simulator import DEFAULT_CODES, SimConfig, Simulator, bound_port, serve
 
@@ -49,7 +50,7 @@ async def demo(seconds: float, path: Path) -> None:
     finally:
         await runner.cleanup()
         log_file.close()
-    print(summary(path))
+    print(summary(config))
     print(f"log: {log_path}")
 
 
@@ -58,19 +59,16 @@ def _open_log(path: Path) -> BinaryIO:
     return path.open("ab")
 
 
-def summary(path: Path) -> str:
+def summary(config: Config) -> str:
     """Rows per table and the gaps, read back from the SQLite file."""
+    path = config.resolve(config.sink.sqlite_path)
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         lines = [f"database: {path}", "rows per table:"]
         for table in TABLES:
             (n,) = db.execute(f"SELECT count(*) FROM {table.name}").fetchone()
             lines.append(f"  {table.name:<10} {n:>8}")
-        gaps = db.execute(
-            "SELECT code, stream, cause, status, (end_ts - ts) / 1e9 FROM gaps ORDER BY ts"
-        ).fetchall()
-        lines.append(f"gaps: {len(gaps)}")
-        lines.extend(f"  {c} {s} {cause} {st} {secs:.1f}s" for c, s, cause, st, secs in gaps)
     finally:
         db.close()
+    lines += ["gaps:", format_gaps(read_gaps(config, 0))]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from recorder.protocol import NS
 from recorder.simulator import Faults, SimulatorThread
 
 SimFactory = Callable[..., SimulatorThread]
-DROP_SECONDS = float(os.environ.get("QOS_DROP_SECONDS", "45"))
+DROP_SECONDS = float(os.environ.get("QOS_DROP_SECONDS", "60"))
 
 
 def _settled(recorder: Recorder) -> bool:

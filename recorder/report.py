@@ -1,0 +1,82 @@
+"""Human-readable reports from what a sink stored (``qos-recorder gaps``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from typing import Any
+
+from .config import Config
+from .exceptions import ConfigError, SinkError
+from .protocol import NS
+
+GAP_COLUMNS = ("ts", "end_ts", "code", "stream", "cause", "status", "backfilled", "missing",
+               "missing_unit", "detail")
+
+
+def parse_since(text: str) -> int:
+    """``2026-11-26`` or ``2026-11-26T14:30`` (UTC) as nanoseconds."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since: {text!r} is not a date or time like 2026-11-26T14:30") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp()) * NS
+
+
+def read_gaps(config: Config, since_ns: int) -> list[tuple[Any, ...]]:
+    """The gaps stored since ``since_ns``, oldest first, ``ts``/``end_ts`` in nanoseconds."""
+    kind = config.sink.kind
+    if kind == "sqlite":
+        path = config.resolve(config.sink.sqlite_path)
+        if not path.exists():
+            raise SinkError(f"sqlite {path}: no such database yet")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute(
+                f"SELECT {', '.join(GAP_COLUMNS)} FROM gaps WHERE ts >= ? ORDER BY ts, code",
+                (since_ns,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {path}: {exc}") from None
+        finally:
+            db.close()
+    if kind == "questdb":
+        from .sinks.questdb import QuestDBSink
+
+        sink = QuestDBSink(config.sink.questdb, http=config.sink.questdb_http)
+        # only an integer from this process goes into the statement
+        body = sink.execute(
+            "SELECT cast(ts AS LONG) * 1000, cast(end_ts AS LONG) * 1000, code, stream, cause, "
+            "status, backfilled, missing, missing_unit, detail FROM gaps "
+            f"WHERE ts >= cast({int(since_ns) // 1000} AS TIMESTAMP) ORDER BY ts, code"
+        )
+        return [tuple(row) for row in body.get("dataset", [])]
+    return []
+
+
+def _time(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / NS, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_gaps(rows: list[tuple[Any, ...]]) -> str:
+    """An aligned table, one gap a line, with a count per status at the end."""
+    if not rows:
+        return "no gaps"
+    header = ("start (UTC)", "length", "code", "stream", "cause", "status", "backfilled",
+              "not recovered")
+    lines = [header]
+    counts: dict[str, int] = {}
+    for ts, end, code, stream, cause, status, backfilled, missing, unit, detail in rows:
+        counts[status] = counts.get(status, 0) + 1
+        length = f"{(end - ts) / NS:.0f}s" if end is not None else "-"
+        lost = "-" if missing is None or not missing else f"{missing:g} {unit or ''}".strip()
+        lines.append((_time(ts), length, code, stream, cause, status, str(backfilled or 0), lost))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+           for line in lines]
+    out.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    return "\n".join(out)
