@@ -10,8 +10,18 @@ from .config import Config
 from .exceptions import ConfigError, SinkError
 from .protocol import NS
 
-GAP_COLUMNS = ("ts", "end_ts", "code", "stream", "cause", "status", "backfilled", "missing",
-               "missing_unit", "detail")
+GAP_COLUMNS = (
+    "ts",
+    "end_ts",
+    "code",
+    "stream",
+    "cause",
+    "status",
+    "backfilled",
+    "missing",
+    "missing_unit",
+    "detail",
+)
 
 
 def parse_since(text: str) -> int:
@@ -19,7 +29,9 @@ def parse_since(text: str) -> int:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"--since: {text!r} is not a date or time like 2026-11-26T14:30") from None
+        raise ConfigError(
+            f"--since: {text!r} is not a date or time like 2026-11-26T14:30"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp()) * NS
@@ -66,17 +78,27 @@ def format_gaps(rows: list[tuple[Any, ...]]) -> str:
     """An aligned table, one gap a line, with a count per status at the end."""
     if not rows:
         return "no gaps"
-    header = ("start (UTC)", "length", "code", "stream", "cause", "status", "backfilled",
-              "not recovered")
+    header = (
+        "start (UTC)",
+        "length",
+        "code",
+        "stream",
+        "cause",
+        "status",
+        "backfilled",
+        "not recovered",
+    )
     lines = [header]
     counts: dict[str, int] = {}
-    for ts, end, code, stream, cause, status, backfilled, missing, unit, detail in rows:
+    for ts, end, code, stream, cause, status, backfilled, missing, unit, _detail in rows:
         counts[status] = counts.get(status, 0) + 1
         length = f"{(end - ts) / NS:.0f}s" if end is not None else "-"
         lost = "-" if missing is None or not missing else f"{missing:g} {unit or ''}".strip()
         lines.append((_time(ts), length, code, stream, cause, status, str(backfilled or 0), lost))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-           for line in lines]
+    out = [
+        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
     out.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return "\n".join(out)
