@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="the TOML config file")
     check.set_defaults(func=cmd_check_config)
 
+    status = subs.add_parser("status", help="summarize a running recorder; non-zero if unhealthy")
+    status.add_argument("--config", "-c", required=True, help="the TOML config file")
+    status.set_defaults(func=cmd_status)
+
     gaps = subs.add_parser("gaps", help="print the gaps table readably")
     gaps.add_argument("--config", "-c", required=True, help="the TOML config file")
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
@@ -71,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--error-replies", action="store_true", help="fault: refuse every command")
     sim.add_argument("--http-status", type=int, help="fault: answer HTTP with this status")
     sim.add_argument("--http-delay", type=float, default=0.0, help="fault: slow HTTP by N s")
+    sim.add_argument(
+        "--refuse-connections",
+        action="store_true",
+        help="fault: refuse new WebSocket connections with HTTP 503",
+    )
     sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
     sim.set_defaults(func=cmd_simulate)
 
@@ -121,6 +130,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .report import fetch_health, format_health
+
+    cfg = config_mod.load(args.config)
+    if cfg.metrics.listen is None:
+        raise ConfigError(f"{args.config}: metrics.listen: not set, so there is no health to ask")
+    ok, summary = fetch_health(cfg.metrics.listen)
+    print(format_health(summary))
+    return 0 if ok else 1
+
+
 def cmd_gaps(args: argparse.Namespace) -> int:
     from .report import format_gaps, parse_since, read_gaps
 
@@ -156,6 +176,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             error_replies=args.error_replies,
             http_status=args.http_status,
             http_delay=args.http_delay,
+            refuse_connections=args.refuse_connections,
         ),
     )
 

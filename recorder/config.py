@@ -135,9 +135,13 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def resolve(self, relative: str) -> Path:
-        """A path from the config, relative to the config file's folder."""
+        """A path from the config: relative ones are relative to ``$STATE_DIRECTORY`` under
+        systemd (``StateDirectory=``), else to the config file's folder."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else Path(self.path).resolve().parent / p
+        if p.is_absolute():
+            return p
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return (Path(state) if state else Path(self.path).resolve().parent) / p
 
 
 _SECTIONS: Final[dict[str, type]] = {

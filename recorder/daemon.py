@@ -14,15 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from aiohttp import web
 
 from .backfill import Backfiller
 from .batching import Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
-from .exceptions import DecodeError, RecorderError
+from .exceptions import ConfigError, DecodeError, RecorderError
 from .gaps import GapDetector
 from .identity import TradeCounter
 from .markets import Calendar
+from .metrics import Metrics, parse_listen
+from .notify import Notifier
 from .protocol import NS, Record, Stream, Trade, market_of
 from .rest import RestClient
 from .schema import Gap
@@ -62,7 +65,7 @@ class Recorder:
         config: Config,
         key: Secret,
         sink: Sink | None = None,
-        on_ready: Callable[[], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.key = key
@@ -71,7 +74,14 @@ class Recorder:
         self.sink = sink if sink is not None else make_sink(config)
         sc, sp = config.sink, config.spool
         self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
-        self.writer = Writer(self.sink, self.spool, sc.max_pending_batches, sc.retry_interval)
+        self.metrics = Metrics(self)
+        self.writer = Writer(
+            self.sink,
+            self.spool,
+            sc.max_pending_batches,
+            sc.retry_interval,
+            on_flush=self.metrics.on_flush,
+        )
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
@@ -84,7 +94,8 @@ class Recorder:
             self._update_gap,
             config.gaps.max_trade_backfill,
         )
-        self._on_ready = on_ready
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._ready = False
 
     # --- Handler --------------------------------------------------------------------
 
@@ -122,9 +133,9 @@ class Recorder:
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
         self.detector.on_subscribed(stream)
-        if self._on_ready is not None:
-            self._on_ready()
-            self._on_ready = None
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready()
 
     def on_rejected(self, what: str, msg: str) -> None:
         self.stats.rejected += 1
@@ -168,10 +179,46 @@ class Recorder:
         if gap.stream == "trades":
             self.counter.release(gap.code, gap.start)
 
-    async def _check_gaps(self) -> None:
+    def open_gaps(self) -> int:
+        """Gaps known and not backfilled yet (or still waiting for their end)."""
+        det, bf = self.detector, self.backfiller
+        return len(det.pending) + len(det.silent) + bf.submitted - bf.resolved
+
+    async def _every_second(self) -> None:
+        """Silence checks, the rate sample, and systemd's watchdog from the event loop (so
+        a hung loop stops the pings and systemd restarts the process)."""
+        interval = self.notifier.watchdog_interval
+        last_ping = 0.0
+        tick = 0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0 if interval is None else min(1.0, interval))
             self.detector.check()
+            tick += 1
+            if tick % 5 == 0:
+                self.metrics.sample()
+            if interval is not None and time.monotonic() - last_ping >= interval:
+                self.notifier.watchdog()
+                last_ping = time.monotonic()
+
+    async def _serve_metrics(self) -> None:
+        listen = self.config.metrics.listen
+        if listen is None:
+            return
+        host, port = parse_listen(listen)
+        runner = web.AppRunner(self.metrics.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"{self.config.path}: metrics.listen: cannot listen on {listen}: {exc.strerror}"
+            ) from None
+        log.info("metrics_listening", address=listen)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
 
     async def _calendar(self) -> None:
         """Trading days from /market-calendar, refreshed daily (a failure keeps Mon-Fri)."""
@@ -221,7 +268,8 @@ class Recorder:
                     tg.create_task(run_upstream(up, sub, self.key, self)),
                     tg.create_task(self.batcher.run()),
                     tg.create_task(self.backfiller.run()),
-                    tg.create_task(self._check_gaps()),
+                    tg.create_task(self._every_second()),
+                    tg.create_task(self._serve_metrics()),
                     tg.create_task(self._calendar()),
                 ]
                 await stop.wait()
@@ -232,6 +280,7 @@ class Recorder:
 
     async def shutdown(self) -> None:
         """Hand over what the batcher holds and let the writer finish or spool it."""
+        self.notifier.stopping()
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
+import urllib.error
+import urllib.request
 from typing import Any
 
 from .config import Config
@@ -102,3 +105,43 @@ def format_gaps(rows: list[tuple[Any, ...]]) -> str:
     ]
     out.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     return "\n".join(out)
+
+
+def fetch_health(listen: str, timeout: float = 5.0) -> tuple[bool, dict[str, Any]]:
+    """Ask a running recorder's ``/healthz``; not running counts as unhealthy."""
+    from .metrics import parse_listen
+
+    host, port = parse_listen(listen)
+    url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return True, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return False, json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError) as exc:
+        return False, {"status": "not running", "reasons": [f"{url}: {exc}"]}
+
+
+def format_health(h: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance."""
+    lines = [f"status: {h.get('status')}"]
+    lines += [f"  - {reason}" for reason in h.get("reasons", [])]
+    if "frames" not in h:
+        return "\n".join(lines)
+    since = h.get("connected_since")
+    lines.append(f"connected since: {_time(int(since * NS)) + ' UTC' if since else '-'}")
+    frames = ", ".join(f"{k} {v}" for k, v in h["frames"].items())
+    lines.append(f"frames: {frames} ({h.get('frames_per_second', 0)}/s)")
+    age = h.get("last_frame_age_seconds")
+    lines.append(
+        f"last frame: {'-' if age is None else f'{age:.1f} s ago'}; "
+        f"reconnects: {h.get('reconnects', 0)}"
+    )
+    rows = ", ".join(f"{k} {v}" for k, v in h.get("rows_written", {}).items()) or "-"
+    lines.append(f"rows written: {rows}")
+    lines.append(
+        f"spool: {h.get('spool_bytes', 0)} bytes in {h.get('spool_segments', 0)} "
+        f"segments; open gaps: {h.get('open_gaps', 0)}; "
+        f"backfilled rows: {h.get('backfilled_rows', 0)}"
+    )
+    return "\n".join(lines)

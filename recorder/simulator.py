@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -62,6 +62,7 @@ class Faults:
     http_status: int | None = None
     http_fail_count: int | None = None
     http_delay: float = 0.0
+    refuse_connections: bool = False
 
 
 @dataclass
@@ -341,6 +342,12 @@ class Simulator:
             elif not every:
                 last_close = time.monotonic()
 
+    async def disconnect_all(self, reason: str = "injected disconnect") -> None:
+        """Close every connection now (tests call it through ``SimulatorThread.run``)."""
+        for conn in list(self.conns.values()):
+            self.closed_by_fault += 1
+            await conn.ws.close(code=1011, message=reason.encode())
+
     async def _expire_heartbeats(self) -> None:
         limit = self.config.heartbeat_timeout
         now = time.monotonic()
@@ -390,6 +397,8 @@ class Simulator:
         key = request.query.get("key") or request.headers.get("key")
         if key not in self.config.keys:
             return web.json_response({"msg": "invalid key"}, status=401)
+        if self.faults.refuse_connections:
+            return web.json_response({"msg": "service unavailable"}, status=503)
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         if any(c.key == key for c in self.conns.values()):
@@ -643,6 +652,10 @@ class SimulatorThread:
     async def _stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on the simulator's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the simulator's loop and return its result (thread-safe access)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from recorder.config import Config, Secret, parse
 from recorder.daemon import Recorder
@@ -18,6 +19,11 @@ from recorder.simulator import Faults, SimConfig, SimulatorThread
 from recorder.sinks import Sink
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The suite runs on two workers beside socket-heavy tests: generation speed and per-example
+# deadlines are not what the property tests check, so they must not fail them.
+settings.register_profile("recorder", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("recorder")
 
 POLL = 0.02  # seconds between checks of a condition we wait for
 KEY = "test-key-0123456789abcdef"
