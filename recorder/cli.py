@@ -11,9 +11,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import config as config_mod
 from .exceptions import ConfigError, RecorderError
+from .protocol import STREAMS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     gaps.add_argument("--config", "-c", required=True, help="the TOML config file")
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
     gaps.set_defaults(func=cmd_gaps)
+
+    rep = subs.add_parser("replay", help="replay recorded data as NDJSON or a QOS WebSocket")
+    rep.add_argument(
+        "--source",
+        required=True,
+        help="a SQLite file, or a QuestDB HTTP address such as http://localhost:9000",
+    )
+    rep.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        help="UTC date/time (2026-11-26T14:30) or unix seconds",
+    )
+    rep.add_argument("--to", dest="end", required=True, help="end of the range, exclusive")
+    rep.add_argument("--codes", nargs="*", default=[], help="MARKET:SYMBOL codes (default all)")
+    rep.add_argument("--streams", nargs="*", default=list(STREAMS), help=" ".join(STREAMS))
+    rep.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="serve a QOS-compatible WebSocket on PORT instead of printing NDJSON",
+    )
+    rep.add_argument("--host", default="127.0.0.1", help="address for --serve")
+    rep.add_argument("--speed", default="1", help="pace factor for --serve, or max")
+    rep.set_defaults(func=cmd_replay)
 
     sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -142,11 +169,75 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_gaps(args: argparse.Namespace) -> int:
-    from .report import format_gaps, parse_since, read_gaps
+    from .report import format_gaps, parse_time, read_gaps
 
     cfg = config_mod.load(args.config)
-    since = parse_since(args.since) if args.since else 0
+    since = parse_time(args.since) if args.since else 0
     print(format_gaps(read_gaps(cfg, since)))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import Query, check, frames, replay
+    from .report import parse_time
+
+    query = Query(
+        parse_time(args.start, "--from"),
+        parse_time(args.end, "--to"),
+        tuple(args.codes),
+        tuple(args.streams),
+    )
+    check(query)
+    records = replay(args.source, query.start, query.end, query.codes, query.streams)
+    first = next(records, None)
+    if first is None:
+        what = f"codes {' '.join(query.codes)}" if query.codes else "any code"
+        print(
+            f"qos-recorder: no records in {args.source} from {args.start} to {args.end} "
+            f"for {what} ({' '.join(query.streams)})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.serve is not None:
+        return _serve_replay(args, query)
+    out = sys.stdout.buffer
+    out.write(next(frames([first])))
+    for line in frames(records):
+        out.write(line)
+    out.flush()
+    return 0
+
+
+def _serve_replay(args: argparse.Namespace, query: Any) -> int:
+    from aiohttp import web
+
+    from .daemon import install_signals, run_forever
+    from .replay import ReplayServer
+
+    if args.speed == "max":
+        speed = None
+    else:
+        try:
+            speed = float(args.speed)
+        except ValueError:
+            raise ConfigError(f"--speed: {args.speed!r} is not a number or max") from None
+        if speed <= 0:
+            raise ConfigError("--speed: must be positive")
+    server = ReplayServer(args.source, query, speed)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_signals(stop)
+        runner = web.AppRunner(server.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.serve).start()
+        print(f"replaying on ws://{args.host}:{args.serve}/ws at speed {args.speed}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    run_forever(go)
     return 0
 
 

@@ -83,7 +83,6 @@ class SinkConfig:
     kind: Literal["sqlite", "questdb", "null"] = "sqlite"
     questdb: str = "http::addr=localhost:9000;"
     questdb_http: str | None = None
-    questdb_pg: str | None = None
     sqlite_path: str = "ticks.sqlite"
     batch_rows: int = 2000
     batch_age: float = 0.25

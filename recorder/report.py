@@ -27,17 +27,22 @@ GAP_COLUMNS = (
 )
 
 
-def parse_since(text: str) -> int:
-    """``2026-11-26`` or ``2026-11-26T14:30`` (UTC) as nanoseconds."""
+def parse_time(text: str, option: str = "--since") -> int:
+    """``2026-11-26``, ``2026-11-26T14:30`` (UTC unless an offset is given) or unix seconds,
+    as nanoseconds."""
+    try:
+        return int(float(text) * NS)
+    except ValueError:
+        pass
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
-            f"--since: {text!r} is not a date or time like 2026-11-26T14:30"
+            f"{option}: {text!r} is not a time such as 2026-11-26T14:30 or unix seconds"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp()) * NS
+    return int(when.timestamp() * NS)
 
 
 def read_gaps(config: Config, since_ns: int) -> list[tuple[Any, ...]]:

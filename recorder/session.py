@@ -163,13 +163,15 @@ class Session:
             await asyncio.sleep(min(1.0, limit - idle + 0.01))
 
     async def _read(self) -> None:
-        handler, decode = self.handler, protocol.decode
+        handler, decode, clock = self.handler, protocol.decode, time.time_ns
         on_record = handler.on_record
+        last_recv = 0
         async for frame in self.ws:
-            now = time.monotonic()
-            self.last_frame = now
+            self.last_frame = time.monotonic()
+            # strictly increasing, so (ts, recv_ts) orders frames exactly as they arrived
+            last_recv = max(clock(), last_recv + 1)
             try:
-                item = decode(frame, time.time_ns())
+                item = decode(frame, last_recv)
             except DecodeError as exc:
                 handler.on_decode_error(exc)
                 continue
