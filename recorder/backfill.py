@@ -42,6 +42,7 @@ class Backfiller:
         update_gap: Callable[[Gap], None],
         trade_count: int = MAX_TRADE_COUNT,
         settle: float = 1.0,
+        done: Callable[[Gap], None] | None = None,
     ) -> None:
         self.rest = rest
         self.counter = counter
@@ -49,6 +50,7 @@ class Backfiller:
         self.update_gap = update_gap
         self.trade_count = min(trade_count, MAX_TRADE_COUNT)
         self.settle = settle
+        self.done = done
         self._queue: list[Gap] = []
         self._wake = asyncio.Event()
         self.rows = 0
@@ -71,6 +73,8 @@ class Backfiller:
     def _resolved(self, gap: Gap) -> None:
         self.resolved += 1
         self.update_gap(gap)
+        if self.done is not None:
+            self.done(gap)
 
     @property
     def queued(self) -> int:
@@ -101,7 +105,11 @@ class Backfiller:
         self.rounds += 1
         by_stream: dict[str, list[Gap]] = {}
         merged = _coalesce(gaps)
-        self.resolved += len(gaps) - len(merged)
+        for gap in gaps:
+            if not any(gap is m for m in merged):  # folded into another: resolved with it
+                self.resolved += 1
+                if self.done is not None:
+                    self.done(gap)
         for gap in merged:
             by_stream.setdefault(gap.stream, []).append(gap)
         if "trades" in by_stream:

@@ -70,7 +70,9 @@ class Recorder:
         self.config = config
         self.key = key
         self.stats = Stats()
-        self.counter = TradeCounter()
+        # Live k needs only the current second; older counts matter for the seconds a
+        # trades gap's backfill will merge, and those are held until it ran.
+        self.counter = TradeCounter(window_s=120.0)
         self.sink = sink if sink is not None else make_sink(config)
         sc, sp = config.sink, config.spool
         self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
@@ -87,12 +89,14 @@ class Recorder:
         self.calendar = Calendar()
         self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
         self.rest = RestClient(config.upstream, key)
+        self._held: dict[int, Gap] = {}
         self.backfiller = Backfiller(
             self.rest,
             self.counter,
             self.batcher.add,
             self._update_gap,
             config.gaps.max_trade_backfill,
+            done=self._release,
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self._ready = False
@@ -150,9 +154,8 @@ class Recorder:
         self.stats.reconnects += 1
         self.stats.last_disconnect_reason = reason
         self.detector.on_disconnect(reason)
-        for (code, stream), gap in self.detector.pending.items():
-            if stream == "trades":
-                self.counter.hold(code, gap.start)
+        for gap in self.detector.pending.values():
+            self._hold(gap)
 
     # --- gaps -----------------------------------------------------------------------
 
@@ -171,12 +174,21 @@ class Recorder:
             self.batcher.add_gap(gap)
         provisional = gap.cause == "silence" and gap.code in self.detector.silent
         if self.config.gaps.backfill and not provisional:
+            self._hold(gap)
             self.backfiller.submit(gap)
 
     def _update_gap(self, gap: Gap) -> None:
         if gap.record:
             self.batcher.add_gap(gap)
-        if gap.stream == "trades":
+
+    def _hold(self, gap: Gap) -> None:
+        """Keep the trade counts a trades gap's backfill will merge against until it ran."""
+        if gap.stream == "trades" and self.config.gaps.backfill and id(gap) not in self._held:
+            self._held[id(gap)] = gap
+            self.counter.hold(gap.code, gap.start)
+
+    def _release(self, gap: Gap) -> None:
+        if self._held.pop(id(gap), None) is not None:
             self.counter.release(gap.code, gap.start)
 
     def open_gaps(self) -> int:
@@ -247,9 +259,8 @@ class Recorder:
             log.warning("restore_skipped", error=str(exc))
             return
         self.detector.seed(last)
-        for (code, stream), gap in self.detector.pending.items():
-            if stream == "trades":
-                self.counter.hold(code, gap.start)
+        for gap in self.detector.pending.values():
+            self._hold(gap)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -148,6 +149,14 @@ def test_http_429_and_500_are_retried_within_the_limit(
     assert not any("limit exceeded" in m for _, _, m in sim.call(lambda: sim.sim.refusals))
 
 
+def _count(db: Path, sql: str) -> int:
+    """A count, or 0 while the recorder has not created the file and its tables yet."""
+    try:
+        return int(rows(db, sql)[0][0])
+    except sqlite3.OperationalError:
+        return 0
+
+
 def _start(config: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "QOS_TEST_KEY": KEY}
     return subprocess.Popen(
@@ -179,25 +188,17 @@ sqlite_path = "ticks.sqlite"
     db = tmp_path / "ticks.sqlite"
     first = _start(config)
     try:
-        assert wait_for(
-            lambda: db.exists() and rows(db, "SELECT count(*) FROM trades")[0][0] > 100, timeout=30
-        )
+        assert wait_for(lambda: _count(db, "SELECT count(*) FROM trades") > 100, timeout=30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert wait_for(lambda: sim.call(lambda: not sim.sim.conns), timeout=10)
         second = _start(config)
         try:
-            assert wait_for(
-                lambda: (
-                    rows(
-                        db,
-                        "SELECT count(*) FROM gaps WHERE cause = 'disconnect' "
-                        "AND stream = 'trades' AND status != 'open'",
-                    )[0][0]
-                    == len(sim.sim.codes)
-                ),
-                timeout=40,
+            closed = (
+                "SELECT count(*) FROM gaps WHERE cause = 'disconnect' "
+                "AND stream = 'trades' AND status != 'open'"
             )
+            assert wait_for(lambda: _count(db, closed) == len(sim.sim.codes), timeout=40)
             second.send_signal(signal.SIGTERM)
             out, _ = second.communicate(timeout=20)
         finally:

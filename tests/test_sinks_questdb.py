@@ -199,6 +199,14 @@ def test_against_a_real_questdb(make_sim: SimFactory, tmp_path: Path) -> None:
         if len(stored) >= len(sent) or time.monotonic() > deadline:
             break
     check_trades(stored, sent)
+    # replay reads the same rows back through QuestDB's /exp, in time order
+    from recorder.replay import replay
+
+    replayed = list(
+        replay(f"http://{QDB}", start - 5 * NS, time.time_ns(), codes=codes, streams=["trades"])
+    )
+    check_trades([(t.code, t.ts, t.price, t.size, t.side, t.k) for t in replayed], sent)
+    assert [t.ts for t in replayed] == sorted(t.ts for t in replayed)
     ddl = _query(
         "SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup "
         "FROM tables() WHERE table_name = 'trades'"
