@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .protocol import Depth, Kline, Record, Snapshot, Trade
+from .protocol import Depth, Kline, Record, Snapshot, Trade, market_of
 from .schema import Gap, Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
 
 _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
@@ -93,9 +93,13 @@ class Batcher:
         self._n = 0
         self._first = 0.0
         self.rows_in = 0
+        self._markets: dict[str, str] = {}
 
     def add_trade(self, trade: Trade) -> None:
-        self._trades.append(trade_row(trade))
+        market = self._markets.get(trade.code)
+        if market is None:
+            market = self._markets[trade.code] = market_of(trade.code)
+        self._trades.append(trade_row(trade, market))
         self._added()
 
     def add(self, record: Record) -> None:

@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fault: refuse new WebSocket connections with HTTP 503",
     )
     sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
+    sim.add_argument(
+        "--blast",
+        type=float,
+        metavar="RATE",
+        help="benchmark: push trades to subscribers at RATE frames/s (0: max)",
+    )
+    sim.add_argument("--blast-log", help="benchmark: log each blasted frame's send time here")
     sim.set_defaults(func=cmd_simulate)
 
     demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
@@ -136,7 +143,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
-    from .daemon import Recorder, install_signals, run_forever
+    from .daemon import Recorder, install_signals, run_forever, tune_runtime
 
     cfg = config_mod.load(args.config)
     key = config_mod.read_key(cfg)
@@ -153,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_signals(stop)
         await Recorder(cfg, key).run(stop)
 
+    tune_runtime()
     run_forever(go)
     return 0
 
@@ -242,6 +250,8 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import orjson
+
     from .daemon import install_signals, run_forever
     from .simulator import Faults, SimConfig, Simulator, bound_port, serve
 
@@ -258,6 +268,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             trades_per_second=args.rate,
             heartbeat_timeout=args.heartbeat_timeout,
             keep_truth=bool(args.truth),
+            blast_rate=args.blast,
+            blast_latency=bool(args.blast_log),
         ),
         Faults(
             close_every=args.close_every,
@@ -280,10 +292,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await runner.cleanup()
-            if args.truth:
-                sim.export_truth(args.truth)
 
     run_forever(go)
+    if args.truth:
+        sim.export_truth(args.truth)
+    if args.blast_log:
+        Path(args.blast_log).write_bytes(orjson.dumps(sim.blast_sent_ns))
     return 0
 
 

@@ -85,6 +85,7 @@ class GapDetector:
         both = set(subscribe.codes("trades")) & set(subscribe.codes("snapshots"))
         self._volume_codes = both
         self.last: dict[tuple[str, str], int] = {}  # (code, stream) -> exchange ts
+        self.last_trade: dict[str, int] = {}  # code -> exchange ts (the trades stream)
         self.last_trade_seen: dict[str, float] = {}  # code -> monotonic receive time
         self.pending: dict[tuple[str, str], Gap] = {}  # disconnect gaps awaiting a frame
         self.silent: dict[str, Gap] = {}
@@ -100,7 +101,29 @@ class GapDetector:
 
     # --- events ---------------------------------------------------------------------
 
+    def on_trade(self, trade: Trade) -> None:
+        """:meth:`on_record` for a trade, without the dispatch (the hot path)."""
+        code = trade.code
+        if self.pending:
+            gap = self.pending.pop((code, "trades"), None)
+            if gap is not None:
+                gap.end = max(gap.start, trade.ts)
+                self._emit(gap)
+        if self.silent:
+            silent = self.silent.pop(code, None)
+            if silent is not None:
+                silent.end = trade.ts
+                self._emit(silent)
+        self.last_trade_seen[code] = time.monotonic()
+        vol = self.volume.get(code)
+        if vol is not None:
+            vol.traded += trade.size
+        self.last_trade[code] = trade.ts
+
     def on_record(self, record: Record) -> None:
+        if type(record) is Trade:
+            self.on_trade(record)
+            return
         stream = stream_name(record)
         code, ts = record.code, record.ts
         key = (code, stream)
@@ -109,16 +132,7 @@ class GapDetector:
             if gap is not None:
                 gap.end = max(gap.start, ts)
                 self._emit(gap)
-        if type(record) is Trade:
-            self.last_trade_seen[code] = time.monotonic()
-            silent = self.silent.pop(code, None) if self.silent else None
-            if silent is not None:
-                silent.end = ts
-                self._emit(silent)
-            vol = self.volume.get(code)
-            if vol is not None:
-                vol.traded += record.size
-        elif type(record) is Snapshot:
+        if type(record) is Snapshot:
             if code in self._volume_codes:
                 self._check_volume(record)
         elif type(record) is Kline:
@@ -140,7 +154,7 @@ class GapDetector:
             for code in codes:
                 key = (code, stream)
                 if key not in self.pending:
-                    start = self.last.get(key, now)
+                    start = self._last(code, stream, now)
                     self.pending[key] = Gap(
                         start, start, code, stream, "disconnect", now, detail=detail
                     )
@@ -154,7 +168,10 @@ class GapDetector:
             for code in codes:
                 start = last_stored.get((code, table))
                 if start is not None:
-                    self.last[(code, stream)] = start
+                    if stream == "trades":
+                        self.last_trade[code] = start
+                    else:
+                        self.last[(code, stream)] = start
                     self.pending[(code, stream)] = Gap(
                         start,
                         start,
@@ -179,7 +196,7 @@ class GapDetector:
                 continue
             if is_open(market_of(code), now, self.calendar) is not True:
                 continue
-            start = self.last.get((code, "trades"), now - int(limit * NS))
+            start = self._last(code, "trades", now - int(limit * NS))
             gap = Gap(
                 start,
                 now,
@@ -191,6 +208,12 @@ class GapDetector:
             )
             self.silent[code] = gap
             self._emit(gap)
+
+    def _last(self, code: str, stream: str, default: int) -> int:
+        """The exchange time of the last record of a code and stream."""
+        if stream == "trades":
+            return self.last_trade.get(code, default)
+        return self.last.get((code, stream), default)
 
     # --- checks -----------------------------------------------------------------------
 

@@ -68,9 +68,8 @@ class Metrics:
         """Whether the recorder is healthy, and a summary for ``/healthz`` and ``status``."""
         rec = self.recorder
         stats, cfg = rec.stats, rec.config.metrics
-        now = time.monotonic()
         last = max(stats.last_frame.values(), default=None)
-        age = None if last is None else now - last
+        age = None if last is None else (time.time_ns() - last) / 1e9
         spool_fraction = rec.spool.total_bytes / rec.config.spool.max_bytes
         reasons = []
         if not stats.connected:
@@ -183,9 +182,9 @@ class _Scraped(Collector):
         age = GaugeMetricFamily(
             "qos_last_frame_age_seconds", "Seconds since the last frame", labels=["code"]
         )
-        now = time.monotonic()
+        now = time.time_ns()
         for code, seen in stats.last_frame.items():
-            age.add_metric([code], now - seen)
+            age.add_metric([code], (now - seen) / 1e9)
         yield age
 
 

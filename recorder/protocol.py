@@ -293,8 +293,12 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
         raise DecodeError(f"not JSON: {exc}", _raw(frame)) from None
     if type(obj) is not dict:
         raise DecodeError("frame is not a JSON object", _raw(frame))
+    tp = obj.get("tp")
+    if tp == "T":
+        trade = _fast_trade(obj, recv_ts)
+        if trade is not None:
+            return trade
     try:
-        tp = obj.get("tp")
         if tp is not None:
             parse = _PUSH.get(tp)
             return None if parse is None else parse(obj, recv_ts)
@@ -303,6 +307,28 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
     except _Bad as exc:
         raise DecodeError(str(exc), _raw(frame)) from None
     raise DecodeError("frame has neither 'tp' nor 'type'", _raw(frame))
+
+
+def _fast_trade(obj: dict[str, Any], recv_ts: int) -> Trade | None:
+    """The hot path: a well-formed trade, or None so the checked path says what is wrong."""
+    code, p, v, ts, d = obj.get("c"), obj.get("p"), obj.get("v"), obj.get("ts"), obj.get("d")
+    if (
+        type(code) is str
+        and type(p) is str
+        and type(v) is str
+        and type(ts) is int
+        and type(d) is int
+        and 0 <= d <= 2
+        and ts >= 0
+        and ":" in code
+    ):
+        try:
+            price, size = float(p), float(v)
+        except ValueError:
+            return None
+        if price - price == 0 and size - size == 0:  # finite: inf - inf and nan are nan
+            return Trade(code, ts * NS, price, size, d, recv_ts)
+    return None
 
 
 def _reply(obj: dict[str, Any]) -> Reply:

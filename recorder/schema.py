@@ -219,8 +219,18 @@ def _quote_values(q: SessionQuote) -> tuple[float, float, float, float, int, flo
     return (q.last, q.prev_close, q.high, q.low, q.ts, q.volume, q.turnover)
 
 
-def trade_row(t: Trade) -> Row:
-    return (t.ts, t.code, market_of(t.code), t.price, t.size, t.side, t.k, t.source, t.recv_ts)
+def trade_row(t: Trade, market: str | None = None) -> Row:
+    return (
+        t.ts,
+        t.code,
+        market or market_of(t.code),
+        t.price,
+        t.size,
+        t.side,
+        t.k,
+        t.source,
+        t.recv_ts,
+    )
 
 
 def depth_row(d: Depth) -> Row:

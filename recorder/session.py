@@ -93,7 +93,7 @@ class Session:
         self.sub = sub
         self.handler = handler
         self.gate = CommandGate(up.request_interval)
-        self.last_frame = time.monotonic()
+        self.frames = 0
         self._reqids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self.subscribed = False
@@ -155,9 +155,13 @@ class Session:
             self.handler.on_heartbeat(time.monotonic() - sent)
 
     async def _watchdog(self) -> None:
+        # The frame loop only counts; the clock is read here, not once per frame.
         limit = self.up.stale_after
+        seen, since = -1, time.monotonic()
         while True:
-            idle = time.monotonic() - self.last_frame
+            if self.frames != seen:
+                seen, since = self.frames, time.monotonic()
+            idle = time.monotonic() - since
             if idle > limit:
                 raise SessionEnded(f"no frame for {idle:.0f} s (stale_after = {limit:g} s)")
             await asyncio.sleep(min(1.0, limit - idle + 0.01))
@@ -167,9 +171,10 @@ class Session:
         on_record = handler.on_record
         last_recv = 0
         async for frame in self.ws:
-            self.last_frame = time.monotonic()
+            self.frames += 1
             # strictly increasing, so (ts, recv_ts) orders frames exactly as they arrived
-            last_recv = max(clock(), last_recv + 1)
+            now = clock()
+            last_recv = now if now > last_recv else last_recv + 1
             try:
                 item = decode(frame, last_recv)
             except DecodeError as exc:

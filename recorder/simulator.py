@@ -78,6 +78,11 @@ class SimConfig:
     heartbeat_timeout: float = 60.0
     depth_levels: int = 5
     keep_truth: bool = True
+    #: Benchmark mode: instead of the market, push trade frames to every trades subscriber
+    #: as fast as possible (0) or at this many frames a second.
+    blast_rate: float | None = None
+    #: In blast mode, put a sequence number in each frame's ``v`` and log its send time.
+    blast_latency: bool = False
 
 
 @dataclass
@@ -169,6 +174,8 @@ class Simulator:
         self.app.on_startup.append(self._start)
         self.app.on_shutdown.append(self._shutdown)
         self._tasks: list[asyncio.Task[None]] = []
+        self.blast_sent_ns: list[int] = []
+        self._blasters: dict[int, asyncio.Task[None]] = {}
 
     def _new_code(self, code: str) -> _Code:
         price_dp, size_dp, price, sizes = _MARKET_SHAPE.get(market_of(code), _DEFAULT_SHAPE)
@@ -305,15 +312,20 @@ class Simulator:
     # --- serving ------------------------------------------------------------------------
 
     async def _start(self, app: web.Application) -> None:
+        if self.config.blast_rate is not None:
+            self._templates = self._blast_templates()
+            self._tasks = [asyncio.create_task(self._chaos_loop())]
+            return
         self._tasks = [
             asyncio.create_task(self._market_loop()),
             asyncio.create_task(self._chaos_loop()),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._blasters.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for conn in list(self.conns.values()):
@@ -347,6 +359,55 @@ class Simulator:
         for conn in list(self.conns.values()):
             self.closed_by_fault += 1
             await conn.ws.close(code=1011, message=reason.encode())
+
+    def _blast_templates(self) -> list[str]:
+        """Trade frames from the market model with ``%d`` for ``ts`` (and ``v`` in latency
+        mode), so the mix of prices and sizes per second stays realistic."""
+        keep, self.config.keep_truth = self.config.keep_truth, False
+        rate, self.config.trades_per_second = self.config.trades_per_second, 2000.0
+        frames: list[dict[str, Any]] = []
+        now = time.time()
+        while len(frames) < 20000:
+            frames.extend(f for f in self.step(now) if f["tp"] == "T")
+        self.config.keep_truth, self.config.trades_per_second = keep, rate
+        out = []
+        for f in frames:
+            body = {**f, "ts": 0}
+            if self.config.blast_latency:
+                body["v"] = "SEQ"
+            text = orjson.dumps(body).decode().replace('"ts":0', '"ts":%d')
+            out.append(text.replace('"SEQ"', '"%d"'))
+        return out
+
+    async def _blast(self, conn: _Conn) -> None:
+        """Push template trades to one connection until it closes."""
+        templates, n = self._templates, len(self._templates)
+        rate = self.config.blast_rate or None
+        latency = self.config.blast_latency
+        sent_ns = self.blast_sent_ns
+        ws = conn.ws
+        i = 0
+        started = time.monotonic()
+        while not ws.closed:
+            second = int(time.time())
+            for _ in range(200):
+                template = templates[i % n]
+                if latency:
+                    text = template % (len(sent_ns), second)
+                    sent_ns.append(time.time_ns())
+                else:
+                    text = template % second
+                i += 1
+                try:
+                    await ws.send_str(text)
+                except (ConnectionError, RuntimeError):
+                    return
+            if rate is not None:
+                wait = started + i / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            else:
+                await asyncio.sleep(0)  # let commands and heartbeats through
 
     async def _expire_heartbeats(self) -> None:
         limit = self.config.heartbeat_timeout
@@ -417,6 +478,9 @@ class Simulator:
                 await self._command(conn, msg.data)
         finally:
             self.conns.pop(conn.id, None)
+            blaster = self._blasters.pop(conn.id, None)
+            if blaster is not None:
+                blaster.cancel()
         return ws
 
     async def _command(self, conn: _Conn, text: str) -> None:
@@ -482,6 +546,8 @@ class Simulator:
                 conn.kline_subs |= {(c, req["kt"]) for c in codes}
             else:
                 conn.subs[tp] |= set(codes)
+            if tp == "T" and self.config.blast_rate is not None and conn.id not in self._blasters:
+                self._blasters[conn.id] = asyncio.create_task(self._blast(conn))
             return None
         if kind in ("RS", "RT", "RD", "RI"):
             return self._data(kind[1], req)

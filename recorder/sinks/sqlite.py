@@ -15,24 +15,31 @@ from pathlib import Path
 from ..batching import Batch
 from ..exceptions import SinkError, SinkRejected
 from ..identity import Identity
-from ..schema import MARKET_TABLES, TABLES, Table
+from ..schema import BY_NAME, MARKET_TABLES, TABLES, Table
+
+#: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
+#: while the event loop thread is busy each re-acquire can wait a whole switch interval
+#: (5 ms): executemany (one step per row) then crawls. Multi-row VALUES makes it one step
+#: per statement.
+ROWS_PER_STATEMENT = 500
 
 
-def _insert(table: Table) -> str:
+def _insert(table: Table, rows: int) -> str:
     cols = ", ".join(table.names)
-    marks = ", ".join("?" * len(table.names))
+    one = "(" + ", ".join("?" * len(table.names)) + ")"
+    values = ", ".join([one] * rows)
     if table.name == "klines":
         keys = ("code", "ts", "kt")
         updates = ", ".join(f"{c} = excluded.{c}" for c in table.names if c not in keys)
         return (
-            f"INSERT INTO klines ({cols}) VALUES ({marks}) ON CONFLICT (code, ts, kt) "
+            f"INSERT INTO klines ({cols}) VALUES {values} ON CONFLICT (code, ts, kt) "
             f"DO UPDATE SET {updates} WHERE excluded.recv_ts >= klines.recv_ts"
         )
     verb = "INSERT OR REPLACE" if table.upsert else "INSERT OR IGNORE"
-    return f"{verb} INTO {table.name} ({cols}) VALUES ({marks})"
+    return f"{verb} INTO {table.name} ({cols}) VALUES {values}"
 
 
-_INSERT = {t.name: _insert(t) for t in TABLES}
+_INSERT = {t.name: _insert(t, ROWS_PER_STATEMENT) for t in TABLES}
 _LAST = {t: f"SELECT code, max(ts) FROM {t} GROUP BY code" for t in MARKET_TABLES}
 
 
@@ -68,7 +75,14 @@ class SQLiteSink:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for table, rows in batch:
-                    db.executemany(_INSERT[table], rows)
+                    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+                        chunk = rows[i : i + ROWS_PER_STATEMENT]
+                        sql = (
+                            _INSERT[table]
+                            if len(chunk) == ROWS_PER_STATEMENT
+                            else _insert(BY_NAME[table], len(chunk))
+                        )
+                        db.execute(sql, [value for row in chunk for value in row])
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

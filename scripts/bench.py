@@ -1,0 +1,672 @@
+"""The benchmark behind ``scripts/bench``: every part in its own process, ratios in one run.
+
+The orchestrator starts the simulator in blast mode and an ILP/HTTP receiver that discards,
+then runs each measured part as ``python scripts/bench.py part NAME ...``; a part prints
+one JSON line with its figures. Timings are never asserted anywhere: this only measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the discarding ILP receiver lives with the tests
+
+KEY = "bench-key"
+CODES = ["US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT"]
+
+
+# --- measuring inside a part -------------------------------------------------------------
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mb() -> float:
+    """Resident memory now (not the peak), from /proc."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def _emit(**figures: Any) -> None:
+    print(json.dumps(figures), flush=True)
+
+
+class Window:
+    """Counts over a measured window that starts after a warm-up."""
+
+    def __init__(self, count: Callable[[], int], warmup: float, seconds: float) -> None:
+        self.count, self.warmup, self.seconds = count, warmup, seconds
+
+    async def run(self) -> dict[str, float]:
+        await asyncio.sleep(self.warmup)
+        n0, c0, t0 = self.count(), _cpu(), time.monotonic()
+        await asyncio.sleep(self.seconds)
+        n1, c1, t1 = self.count(), _cpu(), time.monotonic()
+        n = max(n1 - n0, 1)
+        return {
+            "rate": n / (t1 - t0),
+            "cpu_per_million": (c1 - c0) / n * 1e6,
+            "messages": n,
+            "rss_mb": _rss_mb(),
+            "peak_rss_mb": _peak_mb(),
+        }
+
+
+def _loop_run(coro: Any) -> Any:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def part_decode(args: argparse.Namespace) -> None:
+    """orjson alone, and the recorder's decoder, over realistic trade frames."""
+    import orjson
+
+    from recorder import protocol
+    from recorder.simulator import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(trades_per_second=2000, keep_truth=False))
+    frames = [orjson.dumps(f) for f in sim.step(time.time()) if f["tp"] == "T"][:2000]
+    frames *= 50
+    start = time.perf_counter()
+    for f in frames:
+        orjson.loads(f)
+    raw = len(frames) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for f in frames:
+        protocol.decode(f, 0)
+    decoded = len(frames) / (time.perf_counter() - start)
+    _emit(orjson_rate=raw, decode_rate=decoded)
+
+
+def part_raw(args: argparse.Namespace) -> None:
+    """A receive-only websockets client: the transport's limit."""
+    from websockets.asyncio.client import connect
+
+    async def go() -> dict[str, float]:
+        count = 0
+        async with connect(
+            args.url,
+            additional_headers={"key": KEY},
+            max_size=None,
+            compression=None,
+            ping_interval=None,
+        ) as ws:
+            await ws.send(json.dumps({"type": "T", "codes": CODES}))
+
+            async def receive() -> None:
+                nonlocal count
+                async for _ in ws:
+                    count += 1
+
+            task = asyncio.create_task(receive())
+            figures = await Window(lambda: count, args.warmup, args.seconds).run()
+            task.cancel()
+            return figures
+
+    _emit(**_loop_run(go()))
+
+
+def _config(args: argparse.Namespace, sink: dict[str, Any], tmp: Path) -> Any:
+    from recorder.config import parse
+
+    url = args.url or "ws://127.0.0.1:9/ws"  # parts that never connect
+    return parse(
+        {
+            "upstream": {
+                "ws_url": url,
+                "http_url": url.replace("ws://", "http://").removesuffix("/ws"),
+                "key_env": "QOS_BENCH_KEY",
+                "stale_after": 600,
+            },
+            "subscribe": {"trades": CODES},
+            "sink": {"batch_age": args.batch_age, "batch_rows": args.batch_rows, **sink},
+            "spool": {"dir": str(tmp / "spool")},
+            "gaps": {"backfill": False},
+            "log": {"dead_letter": str(tmp / "dead.ndjson"), "level": "warning"},
+        },
+        name=str(tmp / "bench.toml"),
+    )
+
+
+def part_recorder(args: argparse.Namespace) -> None:
+    """The recorder end to end into one sink; counts what the sink acknowledged."""
+    from recorder import logs
+    from recorder.config import Secret
+    from recorder.daemon import Recorder, tune_runtime
+
+    tune_runtime()  # as `qos-recorder run` does
+    logs.configure("warning", sys.stderr.buffer)
+    tmp = Path(args.tmp)
+    sink: dict[str, Any] = {"kind": args.sink}
+    if args.sink == "sqlite":
+        sink["sqlite_path"] = str(tmp / "bench.sqlite")
+    if args.sink == "questdb":
+        sink["questdb"] = f"http::addr=127.0.0.1:{args.ilp_port};"
+        sink["kind"] = "questdb"
+    acks: list[tuple[int, int]] = []
+
+    def on_flush(batch: Any, seconds: float) -> None:
+        if args.latency_log:
+            now = time.time_ns()
+            acks.extend((int(row[4]), now) for row in batch.tables.get("trades", ()))
+
+    async def go() -> dict[str, Any]:
+        recorder = Recorder(_config(args, sink, tmp), Secret(KEY), on_flush=on_flush)
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        window = Window(lambda: sum(recorder.writer.stats.rows.values()), args.warmup, args.seconds)
+        figures: dict[str, Any] = await window.run()
+        figures["received_rate"] = recorder.stats.frames["T"] / (args.warmup + args.seconds)
+        figures["spooled_batches"] = recorder.writer.stats.spooled_batches
+        stop.set()
+        await task
+        return figures
+
+    figures = _loop_run(go())
+    if args.latency_log:
+        Path(args.latency_log).write_text(json.dumps(acks))
+    _emit(**figures)
+
+
+def part_naive(args: argparse.Namespace) -> None:
+    """Written the way the QOS example clients are: websocket-client, json.loads, and one
+    Sender.row() plus flush() per message."""
+    import websocket
+    from questdb import Sender, TimestampNanos
+
+    ws = websocket.create_connection(args.url, header=[f"key: {KEY}"])
+    ws.send(json.dumps({"type": "T", "codes": CODES}))
+    count = 0
+    with Sender.from_conf(f"http::addr=127.0.0.1:{args.ilp_port};") as sender:
+        start = time.monotonic()
+        measured_from = start + args.warmup
+        n0, c0 = 0, 0.0
+        while True:
+            now = time.monotonic()
+            if now >= measured_from and not n0:
+                n0, c0, t0 = count or 1, _cpu(), now
+            if now >= measured_from + args.seconds:
+                break
+            msg = json.loads(ws.recv())
+            if "tp" not in msg:
+                continue
+            sender.row(
+                "trades",
+                symbols={"code": msg["c"]},
+                columns={"price": float(msg["p"]), "size": float(msg["v"]), "side": msg["d"]},
+                at=TimestampNanos(msg["ts"] * 1_000_000_000),
+            )
+            sender.flush()
+            count += 1
+    ws.close()
+    n = max(count - n0, 1)
+    _emit(
+        rate=n / (time.monotonic() - t0),
+        cpu_per_million=(_cpu() - c0) / n * 1e6,
+        messages=n,
+        peak_rss_mb=_peak_mb(),
+    )
+
+
+def part_ilp(args: argparse.Namespace) -> None:
+    """A discarding ILP/HTTP receiver, in its own process so its CPU is not the recorder's."""
+    from ilp_receiver import IlpServer
+
+    server = IlpServer(mode="discard")
+    server.port = args.ilp_port
+    server.start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+def part_drain(args: argparse.Namespace) -> None:
+    """Spool drain: rows per second from a filled spool into a sink."""
+    from recorder.batching import Batch
+    from recorder.sinks import make_sink
+    from recorder.spool import Spool
+    from recorder.writer import Writer
+
+    tmp = Path(args.tmp)
+    sink_cfg: dict[str, Any] = {"kind": args.sink, "sqlite_path": str(tmp / "drain.sqlite")}
+    if args.sink == "questdb":
+        sink_cfg["questdb"] = f"http::addr=127.0.0.1:{args.ilp_port};"
+    config = _config(args, sink_cfg, tmp)
+    spool = Spool(tmp / "drain-spool", max_bytes=1 << 34)
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    rows_per_batch, batches = 2000, args.drain_batches
+    for b in range(batches):
+        spool.append(
+            Batch(
+                {
+                    "trades": [
+                        (
+                            now + (b * rows_per_batch + r) // 1000 * 1_000_000_000,
+                            CODES[r % 5],
+                            "US",
+                            100.0 + r % 7,
+                            float(100 + r % 5),
+                            1 + r % 2,
+                            r,
+                            "live",
+                            now,
+                        )
+                        for r in range(rows_per_batch)
+                    ]
+                }
+            )
+        )
+    writer = Writer(make_sink(config), spool, retry_interval=0.05)
+    start, c0 = time.monotonic(), _cpu()
+    writer.start()
+    while spool:
+        time.sleep(0.01)
+    elapsed = time.monotonic() - start
+    writer.close(30)
+    rows = batches * rows_per_batch
+    _emit(rate=rows / elapsed, cpu_per_million=(_cpu() - c0) / rows * 1e6, rows=rows)
+
+
+def part_replay(args: argparse.Namespace) -> None:
+    """Replay throughput from SQLite, and resident memory sampled while it runs."""
+    from recorder.protocol import NS
+    from recorder.replay import replay
+
+    samples = [_rss_mb()]
+    count = 0
+    start, c0 = time.monotonic(), _cpu()
+    for _ in replay(args.db, 0, 4_000_000_000 * NS):
+        count += 1
+        if count % 50_000 == 0:
+            samples.append(_rss_mb())
+    elapsed = time.monotonic() - start
+    samples.append(_rss_mb())
+    _emit(
+        rate=count / elapsed,
+        events=count,
+        cpu_per_million=(_cpu() - c0) / max(count, 1) * 1e6,
+        rss_first_mb=samples[1] if len(samples) > 2 else samples[0],
+        rss_last_mb=samples[-1],
+        rss_max_mb=max(samples),
+    )
+
+
+def part_soak(args: argparse.Namespace) -> None:
+    """The recorder at full rate for a long while, resident memory sampled every 10 s."""
+    from recorder import logs
+    from recorder.config import Secret
+    from recorder.daemon import Recorder, tune_runtime
+
+    tune_runtime()
+    logs.configure("warning", sys.stderr.buffer)
+    tmp = Path(args.tmp)
+    sink = {"kind": "questdb", "questdb": f"http::addr=127.0.0.1:{args.ilp_port};"}
+
+    async def go() -> dict[str, Any]:
+        recorder = Recorder(_config(args, sink, tmp), Secret(KEY))
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        samples = []
+        deadline = time.monotonic() + args.seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
+            samples.append(_rss_mb())
+        rows = sum(recorder.writer.stats.rows.values())
+        stop.set()
+        await task
+        first = samples[min(1, len(samples) - 1)]  # after warm-up
+        return {
+            "rss_first_mb": first,
+            "rss_last_mb": samples[-1],
+            "rss_max_mb": max(samples),
+            "growth": samples[-1] / first - 1,
+            "rows": rows,
+            "seconds": args.seconds,
+        }
+
+    _emit(**_loop_run(go()))
+
+
+PARTS = {
+    "decode": part_decode,
+    "raw": part_raw,
+    "recorder": part_recorder,
+    "naive": part_naive,
+    "ilp": part_ilp,
+    "drain": part_drain,
+    "replay": part_replay,
+    "soak": part_soak,
+}
+
+
+# --- the orchestrator --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.tmp = Path(tempfile.mkdtemp(prefix="qos-bench-"))
+        self.ilp_port = _free_port()
+        self.env = {**os.environ, "QOS_BENCH_KEY": KEY}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def part(self, name: str, *extra: str, label: str | None = None) -> dict[str, Any]:
+        cmd = [
+            sys.executable,
+            __file__,
+            "part",
+            name,
+            "--seconds",
+            str(self.opts.seconds),
+            "--warmup",
+            str(self.opts.warmup),
+            "--tmp",
+            str(self.tmp),
+            "--ilp-port",
+            str(self.ilp_port),
+            "--batch-rows",
+            str(self.opts.batch_rows),
+            "--batch-age",
+            str(self.opts.batch_age),
+            *extra,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=3600)
+        if out.returncode != 0:
+            raise RuntimeError(f"part {name} failed:\n{out.stderr[-3000:]}")
+        figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        self.results[label or name] = figures
+        print(
+            f"  {label or name}: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        return figures
+
+    def simulator(self, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "recorder",
+                "simulate",
+                "--port",
+                str(port),
+                "--key",
+                KEY,
+                "--heartbeat-timeout",
+                "3600",
+                "--codes",
+                ",".join(CODES),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+        _wait_port(port)
+        return proc, f"ws://127.0.0.1:{port}/ws"
+
+    def run(self) -> None:
+        opts = self.opts
+        ilp = subprocess.Popen(
+            [sys.executable, __file__, "part", "ilp", "--ilp-port", str(self.ilp_port)],
+            stdout=subprocess.PIPE,
+            env=self.env,
+        )
+        assert ilp.stdout is not None
+        ilp.stdout.readline()
+        try:
+            self.part("decode")
+            sim, url = self.simulator("--blast", "0")
+            try:
+                self.part("raw", "--url", url)
+                for sink in ("null", "sqlite", "questdb"):
+                    self.part("recorder", "--url", url, "--sink", sink, label=f"recorder_{sink}")
+                self.part("naive", "--url", url)
+                if opts.soak:
+                    self.part("soak", "--url", url, "--seconds", str(opts.soak))
+            finally:
+                _stop(sim)
+            log = self.tmp / "sent.json"
+            sim, url = self.simulator("--blast", str(opts.latency_rate), "--blast-log", str(log))
+            acks = self.tmp / "acks.json"
+            try:
+                self.part(
+                    "recorder",
+                    "--url",
+                    url,
+                    "--sink",
+                    "questdb",
+                    "--latency-log",
+                    str(acks),
+                    label="latency_run",
+                )
+            finally:
+                _stop(sim)
+            self.results["latency"] = _latency(log, acks)
+            for sink in ("null", "sqlite", "questdb"):
+                self.part(
+                    "drain",
+                    "--sink",
+                    sink,
+                    "--drain-batches",
+                    str(opts.drain_batches),
+                    label=f"drain_{sink}",
+                )
+            self.part("replay", "--db", str(self.tmp / "bench.sqlite"))
+        finally:
+            _stop(ilp)
+        print(self.table())
+
+    def table(self) -> str:
+        r, o = self.results, self.opts
+        raw = r["raw"]["rate"]
+        rows = [
+            ("orjson.loads alone", r["decode"]["orjson_rate"], "", "", ""),
+            ("recorder's decoder alone", r["decode"]["decode_rate"], "", "", ""),
+            (
+                "raw websockets receive (limit)",
+                raw,
+                r["raw"]["cpu_per_million"],
+                r["raw"]["peak_rss_mb"],
+                "1.00",
+            ),
+        ]
+        for sink, name in (
+            ("null", "null sink"),
+            ("sqlite", "SQLite"),
+            ("questdb", "questdb client, ILP/HTTP"),
+        ):
+            f = r[f"recorder_{sink}"]
+            rows.append(
+                (
+                    f"recorder → {name}",
+                    f["rate"],
+                    f["cpu_per_million"],
+                    f["peak_rss_mb"],
+                    f"{f['rate'] / raw:.2f}",
+                )
+            )
+        naive = r["naive"]
+        rows.append(
+            (
+                "naive recorder (row+flush per message)",
+                naive["rate"],
+                naive["cpu_per_million"],
+                naive["peak_rss_mb"],
+                f"{naive['rate'] / raw:.3f}",
+            )
+        )
+        lines = [
+            f"qos-recorder benchmark, {time.strftime('%Y-%m-%d')}, {_machine()}",
+            f"batch_rows={o.batch_rows} batch_age={o.batch_age}s, {o.seconds:g} s per part",
+            "",
+            "| path | msgs/s | CPU s per 1M msgs | peak RSS MB | / raw limit |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, rate, cpu, rss, ratio in rows:
+            cpu_s = f"{cpu:.1f}" if cpu != "" else ""
+            rss_s = f"{rss:.0f}" if rss != "" else ""
+            lines.append(f"| {name} | {rate:,.0f} | {cpu_s} | {rss_s} | {ratio} |")
+        ilp_rate = r["recorder_questdb"]["rate"]
+        lat = r["latency"]
+        lines += [
+            "",
+            f"- recorder (ILP) / naive: **{ilp_rate / naive['rate']:.0f}x**",
+            f"- latency at {o.latency_rate:,.0f} msgs/s, simulator send → sink acknowledgement:"
+            f" p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
+            f" ({lat['samples']:,} trades)",
+        ]
+        for sink, name in (("null", "null sink"), ("sqlite", "SQLite"), ("questdb", "ILP")):
+            drain = r[f"drain_{sink}"]["rate"]
+            rec = r[f"recorder_{sink}"]["rate"]
+            lines.append(
+                f"- spool drain into {name}: {drain:,.0f} rows/s = {drain / rec:.1f}x "
+                f"the recording rate into it"
+            )
+        rp = r["replay"]
+        lines.append(
+            f"- replay from SQLite: {rp['rate']:,.0f} events/s over {rp['events']:,} "
+            f"events; RSS {rp['rss_first_mb']:.0f} → {rp['rss_last_mb']:.0f} MB "
+            f"(max {rp['rss_max_mb']:.0f})"
+        )
+        if "soak" in r:
+            s = r["soak"]
+            lines.append(
+                f"- soak {s['seconds']:.0f} s at full rate into ILP: RSS "
+                f"{s['rss_first_mb']:.0f} → {s['rss_last_mb']:.0f} MB "
+                f"({s['growth']:+.1%}), max {s['rss_max_mb']:.0f} MB"
+            )
+        return "\n".join(lines)
+
+
+def _latency(sent_path: Path, acks_path: Path) -> dict[str, float]:
+    sent = json.loads(sent_path.read_text())
+    acks = json.loads(acks_path.read_text())
+    skip = len(sent) // 10  # warm-up
+    lat = sorted((ack - sent[seq]) / 1e6 for seq, ack in acks if skip <= seq < len(sent))
+    if not lat:
+        return {
+            "p50_ms": float("nan"),
+            "p99_ms": float("nan"),
+            "max_ms": float("nan"),
+            "samples": 0,
+        }
+    return {
+        "p50_ms": lat[len(lat) // 2],
+        "p99_ms": lat[int(len(lat) * 0.99)],
+        "max_ms": lat[-1],
+        "samples": len(lat),
+    }
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    part = sub.add_parser("part")
+    part.add_argument("name", choices=sorted(PARTS))
+    for flag, kind, default in (
+        ("--url", str, ""),
+        ("--sink", str, "null"),
+        ("--tmp", str, "."),
+        ("--seconds", float, 10.0),
+        ("--warmup", float, 2.0),
+        ("--ilp-port", int, 0),
+        ("--latency-log", str, ""),
+        ("--drain-batches", int, 100),
+        ("--db", str, ""),
+        ("--batch-rows", int, 2000),
+        ("--batch-age", float, 0.25),
+        ("--switch-interval", float, 0.0),
+    ):
+        part.add_argument(flag, type=kind, default=default)
+    parser.add_argument("--quick", action="store_true", help="short runs, under 30 s in all")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per part")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--soak", type=float, default=600.0, help="seconds of the memory soak (0 skips it)"
+    )
+    parser.add_argument("--latency-rate", type=float, default=10_000.0)
+    parser.add_argument("--drain-batches", type=int, default=200)
+    parser.add_argument("--batch-rows", type=int, default=2000)
+    parser.add_argument("--batch-age", type=float, default=0.25)
+    opts = parser.parse_args()
+    if opts.mode == "part":
+        if opts.switch_interval:
+            sys.setswitchinterval(opts.switch_interval)
+        PARTS[opts.name](opts)
+        return
+    if opts.quick:
+        opts.seconds, opts.warmup, opts.soak, opts.drain_batches = 1.0, 0.5, 0.0, 10
+    Bench(opts).run()
+
+
+if __name__ == "__main__":
+    main()
