@@ -85,7 +85,7 @@ class SinkConfig:
     questdb_http: str | None = None
     sqlite_path: str = "ticks.sqlite"
     batch_rows: int = 2000
-    batch_age: float = 0.25
+    batch_age: float = 0.05
     max_pending_batches: int = 64
     shutdown_timeout: float = 10.0
     retry_interval: float = 2.0

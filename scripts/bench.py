@@ -656,7 +656,7 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
     parser.add_argument("--drain-batches", type=int, default=200)
     parser.add_argument("--batch-rows", type=int, default=2000)
-    parser.add_argument("--batch-age", type=float, default=0.25)
+    parser.add_argument("--batch-age", type=float, default=0.05)
     opts = parser.parse_args()
     if opts.mode == "part":
         if opts.switch_interval:
