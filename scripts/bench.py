@@ -643,8 +643,7 @@ def main() -> None:
         ("--drain-batches", int, 100),
         ("--db", str, ""),
         ("--batch-rows", int, 2000),
-        ("--batch-age", float, 0.25),
-        ("--switch-interval", float, 0.0),
+        ("--batch-age", float, 0.05),
     ):
         part.add_argument(flag, type=kind, default=default)
     parser.add_argument("--quick", action="store_true", help="short runs, under 30 s in all")
@@ -659,12 +658,10 @@ def main() -> None:
     parser.add_argument("--batch-age", type=float, default=0.05)
     opts = parser.parse_args()
     if opts.mode == "part":
-        if opts.switch_interval:
-            sys.setswitchinterval(opts.switch_interval)
         PARTS[opts.name](opts)
         return
     if opts.quick:
-        opts.seconds, opts.warmup, opts.soak, opts.drain_batches = 1.0, 0.5, 0.0, 10
+        opts.seconds, opts.warmup, opts.soak, opts.drain_batches = 0.6, 0.3, 0.0, 5
     Bench(opts).run()
 
 

@@ -25,7 +25,7 @@ from recorder.writer import Writer
 
 SimFactory = Callable[..., SimulatorThread]
 OUTAGE = float(os.environ.get("QOS_OUTAGE_SECONDS", "30"))
-LOCK_SECONDS = float(os.environ.get("QOS_LOCK_SECONDS", "15"))
+LOCK_SECONDS = float(os.environ.get("QOS_LOCK_SECONDS", "30"))
 
 
 def _drained(recorder: Recorder) -> bool:
