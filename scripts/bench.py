@@ -114,6 +114,7 @@ def part_raw(args: argparse.Namespace) -> None:
             max_size=None,
             compression=None,
             ping_interval=None,
+            close_timeout=0.2,
         ) as ws:
             await ws.send(json.dumps({"type": "T", "codes": CODES}))
 
@@ -245,50 +246,52 @@ def part_ilp(args: argparse.Namespace) -> None:
 
 
 def part_drain(args: argparse.Namespace) -> None:
-    """Spool drain: rows per second from a filled spool into a sink."""
+    """Spool drain: rows per second from a filled spool into each sink, one after another."""
     from recorder.batching import Batch
     from recorder.sinks import make_sink
     from recorder.spool import Spool
     from recorder.writer import Writer
 
     tmp = Path(args.tmp)
-    sink_cfg: dict[str, Any] = {"kind": args.sink, "sqlite_path": str(tmp / "drain.sqlite")}
-    if args.sink == "questdb":
-        sink_cfg["questdb"] = f"http::addr=127.0.0.1:{args.ilp_port};"
-    config = _config(args, sink_cfg, tmp)
-    spool = Spool(tmp / "drain-spool", max_bytes=1 << 34)
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000
     rows_per_batch, batches = 2000, args.drain_batches
-    for b in range(batches):
-        spool.append(
-            Batch(
-                {
-                    "trades": [
-                        (
-                            now + (b * rows_per_batch + r) // 1000 * 1_000_000_000,
-                            CODES[r % 5],
-                            "US",
-                            100.0 + r % 7,
-                            float(100 + r % 5),
-                            1 + r % 2,
-                            r,
-                            "live",
-                            now,
-                        )
-                        for r in range(rows_per_batch)
-                    ]
-                }
+    figures: dict[str, float] = {}
+    for sink in ("null", "sqlite", "questdb"):
+        sink_cfg: dict[str, Any] = {
+            "kind": sink,
+            "sqlite_path": str(tmp / "drain.sqlite"),
+            "questdb": f"http::addr=127.0.0.1:{args.ilp_port};",
+        }
+        spool = Spool(tmp / f"drain-spool-{sink}", max_bytes=1 << 34)
+        for b in range(batches):
+            spool.append(
+                Batch(
+                    {
+                        "trades": [
+                            (
+                                now + (b * rows_per_batch + r) // 1000 * 1_000_000_000,
+                                CODES[r % 5],
+                                "US",
+                                100.0 + r % 7,
+                                float(100 + r % 5),
+                                1 + r % 2,
+                                r,
+                                "live",
+                                now,
+                            )
+                            for r in range(rows_per_batch)
+                        ]
+                    }
+                )
             )
-        )
-    writer = Writer(make_sink(config), spool, retry_interval=0.05)
-    start, c0 = time.monotonic(), _cpu()
-    writer.start()
-    while spool:
-        time.sleep(0.01)
-    elapsed = time.monotonic() - start
-    writer.close(30)
-    rows = batches * rows_per_batch
-    _emit(rate=rows / elapsed, cpu_per_million=(_cpu() - c0) / rows * 1e6, rows=rows)
+        writer = Writer(make_sink(_config(args, sink_cfg, tmp)), spool, retry_interval=0.05)
+        start = time.monotonic()
+        writer.start()
+        while spool:
+            time.sleep(0.005)
+        figures[f"{sink}_rate"] = batches * rows_per_batch / (time.monotonic() - start)
+        writer.close(30)
+    _emit(**figures)
 
 
 def part_replay(args: argparse.Namespace) -> None:
@@ -410,13 +413,14 @@ class Bench:
             str(self.opts.batch_age),
             *extra,
         ]
+        started = time.monotonic()
         out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=3600)
         if out.returncode != 0:
             raise RuntimeError(f"part {name} failed:\n{out.stderr[-3000:]}")
         figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         self.results[label or name] = figures
         print(
-            f"  {label or name}: "
+            f"  {label or name} ({time.monotonic() - started:.1f} s): "
             + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
             ),
@@ -488,15 +492,7 @@ class Bench:
             finally:
                 _stop(sim)
             self.results["latency"] = _latency(log, acks)
-            for sink in ("null", "sqlite", "questdb"):
-                self.part(
-                    "drain",
-                    "--sink",
-                    sink,
-                    "--drain-batches",
-                    str(opts.drain_batches),
-                    label=f"drain_{sink}",
-                )
+            self.part("drain", "--drain-batches", str(opts.drain_batches))
             self.part("replay", "--db", str(self.tmp / "bench.sqlite"))
         finally:
             _stop(ilp)
@@ -562,7 +558,7 @@ class Bench:
             f" ({lat['samples']:,} trades)",
         ]
         for sink, name in (("null", "null sink"), ("sqlite", "SQLite"), ("questdb", "ILP")):
-            drain = r[f"drain_{sink}"]["rate"]
+            drain = r["drain"][f"{sink}_rate"]
             rec = r[f"recorder_{sink}"]["rate"]
             lines.append(
                 f"- spool drain into {name}: {drain:,.0f} rows/s = {drain / rec:.1f}x "
