@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,9 +217,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _serve_replay(args: argparse.Namespace, query: Any) -> int:
-    from aiohttp import web
-
-    from .daemon import install_signals, run_forever
     from .replay import ReplayServer
 
     if args.speed == "max":
@@ -232,28 +229,37 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
         if speed <= 0:
             raise ConfigError("--speed: must be positive")
     server = ReplayServer(args.source, query, speed)
+    _serve_until_stopped(
+        server.app,
+        args.host,
+        args.serve,
+        lambda port: f"replaying on ws://{args.host}:{port}/ws at speed {args.speed}",
+    )
+    return 0
+
+
+def _serve_until_stopped(app: Any, host: str, port: int, banner: Callable[[int], str]) -> None:
+    """Serve an aiohttp app until SIGTERM or SIGINT, printing ``banner(port)`` once up."""
+    from .daemon import install_signals, run_forever
+    from .simulator import bound_port, serve
 
     async def go() -> None:
         stop = asyncio.Event()
         install_signals(stop)
-        runner = web.AppRunner(server.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, args.host, args.serve).start()
-        print(f"replaying on ws://{args.host}:{args.serve}/ws at speed {args.speed}", flush=True)
+        runner = await serve(app, host, port)
+        print(banner(bound_port(runner)), flush=True)
         try:
             await stop.wait()
         finally:
             await runner.cleanup()
 
     run_forever(go)
-    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     import orjson
 
-    from .daemon import install_signals, run_forever
-    from .simulator import Faults, SimConfig, Simulator, bound_port, serve
+    from .simulator import Faults, SimConfig, Simulator
 
     codes = tuple(c.strip() for c in args.codes.split(",") if c.strip())
     for code in codes:
@@ -283,17 +289,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ),
     )
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_signals(stop)
-        runner = await serve(sim, args.host, args.port)
-        print(f"simulator listening on ws://{args.host}:{bound_port(runner)}/ws", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    run_forever(go)
+    _serve_until_stopped(
+        sim.app,
+        args.host,
+        args.port,
+        lambda port: f"simulator listening on ws://{args.host}:{port}/ws",
+    )
     if args.truth:
         sim.export_truth(args.truth)
     if args.blast_log:

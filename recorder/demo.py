@@ -20,7 +20,7 @@ async def demo(seconds: float, path: Path) -> None:
     log_file = await asyncio.to_thread(_open_log, log_path)
     logs.configure("info", log_file)
     sim = Simulator(SimConfig(codes=DEFAULT_CODES, keep_truth=False))
-    runner = await serve(sim, "127.0.0.1", 0)
+    runner = await serve(sim.app, "127.0.0.1", 0)
     port = bound_port(runner)
     codes = list(DEFAULT_CODES)
     config = parse(

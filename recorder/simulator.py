@@ -712,7 +712,7 @@ class SimulatorThread:
         self._thread.join(10)
 
     async def _start(self) -> None:
-        self._runner = await serve(self.sim, self.host, self.port)
+        self._runner = await serve(self.sim.app, self.host, self.port)
         self.port = bound_port(self._runner)
 
     async def _stop(self) -> None:
@@ -740,9 +740,9 @@ class SimulatorThread:
         return f"http://{self.host}:{self.port}"
 
 
-async def serve(sim: Simulator, host: str, port: int) -> web.AppRunner:
-    """Start serving ``sim`` on ``host:port`` (0 picks a free port); returns the runner."""
-    runner = web.AppRunner(sim.app, handle_signals=False, access_log=None)
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving an aiohttp app on ``host:port`` (0 picks a free port); returns the runner."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

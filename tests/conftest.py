@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -119,6 +121,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(POLL)
     return predicate()
+
+
+def write_config(path: Path, sim: SimulatorThread, body: str) -> Path:
+    """A TOML file for the real process: [upstream] pointing at ``sim`` (the test key in
+    ``QOS_TEST_KEY``), then ``body``, which may go on with more [upstream] keys."""
+    path.write_text(
+        f'[upstream]\nws_url = "{sim.ws_url}"\nhttp_url = "{sim.http_url}"\n'
+        f'key_env = "QOS_TEST_KEY"\n{body}'
+    )
+    return path
+
+
+def start_recorder(config: Path, **env: str) -> subprocess.Popen[bytes]:
+    """The real ``qos-recorder run`` process, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "recorder", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "QOS_TEST_KEY": KEY, **env},
+    )
 
 
 def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

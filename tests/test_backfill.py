@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import KEY, make_config, rows, run_recorder, wait_for
+from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
 from truth import check_trades, trade_key
 
 from recorder.daemon import Recorder
@@ -157,42 +155,30 @@ def _count(db: Path, sql: str) -> int:
         return 0
 
 
-def _start(config: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "QOS_TEST_KEY": KEY}
-    return subprocess.Popen(
-        [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-
-
 def test_kill_9_then_restart_recovers_or_accounts_for_everything(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
     sim = make_sim(trades_per_second=5, seed=14)
     codes = ", ".join(f'"{c}"' for c in sim.sim.codes)
-    config = tmp_path / "recorder.toml"
-    config.write_text(f"""
-[upstream]
-ws_url = "{sim.ws_url}"
-http_url = "{sim.http_url}"
-key_env = "QOS_TEST_KEY"
-backoff_initial = 0.2
+    config = write_config(
+        tmp_path / "recorder.toml",
+        sim,
+        f"""backoff_initial = 0.2
 [subscribe]
 trades = [{codes}]
 snapshots = [{codes}]
 [sink]
 sqlite_path = "ticks.sqlite"
-""")
+""",
+    )
     db = tmp_path / "ticks.sqlite"
-    first = _start(config)
+    first = start_recorder(config)
     try:
         assert wait_for(lambda: _count(db, "SELECT count(*) FROM trades") > 100, timeout=30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert wait_for(lambda: sim.call(lambda: not sim.sim.conns), timeout=10)
-        second = _start(config)
+        second = start_recorder(config)
         try:
             closed = (
                 "SELECT count(*) FROM gaps WHERE cause = 'disconnect' "

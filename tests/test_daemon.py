@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from conftest import KEY, make_config, rows, run_recorder, wait_for
+from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_for, write_config
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
 from recorder.protocol import NS
@@ -90,14 +88,11 @@ def test_sigterm_under_heavy_traffic_flushes_everything_received(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
     sim = make_sim(trades_per_second=400, seed=3)
-    config_path = tmp_path / "recorder.toml"
     codes = ", ".join(f'"{c}"' for c in sim.sim.codes)
-    config_path.write_text(f"""
-[upstream]
-ws_url = "{sim.ws_url}"
-http_url = "{sim.http_url}"
-key_env = "QOS_TEST_KEY"
-[subscribe]
+    config_path = write_config(
+        tmp_path / "recorder.toml",
+        sim,
+        f"""[subscribe]
 trades = [{codes}]
 depth = [{codes}]
 snapshots = [{codes}]
@@ -106,14 +101,9 @@ kind = "sqlite"
 sqlite_path = "ticks.sqlite"
 batch_rows = 5000
 batch_age = 1.0
-""")
-    env = {**os.environ, "QOS_TEST_KEY": KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder", "run", "--config", str(config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
+""",
     )
+    proc = start_recorder(config_path)
     try:
         assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 3000, 30)
         proc.send_signal(signal.SIGTERM)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import KEY, wait_for
+from conftest import KEY, start_recorder, wait_for, write_config
 
 from recorder.simulator import Faults, SimulatorThread
 
@@ -32,13 +31,10 @@ def _free_port() -> int:
 
 
 def _config(sim: SimulatorThread, tmp: Path, extra: str = "") -> Path:
-    path = tmp / "recorder.toml"
-    path.write_text(f"""
-[upstream]
-ws_url = "{sim.ws_url}"
-http_url = "{sim.http_url}"
-key_env = "QOS_TEST_KEY"
-backoff_initial = 0.2
+    return write_config(
+        tmp / "recorder.toml",
+        sim,
+        f"""backoff_initial = 0.2
 backoff_max = 0.5
 [subscribe]
 trades = ["US:AAPL", "CF:BTCUSDT"]
@@ -46,19 +42,13 @@ snapshots = ["US:AAPL"]
 [sink]
 sqlite_path = "ticks.sqlite"
 {extra}
-""")
-    return path
+""",
+    )
 
 
 @contextmanager
 def _running(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    full = {**os.environ, "QOS_TEST_KEY": KEY, **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=full,
-    )
+    proc = start_recorder(config, **(env or {}))
     try:
         yield proc
     finally:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from conftest import KEY, make_config, rows, run_recorder, wait_for
+from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
 from ilp_receiver import IlpServer
 from truth import check_trades
 
@@ -133,22 +131,18 @@ def test_sigterm_while_the_database_is_down_spools_and_the_next_start_drains(
 ) -> None:
     sim = make_sim(trades_per_second=30, seed=33)
     with IlpServer(mode="fail") as ilp:
-        config = tmp_path / "recorder.toml"
-        config.write_text(f"""
-[upstream]
-ws_url = "{sim.ws_url}"
-http_url = "{sim.http_url}"
-key_env = "QOS_TEST_KEY"
-[subscribe]
+        config = write_config(
+            tmp_path / "recorder.toml",
+            sim,
+            f"""[subscribe]
 trades = ["US:AAPL", "HK:700"]
 [sink]
 kind = "questdb"
 questdb = "{ilp.conf}"
 retry_interval = 0.5
-""")
-        env = {**os.environ, "QOS_TEST_KEY": KEY}
-        cmd = [sys.executable, "-m", "recorder", "run", "--config", str(config)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+""",
+        )
+        proc = start_recorder(config)
         try:
             assert wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) > 0, 30)
             assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 200, 30)
@@ -167,7 +161,7 @@ retry_interval = 0.5
         assert ilp.state.table("trades") == []
         # the database is back: the next start drains the spool first
         ilp.state.mode = "ok"
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = start_recorder(config)
         try:
             assert wait_for(lambda: not list((tmp_path / "spool").glob("*.seg")), 30)
             proc.send_signal(signal.SIGTERM)
