@@ -30,7 +30,7 @@ from .metrics import Metrics, parse_listen
 from .notify import Notifier
 from .protocol import NS, Depth, Kline, Record, Snapshot, Stream, Trade, market_of
 from .rest import RestClient
-from .schema import Gap
+from .schema import Gap, gap_of
 from .session import run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
@@ -95,6 +95,7 @@ class Recorder:
         self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
         self.rest = RestClient(config.upstream, key)
         self._held: dict[int, Gap] = {}
+        self._reopened: list[Gap] = []
         self.backfiller = Backfiller(
             self.rest,
             self.counter,
@@ -263,22 +264,31 @@ class Recorder:
         try:
             self.sink.open()
             last = self.sink.last_times()
+            reopened = [gap_of(row) for row in self.sink.open_gaps()]
             now = time.time_ns()
-            since = min(
-                [now - 900 * NS, *(t for (_, table), t in last.items() if table == "trades")]
-            )
-            self.counter.seed(self.sink.trade_counts(max(since, now - 7 * 86400 * NS)))
+            starts = [t for (_, table), t in last.items() if table == "trades"]
+            starts += [g.start for g in reopened if g.stream == "trades"]
+            since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
+            self.counter.seed(self.sink.trade_counts(since))
         except RecorderError as exc:  # the sink is down: the spool takes over
             log.warning("restore_skipped", error=str(exc))
             return
         self.detector.seed(last)
         for gap in self.detector.pending.values():
             self._hold(gap)
+        # gaps whose backfill had not run when the recorder stopped: run it now
+        self._reopened = reopened if self.config.gaps.backfill else []
+        for gap in self._reopened:
+            self._hold(gap)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
         await asyncio.to_thread(self.restore)
         self.writer.start()
+        for gap in self._reopened:
+            self.backfiller.submit(gap)
+        if self._reopened:
+            log.info("gaps_reopened", count=len(self._reopened))
         up, sub = self.config.upstream, self.config.subscribe
         log.info(
             "recorder_started",

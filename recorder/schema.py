@@ -305,6 +305,14 @@ def gap_row(g: Gap) -> Row:
     )
 
 
+def gap_of(row: Row) -> Gap:
+    """The gap a stored row of the gaps table holds."""
+    ts, end, code, _, stream, cause, detected, backfilled, missing, unit, status, detail = row
+    return Gap(
+        ts, end, code, stream, cause, detected, backfilled or 0, missing, unit, status, detail
+    )
+
+
 def record_of(table: str, row: Row) -> Record:
     """The record a stored row came from (for replay)."""
     if table == "trades":

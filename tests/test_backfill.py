@@ -209,3 +209,28 @@ sqlite_path = "ticks.sqlite"
         missing = Counter(trade_key(f) for f in truth) - Counter(tuple(r[:5]) for r in stored)
         partial = {c for c, s, _ in gaps if s == "partial"}
         assert all(key[0] in partial for key in missing)
+
+
+def test_gaps_left_open_at_stop_are_backfilled_at_the_next_start(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(Faults(close_every=2.0, http_status=500), trades_per_second=3)
+    config = make_config(sim, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+    run_recorder(
+        config,
+        timeout=30,
+        until=lambda r: r.stats.reconnects >= 1 and r.backfiller.failed_rounds >= 1,
+    )
+    db = tmp_path / "ticks.sqlite"
+    left_open = rows(db, "SELECT ts FROM gaps WHERE status = 'open'")
+    assert left_open  # the REST API was down, so their backfill could not run
+    sim.call(lambda: setattr(sim.sim.faults, "close_every", None))
+    sim.call(lambda: setattr(sim.sim.faults, "http_status", None))
+    second = run_recorder(config, timeout=30, until=_settled)
+    assert second.backfiller.resolved >= len(left_open)
+    still = rows(
+        db,
+        f"SELECT ts FROM gaps WHERE status = 'open' AND ts IN "
+        f"({', '.join(str(ts) for (ts,) in left_open)})",
+    )
+    assert still == []

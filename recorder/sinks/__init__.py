@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..batching import Batch
 from ..identity import Identity
+from ..schema import Row
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -31,6 +32,9 @@ class Sink(Protocol):
 
     def last_times(self) -> dict[tuple[str, str], int]:
         """The newest stored ``ts`` per (code, table) of the market-data tables."""
+
+    def open_gaps(self) -> list[Row]:
+        """Rows of the gaps table whose backfill has not run (``status = 'open'``)."""
 
     def close(self) -> None:
         """Release connections; pending data was already written or spooled."""

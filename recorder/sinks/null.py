@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from ..batching import Batch
 from ..identity import Identity
+from ..schema import Row
 
 
 class NullSink:
@@ -27,6 +28,9 @@ class NullSink:
 
     def last_times(self) -> dict[tuple[str, str], int]:
         return {}
+
+    def open_gaps(self) -> list[Row]:
+        return []
 
     def close(self) -> None:
         pass

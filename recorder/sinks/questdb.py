@@ -31,7 +31,7 @@ from questdb import Sender, TimestampNanos
 from ..batching import Batch
 from ..exceptions import ConfigError, SinkError, SinkRejected
 from ..identity import Identity
-from ..schema import BY_NAME, MARKET_TABLES, TABLES
+from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row
 
 ACK_TIMEOUT_MS = 30_000
 
@@ -189,6 +189,18 @@ class QuestDBSink:
                 if micros is not None:
                     out[(code, table)] = int(micros) * 1000
         return out
+
+    def open_gaps(self) -> list[Row]:
+        cols = ", ".join(
+            f"cast({name} AS LONG)" if kind in ("ts", "time") else name
+            for name, kind in BY_NAME["gaps"].columns
+        )
+        body = self.execute(f"SELECT {cols} FROM gaps WHERE status = 'open'")
+        times = {i for i, (_, kind) in enumerate(BY_NAME["gaps"].columns) if kind in ("ts", "time")}
+        return [
+            tuple(v * 1000 if i in times and v is not None else v for i, v in enumerate(row))
+            for row in body.get("dataset", [])
+        ]
 
     def close(self) -> None:
         sender, self._sender = self._sender, None

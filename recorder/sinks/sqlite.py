@@ -15,7 +15,7 @@ from pathlib import Path
 from ..batching import Batch
 from ..exceptions import SinkError, SinkRejected
 from ..identity import Identity
-from ..schema import BY_NAME, MARKET_TABLES, TABLES, Table
+from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
 
 #: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
 #: while the event loop thread is busy each re-acquire can wait a whole switch interval
@@ -41,6 +41,7 @@ def _insert(table: Table, rows: int) -> str:
 
 _INSERT = {t.name: _insert(t, ROWS_PER_STATEMENT) for t in TABLES}
 _LAST = {t: f"SELECT code, max(ts) FROM {t} GROUP BY code" for t in MARKET_TABLES}
+_OPEN_GAPS = f"SELECT {', '.join(BY_NAME['gaps'].names)} FROM gaps WHERE status = 'open'"
 
 
 class SQLiteSink:
@@ -123,6 +124,15 @@ class SQLiteSink:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
         return out
+
+    def open_gaps(self) -> list[Row]:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        try:
+            return self._db.execute(_OPEN_GAPS).fetchall()
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
 
     def close(self) -> None:
         if self._db is not None:
