@@ -26,6 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecorderError as exc:
         print(f"qos-recorder: error: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # a task of the daemon's TaskGroup failed; a user error inside still gets one line
+        leaves = _leaves(group)
+        if not all(isinstance(e, RecorderError) for e in leaves):
+            raise
+        print(f"qos-recorder: error: {leaves[0]}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"qos-recorder: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
@@ -35,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -236,3 +236,16 @@ def test_frames_over_the_size_limit_end_the_session(sim: SimulatorThread, tmp_pa
         json.loads(line).get("reason", "") for line in out.splitlines() if b'"disconnected"' in line
     ]
     assert any("1009" in r or "too big" in r.lower() for r in reasons), reasons
+
+
+def test_a_taken_metrics_port_is_a_one_line_error(sim: SimulatorThread, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _config(sim, tmp_path, f'[metrics]\nlisten = "127.0.0.1:{port}"')
+        with _running(config) as proc:
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "metrics.listen: cannot listen on" in lines[0], lines
