@@ -74,9 +74,10 @@ class Recorder:
         self.config = config
         self.key = key
         self.stats = Stats()
-        # Live k needs only the current second; older counts matter for the seconds a
-        # trades gap's backfill will merge, and those are held until it ran.
-        self.counter = TradeCounter(window_s=120.0)
+        # Live k needs only the current second (10 s covers late frames and the volume
+        # check's detection delay); the seconds a trades gap's backfill will merge are held
+        # until it ran. Memory is this window times the distinct trades per second.
+        self.counter = TradeCounter(window_s=10.0)
         self.sink = sink if sink is not None else make_sink(config)
         sc, sp = config.sink, config.spool
         self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)

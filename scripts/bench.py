@@ -333,11 +333,12 @@ def part_soak(args: argparse.Namespace) -> None:
         recorder = Recorder(_config(args, sink, tmp), Secret(KEY))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
-        samples = []
+        samples, identities = [], []
         deadline = time.monotonic() + args.seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
             samples.append(_rss_mb())
+            identities.append(len(recorder.counter))
         rows = sum(recorder.writer.stats.rows.values())
         stop.set()
         await task
@@ -349,6 +350,8 @@ def part_soak(args: argparse.Namespace) -> None:
             "growth": samples[-1] / first - 1,
             "rows": rows,
             "seconds": args.seconds,
+            "rss_series_mb": [round(x) for x in samples],
+            "identities": identities,
         }
 
     _emit(**_loop_run(go()))
