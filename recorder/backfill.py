@@ -84,8 +84,11 @@ class Backfiller:
         while True:
             await self._wake.wait()
             # After a reconnect every code's gap closes within a moment: wait for them so
-            # one request serves them all.
+            # one request serves them all. Then wait for the rate limit before taking the
+            # queue, so gaps that arrive meanwhile join this request instead of queueing
+            # behind it while /trade's window of 50 moves on.
             await asyncio.sleep(self.settle)
+            await self.rest.limiter.ready()
             self._wake.clear()
             gaps, self._queue = self._queue, []
             if not gaps:

@@ -41,13 +41,21 @@ class RateLimiter:
 
     async def take(self) -> None:
         async with self._lock:
-            while len(self._sent) >= self.rate:
-                wait = self._sent[0] + self.per - time.monotonic()
-                if wait <= 0:
-                    self._sent.popleft()
-                else:
-                    await asyncio.sleep(wait)
+            await self._free()
             self._sent.append(time.monotonic())
+
+    async def ready(self) -> None:
+        """Wait until a request could go now, without using it up."""
+        async with self._lock:
+            await self._free()
+
+    async def _free(self) -> None:
+        while len(self._sent) >= self.rate:
+            wait = self._sent[0] + self.per - time.monotonic()
+            if wait <= 0:
+                self._sent.popleft()
+            else:
+                await asyncio.sleep(wait)
 
 
 class RestClient:

@@ -73,6 +73,8 @@ def test_connection_dropped_every_few_seconds_loses_nothing(
     db = tmp_path / "ticks.sqlite"
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     lo, hi = _window(sent)
+    statuses = rows(db, "SELECT code, status, missing FROM gaps WHERE stream = 'trades'")
+    assert {s for _, s, _ in statuses} == {"filled"}, statuses  # every outage < 50 trades
     check_trades(_stored_in(db, lo, hi), _truth_in(sim, set(codes), lo, hi))
     # every drop has a row in gaps, for every code
     for code in codes:

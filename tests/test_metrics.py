@@ -60,6 +60,16 @@ def _running(config: Path, env: dict[str, str] | None = None) -> Iterator[subpro
                 proc.kill()
 
 
+def _status(config: Path) -> subprocess.CompletedProcess[str]:
+    """``qos-recorder status`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "recorder", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -109,32 +119,17 @@ def test_metrics_and_health_follow_a_disconnect(make_sim: SimFactory, tmp_path: 
         health = json.loads(_get(f"{base}/healthz")[1])
         assert health["status"] == "unhealthy"
         assert any(r.startswith("disconnected") for r in health["reasons"])
-        status_cmd = subprocess.run(
-            [sys.executable, "-m", "recorder", "status", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        status_cmd = _status(config)
         assert status_cmd.returncode == 1 and "disconnected" in status_cmd.stdout
 
         sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", False))
         assert wait_for(lambda: _get(f"{base}/healthz")[0] == 200, timeout=20)
         assert _metric(_get(f"{base}/metrics")[1], "qos_reconnects_total") >= 1
-        status_cmd = subprocess.run(
-            [sys.executable, "-m", "recorder", "status", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        status_cmd = _status(config)
         assert status_cmd.returncode == 0, status_cmd.stdout
         assert "status: ok" in status_cmd.stdout and "frames: trades" in status_cmd.stdout
         assert proc.poll() is None
-    after = subprocess.run(
-        [sys.executable, "-m", "recorder", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    after = _status(config)
     assert after.returncode == 1 and "not running" in after.stdout
 
 

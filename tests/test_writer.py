@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
-from ilp_receiver import IlpServer
+from ilp_receiver import IlpServer, Receiver
 from truth import check_trades
 
 from recorder.batching import Batch
@@ -24,6 +24,22 @@ from recorder.writer import Writer
 SimFactory = Callable[..., SimulatorThread]
 OUTAGE = float(os.environ.get("QOS_OUTAGE_SECONDS", "30"))
 LOCK_SECONDS = float(os.environ.get("QOS_LOCK_SECONDS", "30"))
+
+
+def _identities(state: Receiver) -> set[tuple[object, ...]]:
+    """The trade identities the receiver got; a re-sent batch repeats them, and QuestDB's
+    dedup keys fold repeats into one row."""
+    return {
+        (
+            r.symbols["code"],
+            r.ts,
+            r.fields["price"],
+            r.fields["size"],
+            r.fields["side"],
+            r.fields["k"],
+        )
+        for r in state.table("trades")
+    }
 
 
 def _drained(recorder: Recorder) -> bool:
@@ -72,17 +88,7 @@ def test_ilp_answering_503_then_refusing_connections_loses_nothing(
     received = recorder.stats.frames["T"]
     # every identity the recorder received reached the database; re-sent batches carry the
     # same identities, which QuestDB's dedup keys fold into one row
-    identities = {
-        (
-            r.symbols["code"],
-            r.ts,
-            r.fields["price"],
-            r.fields["size"],
-            r.fields["side"],
-            r.fields["k"],
-        )
-        for r in state.table("trades")
-    }
+    identities = _identities(state)
     assert len(identities) == received
     check_trades(sorted(identities), sent[:received])
 
@@ -168,17 +174,7 @@ retry_interval = 0.5
             proc.communicate(timeout=20)
         finally:
             proc.kill()
-        identities = {
-            (
-                r.symbols["code"],
-                r.ts,
-                r.fields["price"],
-                r.fields["size"],
-                r.fields["side"],
-                r.fields["k"],
-            )
-            for r in ilp.state.table("trades")
-        }
+        identities = _identities(ilp.state)
     first_run = sim.call(lambda: [f for c, f in sim.sim.sent if f["tp"] == "T" and c == 1])
     check_trades(
         sorted(i for i in identities if i in _keys(first_run[:received])), first_run[:received]
