@@ -135,7 +135,8 @@ def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
     assert ordered == sorted(ordered)
     bars = list(replay(recording.db, start - 3600 * NS, end, streams=["klines"]))
     assert bars and all(isinstance(b, Kline) for b in bars)
-    assert list(replay(recording.db, start - 100 * NS, start - 50 * NS)) == []
+    # an hour before the recording: before any bar opened too
+    assert list(replay(recording.db, start - 7200 * NS, start - 3600 * NS)) == []
 
 
 def test_bad_arguments_and_empty_ranges_are_one_line_errors(recording: Recording) -> None:
