@@ -49,8 +49,12 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
             subscribe={"klines": CODES[:1], "kline_types": [1]},
             gaps={"backfill": False},
         )
-        run_recorder(config, seconds=8)
-        sent = sim.call(lambda: list(sim.sim.sent_frames()))
+        recorder = run_recorder(config, seconds=8)
+        # TCP keeps order: the recorder received exactly the first frames that were sent
+        # (the simulator may have pushed a few more as it stopped reading)
+        received = sum(recorder.stats.frames.values())
+        sent = sim.call(lambda: list(sim.sim.sent_frames()))[:received]
+        assert recorder.stats.decode_errors == 0 and len(sent) == received
     yield Recording(tmp / "ticks.sqlite", sent, sent[0]["ts"], sent[-1]["ts"] + 1)
 
 
