@@ -80,7 +80,7 @@ class Batcher:
     seconds, whichever comes first. K-line pushes of one bar coalesce to the latest."""
 
     def __init__(
-        self, submit: Callable[[Batch], None], max_rows: int = 2000, max_age: float = 0.25
+        self, submit: Callable[[Batch], None], max_rows: int = 2000, max_age: float = 0.05
     ) -> None:
         self._submit = submit
         self.max_rows = max_rows
