@@ -255,7 +255,7 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
 def _serve_until_stopped(app: Any, host: str, port: int, banner: Callable[[int], str]) -> None:
     """Serve an aiohttp app until SIGTERM or SIGINT, printing ``banner(port)`` once up."""
     from .daemon import install_signals, run_forever
-    from .simulator import bound_port, serve
+    from .serving import bound_port, serve
 
     async def go() -> None:
         stop = asyncio.Event()

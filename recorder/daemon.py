@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from aiohttp import web
 
 from .backfill import Backfiller
 from .batching import Batch, Batcher
@@ -31,6 +30,7 @@ from .notify import Notifier
 from .protocol import NS, Depth, Kline, Record, Snapshot, Stream, Trade, market_of
 from .rest import RestClient
 from .schema import Gap, gap_of
+from .serving import serve
 from .session import run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
@@ -232,12 +232,9 @@ class Recorder:
         if listen is None:
             return
         host, port = parse_listen(listen)
-        runner = web.AppRunner(self.metrics.app(), handle_signals=False, access_log=None)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            runner = await serve(self.metrics.app(), host, port)
         except OSError as exc:
-            await runner.cleanup()
             raise ConfigError(
                 f"{self.config.path}: metrics.listen: cannot listen on {listen}: {exc.strerror}"
             ) from None

@@ -12,7 +12,8 @@ from .config import Config, Secret, parse
 from .daemon import Recorder
 from .report import format_gaps, read_gaps
 from .schema import TABLES
-from .simulator import DEFAULT_CODES, SimConfig, Simulator, bound_port, serve
+from .serving import bound_port, serve
+from .simulator import DEFAULT_CODES, SimConfig, Simulator
 
 
 async def demo(seconds: float, path: Path) -> None:

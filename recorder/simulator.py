@@ -36,6 +36,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from .protocol import KLINE_TYPES, MAX_TRADE_COUNT, SUBSCRIBE, UNSUBSCRIBE, market_of, split_codes
+from .serving import bound_port, serve
 
 DEFAULT_CODES: Final = ("US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT")
 _STREAM_OF: Final = {v: k for k, v in SUBSCRIBE.items()} | {v: k for k, v in UNSUBSCRIBE.items()}
@@ -738,22 +739,6 @@ class SimulatorThread:
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start serving an aiohttp app on ``host:port`` (0 picks a free port); returns the runner."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    """The port a runner's first site listens on."""
-    for addr in runner.addresses:
-        return int(addr[1])
-    raise RuntimeError("simulator is not listening")
 
 
 @contextlib.contextmanager

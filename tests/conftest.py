@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -141,6 +143,20 @@ def start_recorder(config: Path, **env: str) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         env={**os.environ, "QOS_TEST_KEY": KEY, **env},
     )
+
+
+def sigterm(proc: subprocess.Popen[bytes], timeout: float = 20) -> tuple[dict[str, Any], str]:
+    """Stop the real recorder as systemd does; it must exit 0. Returns its
+    ``recorder_stopped`` event and everything it printed."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    events = [orjson.loads(line) for line in out.splitlines()]
+    stopped = next(e for e in events if e["event"] == "recorder_stopped")
+    return stopped, out.decode() + err.decode()
 
 
 def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_for, write_config
+from conftest import (
+    KEY,
+    make_config,
+    rows,
+    run_recorder,
+    sigterm,
+    start_recorder,
+    wait_for,
+    write_config,
+)
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
 from recorder.protocol import NS
@@ -105,15 +112,9 @@ batch_age = 1.0
 """,
     )
     proc = start_recorder(config_path)
-    try:
-        assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 3000, 30)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err.decode()
-    events = [orjson.loads(line) for line in out.splitlines()]
-    stopped = next(e for e in events if e["event"] == "recorder_stopped")
+    pushed = wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 3000, 30)
+    stopped, printed = sigterm(proc, timeout=15)
+    assert pushed
     assert stopped["clean"] is True and stopped["lost_rows"] == 0
     db = tmp_path / "ticks.sqlite"
     (stored,) = rows(db, "SELECT count(*) FROM trades")[0]
@@ -122,7 +123,7 @@ batch_age = 1.0
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     # what was stored is exactly the first `stored` trades the simulator pushed
     check_trades(rows(db, "SELECT code, ts, price, size, side, k FROM trades"), sent[:stored])
-    assert KEY not in out.decode() + err.decode()
+    assert KEY not in printed
 
 
 def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_path: Path) -> None:

@@ -9,8 +9,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
+from conftest import (
+    make_config,
+    rows,
+    run_recorder,
+    sigterm,
+    start_recorder,
+    wait_for,
+    write_config,
+)
 from ilp_receiver import IlpServer, Receiver
 from truth import check_trades
 
@@ -149,19 +156,10 @@ retry_interval = 0.5
 """,
         )
         proc = start_recorder(config)
-        try:
-            assert wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) > 0, 30)
-            assert wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 200, 30)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            proc.kill()
-        assert proc.returncode == 0, err.decode()
-        stopped = next(
-            orjson.loads(x)
-            for x in out.splitlines()
-            if orjson.loads(x)["event"] == "recorder_stopped"
-        )
+        spooled = wait_for(lambda: len(list((tmp_path / "spool").glob("*.seg"))) > 0, 30)
+        pushed = wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 200, 30)
+        stopped, _ = sigterm(proc)
+        assert spooled and pushed
         received = stopped["frames"]["T"]
         assert stopped["spool_bytes"] > 0 and stopped["lost_rows"] == 0 and received > 200
         assert ilp.state.table("trades") == []
