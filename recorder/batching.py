@@ -92,7 +92,6 @@ class Batcher:
         self._gaps: list[Row] = []
         self._n = 0
         self._first = 0.0
-        self.rows_in = 0
         self._markets: dict[str, str] = {}
 
     def add_trade(self, trade: Trade) -> None:
@@ -119,7 +118,6 @@ class Batcher:
         self._added()
 
     def _added(self) -> None:
-        self.rows_in += 1
         if self._n == 0:
             self._first = time.monotonic()
         self._n += 1

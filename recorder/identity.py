@@ -106,8 +106,3 @@ class TradeCounter:
         code, ts, price, size, side = key
         second = self._codes.get(code, {}).get(ts)
         return 0 if second is None else second.get((price, size, side), 0)
-
-    def oldest(self, code: str) -> int | None:
-        """The oldest second (ns) the window still knows for ``code``."""
-        seconds = self._codes.get(code)
-        return next(iter(seconds)) if seconds else None
