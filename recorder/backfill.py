@@ -25,10 +25,10 @@ from typing import Any
 import structlog
 
 from .exceptions import DecodeError, UpstreamError
+from .gaps import Gap
 from .identity import TradeCounter
 from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Trade, records_from
 from .rest import RestClient
-from .schema import Gap
 
 log = structlog.get_logger("recorder.backfill")
 
@@ -42,7 +42,6 @@ class Backfiller:
         update_gap: Callable[[Gap], None],
         trade_count: int = MAX_TRADE_COUNT,
         settle: float = 1.0,
-        done: Callable[[Gap], None] | None = None,
     ) -> None:
         self.rest = rest
         self.counter = counter
@@ -50,17 +49,28 @@ class Backfiller:
         self.update_gap = update_gap
         self.trade_count = min(trade_count, MAX_TRADE_COUNT)
         self.settle = settle
-        self.done = done
         self._queue: list[Gap] = []
+        self._held: dict[int, Gap] = {}  # id(gap) -> gap, for trades gaps not backfilled yet
         self._wake = asyncio.Event()
         self.rows = 0
-        self.rounds = 0
         self.failed_rounds = 0
         self.submitted = 0
         self.resolved = 0
 
+    def hold(self, gap: Gap) -> None:
+        """Keep the trade counts a trades gap's backfill will merge against until it ran
+        (they would otherwise leave the counter's window)."""
+        if gap.stream == "trades" and id(gap) not in self._held:
+            self._held[id(gap)] = gap
+            self.counter.hold(gap.code, gap.start)
+
+    def _release(self, gap: Gap) -> None:
+        if self._held.pop(id(gap), None) is not None:
+            self.counter.release(gap.code, gap.start)
+
     def submit(self, gap: Gap) -> None:
         """Queue a gap whose end is known."""
+        self.hold(gap)
         self.submitted += 1
         self._queue.append(gap)
         self._wake.set()
@@ -73,12 +83,7 @@ class Backfiller:
     def _resolved(self, gap: Gap) -> None:
         self.resolved += 1
         self.update_gap(gap)
-        if self.done is not None:
-            self.done(gap)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
+        self._release(gap)
 
     async def run(self) -> None:
         while True:
@@ -105,14 +110,12 @@ class Backfiller:
 
     async def round(self, gaps: list[Gap]) -> None:
         """One pass over a set of gaps: trades first (what can be recovered), then the rest."""
-        self.rounds += 1
         by_stream: dict[str, list[Gap]] = {}
         merged = _coalesce(gaps)
         for gap in gaps:
             if not any(gap is m for m in merged):  # folded into another: resolved with it
                 self.resolved += 1
-                if self.done is not None:
-                    self.done(gap)
+                self._release(gap)
         for gap in merged:
             by_stream.setdefault(gap.stream, []).append(gap)
         if "trades" in by_stream:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
 
+from .gaps import Gap
 from .protocol import Depth, Kline, Record, Snapshot, Trade, market_of
-from .schema import Gap, Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
+from .schema import Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
 
 _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
     Trade: ("trades", trade_row),
@@ -25,28 +26,19 @@ _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
 }
 
 
-_last_seq = 0
-
-
-def next_seq() -> int:
-    """Strictly increasing, and increasing across restarts (wall-clock nanoseconds)."""
-    global _last_seq
-    _last_seq = max(_last_seq + 1, time.time_ns())
-    return _last_seq
-
-
 class Batch:
     """Rows per table, in arrival order; the unit the writer acknowledges or spools.
 
-    ``seq`` orders batches by when they were cut; the spool drains in that order, so an
-    upserted row (a K-line bar, a gap's status) never goes back to an older version.
+    ``seq`` orders batches by when they were cut (the :class:`Batcher` numbers them); the
+    spool drains in that order, so an upserted row (a K-line bar, a gap's status) never
+    goes back to an older version.
     """
 
     __slots__ = ("seq", "tables")
 
-    def __init__(self, tables: dict[str, list[Row]] | None = None, seq: int | None = None) -> None:
-        self.tables: dict[str, list[Row]] = tables if tables is not None else {}
-        self.seq = next_seq() if seq is None else seq
+    def __init__(self, tables: dict[str, list[Row]], seq: int) -> None:
+        self.tables = tables
+        self.seq = seq
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.tables.values())
@@ -66,9 +58,9 @@ class Batch:
         return cls(tables, seq=int(doc["seq"]))
 
     @classmethod
-    def of(cls, records: list[Record] | list[Gap]) -> Batch:
-        """A batch holding the given records (used by backfill and tests)."""
-        batch = cls()
+    def of(cls, records: Sequence[Record | Gap], seq: int) -> Batch:
+        """A batch holding the given records."""
+        batch = cls({}, seq)
         for record in records:
             table, row_of = _ROW_OF[type(record)]
             batch.tables.setdefault(table, []).append(row_of(record))
@@ -77,12 +69,21 @@ class Batch:
 
 class Batcher:
     """Collects rows and hands a batch to ``submit`` every ``max_rows`` rows or ``max_age``
-    seconds, whichever comes first. K-line pushes of one bar coalesce to the latest."""
+    seconds, whichever comes first. K-line pushes of one bar coalesce to the latest.
+
+    Batches are numbered by wall-clock nanoseconds, strictly increasing, so the numbers also
+    increase across restarts and batches spooled by an earlier run drain first."""
 
     def __init__(
-        self, submit: Callable[[Batch], None], max_rows: int = 2000, max_age: float = 0.05
+        self,
+        submit: Callable[[Batch], None],
+        max_rows: int = 2000,
+        max_age: float = 0.05,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._submit = submit
+        self._clock = clock
+        self._seq = 0
         self.max_rows = max_rows
         self.max_age = max_age
         self._trades: list[Row] = []
@@ -141,7 +142,8 @@ class Batcher:
         self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []
         self._klines = {}
         self._n = 0
-        self._submit(Batch({t: rows for t, rows in tables.items() if rows}))
+        self._seq = max(self._seq + 1, self._clock())
+        self._submit(Batch({t: rows for t, rows in tables.items() if rows}, self._seq))
 
     async def run(self) -> None:
         """Cut by age: the client's own auto-flush timer only fires when a row is added."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +122,6 @@ def _parser() -> argparse.ArgumentParser:
         help="fault: refuse new WebSocket connections with HTTP 503",
     )
     sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
-    sim.add_argument(
-        "--blast",
-        type=float,
-        metavar="RATE",
-        help="benchmark: push trades to subscribers at RATE frames/s (0: max)",
-    )
-    sim.add_argument("--blast-log", help="benchmark: log each blasted frame's send time here")
     sim.set_defaults(func=cmd_simulate)
 
     demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
@@ -139,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sim_codes() -> tuple[str, ...]:
-    from .simulator import DEFAULT_CODES
+    from .sim import DEFAULT_CODES
 
-    return DEFAULT_CODES
+    return tuple(DEFAULT_CODES)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -156,8 +149,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import logs
-    from .daemon import Recorder, install_signals, run_forever, tune_runtime
+    from . import logs, runtime
+    from .daemon import Recorder
 
     cfg = config_mod.load(args.config)
     key = config_mod.read_key(cfg)
@@ -171,11 +164,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         stop = asyncio.Event()
-        install_signals(stop)
+        runtime.stop_on_signals(stop)
         await Recorder(cfg, key).run(stop)
 
-    tune_runtime()
-    run_forever(go)
+    runtime.tune()
+    runtime.run(go)
     return 0
 
 
@@ -242,38 +235,23 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
             raise ConfigError(f"--speed: {args.speed!r} is not a number or max") from None
         if speed <= 0:
             raise ConfigError("--speed: must be positive")
+    from .runtime import run, serve_until_stopped
+
     server = ReplayServer(args.source, query, speed)
-    _serve_until_stopped(
-        server.app,
-        args.host,
-        args.serve,
-        lambda port: f"replaying on ws://{args.host}:{port}/ws at speed {args.speed}",
+    run(
+        lambda: serve_until_stopped(
+            server.app,
+            args.host,
+            args.serve,
+            lambda port: f"replaying on ws://{args.host}:{port}/ws at speed {args.speed}",
+        )
     )
     return 0
 
 
-def _serve_until_stopped(app: Any, host: str, port: int, banner: Callable[[int], str]) -> None:
-    """Serve an aiohttp app until SIGTERM or SIGINT, printing ``banner(port)`` once up."""
-    from .daemon import install_signals, run_forever
-    from .serving import bound_port, serve
-
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_signals(stop)
-        runner = await serve(app, host, port)
-        print(banner(bound_port(runner)), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    run_forever(go)
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import orjson
-
-    from .simulator import Faults, SimConfig, Simulator
+    from .runtime import run, stop_on_signals
+    from .sim import Faults, SimConfig, Simulator
 
     codes = tuple(c.strip() for c in args.codes.split(",") if c.strip())
     for code in codes:
@@ -288,8 +266,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             trades_per_second=args.rate,
             heartbeat_timeout=args.heartbeat_timeout,
             keep_truth=bool(args.truth),
-            blast_rate=args.blast,
-            blast_latency=bool(args.blast_log),
         ),
         Faults(
             close_every=args.close_every,
@@ -303,24 +279,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ),
     )
 
-    _serve_until_stopped(
-        sim.app,
-        args.host,
-        args.port,
-        lambda port: f"simulator listening on ws://{args.host}:{port}/ws",
-    )
+    async def go() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with sim.serving(args.host, args.port) as port:
+            print(f"simulator listening on ws://{args.host}:{port}/ws", flush=True)
+            await stop.wait()
+
+    run(go)
     if args.truth:
         sim.export_truth(args.truth)
-    if args.blast_log:
-        Path(args.blast_log).write_bytes(orjson.dumps(sim.blast_sent_ns))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .daemon import run_forever
     from .demo import demo
+    from .runtime import run
 
-    run_forever(lambda: demo(args.seconds, Path(args.db).resolve()))
+    run(lambda: demo(args.seconds, Path(args.db).resolve()))
     return 0
 
 

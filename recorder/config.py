@@ -12,15 +12,17 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from types import NoneType, UnionType
+from typing import Any, Final, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 from .exceptions import ConfigError
 from .protocol import KLINE_TYPES, MARKETS, STREAMS, Stream, split_codes
 
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 FsyncPolicy = Literal["always", "interval", "never"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class Secret:
@@ -38,6 +40,25 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A ``HOST:PORT`` to listen on, such as ``127.0.0.1:9464`` or ``[::1]:9464``."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """ValueError when ``text`` is not HOST:PORT with a port from 0 to 65535."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        return cls(host.strip("[]") or "127.0.0.1", int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +130,13 @@ class GapsConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    level: str = "info"
+    level: LogLevel = "info"
     dead_letter: str = "dead-letter.ndjson"
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    listen: str | None = None
+    listen: Address | None = None
     stale_after: float = 60.0
     spool_warn_fraction: float = 0.5
 
@@ -151,11 +172,6 @@ _SECTIONS: Final[dict[str, type]] = {
     "gaps": GapsConfig,
     "log": LogConfig,
     "metrics": MetricsConfig,
-}
-_CHOICES: Final[dict[str, tuple[str, ...]]] = {
-    "sink.kind": ("sqlite", "questdb", "null"),
-    "spool.fsync": ("always", "interval", "never"),
-    "log.level": ("debug", "info", "warning", "error"),
 }
 
 
@@ -197,52 +213,61 @@ def _unknown(name: str, prefix: str, table: Mapping[str, Any], known: Mapping[st
 
 
 def _section(name: str, section: str, cls: type, table: Mapping[str, Any]) -> Any:
-    spec = {f.name: f for f in fields(cls)}
-    _unknown(name, f"{section}.", table, spec)
-    defaults = cls()
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        where = f"{name}: {section}.{key}"
-        default = getattr(defaults, key)
-        values[key] = _typed(where, f"{section}.{key}", value, default, spec[key].type)
+    hints = get_type_hints(cls)
+    _unknown(name, f"{section}.", table, hints)
+    values = {
+        key: _typed(f"{name}: {section}.{key}", value, hints[key]) for key, value in table.items()
+    }
     return cls(**values)
 
 
-def _typed(where: str, dotted: str, value: Any, default: Any, annotation: Any) -> Any:
-    kind = str(annotation)
-    if dotted in _CHOICES:
-        if value not in _CHOICES[dotted]:
-            raise ConfigError(
-                f"{where}: must be one of {', '.join(_CHOICES[dotted])}, not {value!r}"
-            )
+def _typed(where: str, value: Any, annotation: Any) -> Any:
+    """``value`` checked against (and converted to) the field's declared type."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {', '.join(args)}, not {value!r}")
         return value
-    if kind.startswith("tuple[str"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: must be a list of strings")
+    if origin is UnionType or origin is Union:
+        # ``X | None``: TOML has no null, so an empty string stands for "not set"
+        (inner,) = (a for a in args if a is not NoneType)
+        return None if value == "" else _typed(where, value, inner)
+    if origin is tuple:
+        item = args[0]
+        if not isinstance(value, list) or not all(_is_a(v, item) for v in value):
+            raise ConfigError(f"{where}: must be a list of {_NAMES[item]}")
         return tuple(value)
-    if kind.startswith("tuple[int"):
-        if not isinstance(value, list) or not all(_is_int(v) for v in value):
-            raise ConfigError(f"{where}: must be a list of integers")
-        return tuple(value)
-    if "str | None" in kind:
+    if annotation is Address:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string")
-        return value or None
-    if kind == "bool":
+            raise ConfigError(f'{where}: must be a string such as "127.0.0.1:9464"')
+        try:
+            return Address.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: must be true or false")
         return value
-    if kind == "int":
+    if annotation is int:
         if not _is_int(value) or value <= 0:
             raise ConfigError(f"{where}: must be a positive integer")
         return value
-    if kind == "float":
+    if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{where}: must be a non-negative number")
         return float(value)
-    if not isinstance(value, type(default)):
-        raise ConfigError(f"{where}: must be a {type(default).__name__}")
-    return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string")
+        return value
+    raise TypeError(f"{where}: no parser for fields of type {annotation!r}")
+
+
+_NAMES: Final[dict[type, str]] = {str: "strings", int: "integers"}
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    return _is_int(value) if kind is int else isinstance(value, kind)
 
 
 def _is_int(value: Any) -> bool:

@@ -8,9 +8,6 @@ writes or spools everything within ``shutdown_timeout`` before the process exits
 from __future__ import annotations
 
 import asyncio
-import gc
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,18 +19,19 @@ from .batching import Batch, Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError
-from .gaps import GapDetector
+from .gaps import Gap, GapDetector
 from .identity import TradeCounter
 from .markets import Calendar
-from .metrics import Metrics, parse_listen
+from .metrics import Metrics
 from .notify import Notifier
-from .protocol import NS, Depth, Kline, Record, Snapshot, Stream, Trade, market_of
+from .protocol import NS, STREAMS, Record, Stream, Trade, market_of
 from .rest import RestClient
-from .schema import Gap, gap_of
+from .schema import gap_of
 from .serving import serve
 from .session import run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
+from .status import RateMeter, Status
 from .writer import Writer
 
 log = structlog.get_logger("recorder")
@@ -41,9 +39,10 @@ log = structlog.get_logger("recorder")
 
 @dataclass
 class Stats:
-    """Counters the daemon keeps; metrics and status read them."""
+    """Counters the session's callbacks bump on the hot path; :meth:`Recorder.status`
+    copies them into a frozen :class:`~recorder.status.Status`."""
 
-    frames: dict[str, int] = field(default_factory=lambda: {"T": 0, "D": 0, "S": 0, "K": 0})
+    frames: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
     decode_errors: int = 0
     unknown_frames: int = 0
     rejected: int = 0
@@ -55,9 +54,6 @@ class Stats:
     #: receive time (wall-clock ns) of the last frame per code
     last_frame: dict[str, int] = field(default_factory=dict)
     last_disconnect_reason: str | None = None
-
-
-_TP: dict[type, str] = {Trade: "T", Depth: "D", Snapshot: "S", Kline: "K"}
 
 
 class Recorder:
@@ -81,7 +77,8 @@ class Recorder:
         self.sink = sink if sink is not None else make_sink(config)
         sc, sp = config.sink, config.spool
         self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.status, config.metrics)
+        self.rate = RateMeter()
         self._on_flush = on_flush
         self.writer = Writer(
             self.sink,
@@ -95,7 +92,6 @@ class Recorder:
         self.calendar = Calendar()
         self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
         self.rest = RestClient(config.upstream, key)
-        self._held: dict[int, Gap] = {}
         self._reopened: list[Gap] = []
         self.backfiller = Backfiller(
             self.rest,
@@ -103,7 +99,6 @@ class Recorder:
             self.batcher.add,
             self._update_gap,
             config.gaps.max_trade_backfill,
-            done=self._release,
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self._ready = False
@@ -120,13 +115,12 @@ class Recorder:
         # the hot path: plain counters, receive times from the record, no clock calls
         stats = self.stats
         stats.last_frame[record.code] = record.recv_ts
+        stats.frames[record.stream] += 1
         if type(record) is Trade:
-            stats.frames["T"] += 1
             self.counter.assign(record)
             self.batcher.add_trade(record)
             self.detector.on_trade(record)
         else:
-            stats.frames[_TP[type(record)]] += 1
             self.batcher.add(record)
             self.detector.on_record(record)
 
@@ -166,11 +160,11 @@ class Recorder:
     def on_disconnected(self, reason: str) -> None:
         self.stats.connected = False
         self.stats.connected_since = None
+        self.stats.subscribed = False
         self.stats.reconnects += 1
         self.stats.last_disconnect_reason = reason
         self.detector.on_disconnect(reason)
-        for gap in self.detector.pending.values():
-            self._hold(gap)
+        self._hold_pending()
 
     # --- gaps -----------------------------------------------------------------------
 
@@ -189,56 +183,74 @@ class Recorder:
             self.batcher.add_gap(gap)
         provisional = gap.cause == "silence" and gap.code in self.detector.silent
         if self.config.gaps.backfill and not provisional:
-            self._hold(gap)
             self.backfiller.submit(gap)
 
     def _update_gap(self, gap: Gap) -> None:
         if gap.record:
             self.batcher.add_gap(gap)
 
-    def _hold(self, gap: Gap) -> None:
-        """Keep the trade counts a trades gap's backfill will merge against until it ran."""
-        if gap.stream == "trades" and self.config.gaps.backfill and id(gap) not in self._held:
-            self._held[id(gap)] = gap
-            self.counter.hold(gap.code, gap.start)
+    def _hold_pending(self) -> None:
+        """Disconnect gaps wait for their end; keep what their backfill will need."""
+        if self.config.gaps.backfill:
+            for gap in self.detector.pending.values():
+                self.backfiller.hold(gap)
 
-    def _release(self, gap: Gap) -> None:
-        if self._held.pop(id(gap), None) is not None:
-            self.counter.release(gap.code, gap.start)
-
-    def open_gaps(self) -> int:
-        """Gaps known and not backfilled yet (or still waiting for their end)."""
+    def status(self) -> Status:
+        """The recorder's state now, for ``/metrics``, ``/healthz`` and ``status``."""
+        stats, wstats, spool = self.stats, self.writer.stats, self.spool
         det, bf = self.detector, self.backfiller
-        return len(det.pending) + len(det.silent) + bf.submitted - bf.resolved
+        return Status(
+            now=time.time_ns(),
+            connected=stats.connected,
+            connected_since=stats.connected_since,
+            subscribed=stats.subscribed,
+            last_disconnect_reason=stats.last_disconnect_reason,
+            reconnects=stats.reconnects,
+            heartbeat_rtt=stats.heartbeat_rtt,
+            frames=dict(stats.frames),
+            frames_per_second=self.rate.rate(),
+            decode_errors=stats.decode_errors,
+            dead_letter_dropped=self.dead_letter.not_kept,
+            rejected_requests=stats.rejected,
+            rest_requests=self.rest.requests,
+            last_frame=dict(stats.last_frame),
+            rows_written=dict(wstats.rows),
+            writer_queue=self.writer.pending,
+            batcher_rows=len(self.batcher),
+            sink_healthy=wstats.healthy,
+            sink_error=wstats.last_error,
+            sink_failures=wstats.failures,
+            lost_rows=wstats.lost_rows,
+            spool_bytes=spool.total_bytes,
+            spool_max_bytes=spool.max_bytes,
+            spool_segments=spool.segments,
+            spool_rejected_rows=spool.rejected_rows,
+            # known and not backfilled yet, or still waiting for their end
+            open_gaps=len(det.pending) + len(det.silent) + bf.submitted - bf.resolved,
+            backfilled_rows=bf.rows,
+        )
 
     async def _every_second(self) -> None:
-        """Silence checks, the rate sample, and systemd's watchdog from the event loop (so
-        a hung loop stops the pings and systemd restarts the process)."""
-        interval = self.notifier.watchdog_interval
-        last_ping = 0.0
+        """Silence checks, and the frame rate sampled every few seconds."""
         tick = 0
         while True:
-            await asyncio.sleep(1.0 if interval is None else min(1.0, interval))
+            await asyncio.sleep(1.0)
             self.detector.check()
             tick += 1
             if tick % 5 == 0:
-                self.metrics.sample()
-            if interval is not None and time.monotonic() - last_ping >= interval:
-                self.notifier.watchdog()
-                last_ping = time.monotonic()
+                self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
 
     async def _serve_metrics(self) -> None:
         listen = self.config.metrics.listen
         if listen is None:
             return
-        host, port = parse_listen(listen)
         try:
-            runner = await serve(self.metrics.app(), host, port)
+            runner = await serve(self.metrics.app(), listen.host, listen.port)
         except OSError as exc:
             raise ConfigError(
                 f"{self.config.path}: metrics.listen: cannot listen on {listen}: {exc.strerror}"
             ) from None
-        log.info("metrics_listening", address=listen)
+        log.info("metrics_listening", address=str(listen))
         try:
             await asyncio.Event().wait()
         finally:
@@ -272,12 +284,9 @@ class Recorder:
             log.warning("restore_skipped", error=str(exc))
             return
         self.detector.seed(last)
-        for gap in self.detector.pending.values():
-            self._hold(gap)
+        self._hold_pending()
         # gaps whose backfill had not run when the recorder stopped: run it now
         self._reopened = reopened if self.config.gaps.backfill else []
-        for gap in self._reopened:
-            self._hold(gap)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
@@ -301,6 +310,7 @@ class Recorder:
                     tg.create_task(self.batcher.run()),
                     tg.create_task(self.backfiller.run()),
                     tg.create_task(self._every_second()),
+                    tg.create_task(self.notifier.keep_alive()),
                     tg.create_task(self._serve_metrics()),
                     tg.create_task(self._calendar()),
                 ]
@@ -319,38 +329,9 @@ class Recorder:
         log.info(
             "recorder_stopped",
             clean=done,
-            frames=self.stats.frames,
+            frames={stream.value: n for stream, n in self.stats.frames.items()},
             rows=self.writer.stats.rows,
             spooled_batches=self.writer.stats.spooled_batches,
             spool_bytes=self.spool.total_bytes,
             lost_rows=self.writer.stats.lost_rows,
         )
-
-
-def install_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-def tune_runtime() -> None:
-    """Interpreter settings for the recording process, each chosen by measurement
-    (``scripts/bench``): the writer thread's SQLite steps release the GIL, and under full
-    load each re-acquire waited a whole 5 ms switch interval (1 ms: SQLite path 35k -> 47k
-    msgs/s, others unchanged); a larger first GC generation and freezing start-up objects
-    cut collection time on the per-frame allocations by about a tenth."""
-    sys.setswitchinterval(0.001)
-    gc.set_threshold(50_000, 20, 20)
-    gc.freeze()
-
-
-def run_forever(coro_factory: Callable[[], object]) -> None:
-    """Run a coroutine on uvloop where it is installed, on asyncio otherwise."""
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coro_factory())  # type: ignore[arg-type]

@@ -16,12 +16,11 @@ class DeadLetter:
     def __init__(self, path: Path, max_bytes: int = 100 << 20) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.count = 0
+        #: frames counted but not written (the file full or unwritable); reported in status
         self.not_kept = 0
         self._size = path.stat().st_size if path.exists() else 0
 
     def keep(self, error: DecodeError, recv_ts: int) -> None:
-        self.count += 1
         line = (
             orjson.dumps(
                 {

@@ -12,8 +12,7 @@ from .config import Config, Secret, parse
 from .daemon import Recorder
 from .report import format_gaps, read_gaps
 from .schema import TABLES
-from .serving import bound_port, serve
-from .simulator import DEFAULT_CODES, SimConfig, Simulator
+from .sim import DEFAULT_CODES, SimConfig, Simulator
 
 
 async def demo(seconds: float, path: Path) -> None:
@@ -21,8 +20,14 @@ async def demo(seconds: float, path: Path) -> None:
     log_file = await asyncio.to_thread(_open_log, log_path)
     logs.configure("info", log_file)
     sim = Simulator(SimConfig(codes=DEFAULT_CODES, keep_truth=False))
-    runner = await serve(sim.app, "127.0.0.1", 0)
-    port = bound_port(runner)
+    async with sim.serving("127.0.0.1", 0) as port:
+        config = await _record(port, seconds, path, log_file)
+    print(summary(config))
+    print(f"log: {log_path}")
+
+
+async def _record(port: int, seconds: float, path: Path, log_file: BinaryIO) -> Config:
+    """Record from the simulator on ``port`` for ``seconds``; the config it used."""
     codes = list(DEFAULT_CODES)
     config = parse(
         {
@@ -49,10 +54,8 @@ async def demo(seconds: float, path: Path) -> None:
     try:
         await recorder.run(stop)
     finally:
-        await runner.cleanup()
         log_file.close()
-    print(summary(config))
-    print(f"log: {log_path}")
+    return config
 
 
 def _open_log(path: Path) -> BinaryIO:

@@ -12,8 +12,9 @@ The volume check needs a first snapshot as its baseline, so a trade lost between
 trades subscription and that snapshot would be invisible: for that span every session
 emits an internal ``startup`` sweep (backfilled, not written to the gaps table).
 
-The detector is fed events and calls ``emit`` with a :class:`~recorder.schema.Gap` when a
-gap is known; it does no I/O. Times are exchange time in nanoseconds.
+The detector is fed events and calls ``emit`` with a :class:`Gap` when a gap is known; it
+does no I/O and reads no clock: "now" comes from the injected ``clock`` and receive times
+from the records. Times are integer nanoseconds (exchange time unless said otherwise).
 """
 
 from __future__ import annotations
@@ -24,22 +25,35 @@ from dataclasses import dataclass
 
 from .config import GapsConfig, SubscribeConfig
 from .markets import Calendar, is_open
-from .protocol import NS, STREAMS, Depth, Kline, Record, Snapshot, Trade, market_of
-from .schema import Gap
+from .protocol import NS, STREAMS, Kline, Record, Snapshot, Stream, Trade, market_of
 
 _MINUTE = 60 * NS
 
 
+@dataclass(slots=True)
+class Gap:
+    """A hole in the record: ``[start, end]`` (ns) of one code and stream."""
+
+    start: int
+    end: int
+    code: str
+    stream: str
+    cause: str
+    detected_ts: int
+    backfilled: int = 0
+    missing: float | None = None
+    missing_unit: str | None = None
+    status: str = "open"
+    detail: str | None = None
+    #: False for an internal sweep that is backfilled but not written to the table
+    record: bool = True
+
+
 def stream_name(record: Record) -> str:
     """The gap stream of a record: ``trades``, ``depth``, ``snapshots`` or ``klines:<kt>``."""
-    if type(record) is Trade:
-        return "trades"
-    if type(record) is Depth:
-        return "depth"
-    if type(record) is Snapshot:
-        return "snapshots"
-    assert isinstance(record, Kline)
-    return f"klines:{record.kt}"
+    if type(record) is Kline:
+        return f"klines:{record.kt}"
+    return record.stream.value
 
 
 def bar_interval(kt: int, market: str) -> int | None:
@@ -70,6 +84,7 @@ class GapDetector:
         calendar: Calendar | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``clock`` gives wall-clock nanoseconds, the time base of the records' ``recv_ts``."""
         self.config = gaps
         self.emit = emit
         self.calendar = calendar or Calendar()
@@ -77,21 +92,21 @@ class GapDetector:
         self.streams: dict[str, list[str]] = {}  # gap stream -> codes
         for stream in STREAMS:
             codes = subscribe.codes(stream)
-            if stream == "klines":
+            if stream is Stream.KLINES:
                 for kt in subscribe.kline_types:
                     self.streams[f"klines:{kt}"] = codes
             elif codes:
-                self.streams[stream] = codes
-        both = set(subscribe.codes("trades")) & set(subscribe.codes("snapshots"))
+                self.streams[stream.value] = codes
+        both = set(subscribe.codes(Stream.TRADES)) & set(subscribe.codes(Stream.SNAPSHOTS))
         self._volume_codes = both
         self.last: dict[tuple[str, str], int] = {}  # (code, stream) -> exchange ts
         self.last_trade: dict[str, int] = {}  # code -> exchange ts (the trades stream)
-        self.last_trade_seen: dict[str, float] = {}  # code -> monotonic receive time
+        self.last_trade_seen: dict[str, int] = {}  # code -> receive time (ns)
         self.pending: dict[tuple[str, str], Gap] = {}  # disconnect gaps awaiting a frame
         self.silent: dict[str, Gap] = {}
         self.bars: dict[tuple[str, int], int] = {}
         self.volume: dict[str, _Volume] = {}
-        self.subscribed_at: float | None = None
+        self.subscribed_at: int | None = None  # receive-clock ns
         self.trades_since: int | None = None
         self.emitted = 0
 
@@ -114,7 +129,7 @@ class GapDetector:
             if silent is not None:
                 silent.end = trade.ts
                 self._emit(silent)
-        self.last_trade_seen[code] = time.monotonic()
+        self.last_trade_seen[code] = trade.recv_ts
         vol = self.volume.get(code)
         if vol is not None:
             vol.traded += trade.size
@@ -140,10 +155,10 @@ class GapDetector:
         self.last[key] = ts
 
     def on_subscribed(self, stream: str) -> None:
-        self.subscribed_at = time.monotonic()
+        now = self.subscribed_at = self.clock()
         if stream == "trades":
             # the volume baseline must come after the trades subscription
-            self.trades_since = self.clock() - NS
+            self.trades_since = now - NS
             self.volume.clear()
 
     def on_disconnect(self, detail: str | None = None) -> None:
@@ -186,13 +201,13 @@ class GapDetector:
         """Periodic: silence while the market is open."""
         if self.subscribed_at is None:
             return
-        now_mono, now = time.monotonic(), self.clock()
+        now = self.clock()
         limit = self.config.silence_after
         for code in self.streams.get("trades", ()):
             if code in self.silent or (code, "trades") in self.pending:
                 continue
-            seen = max(self.last_trade_seen.get(code, 0.0), self.subscribed_at)
-            if now_mono - seen <= limit:
+            seen = max(self.last_trade_seen.get(code, 0), self.subscribed_at)
+            if now - seen <= limit * NS:
                 continue
             if is_open(market_of(code), now, self.calendar) is not True:
                 continue

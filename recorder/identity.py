@@ -22,7 +22,9 @@ class TradeCounter:
 
     Counts live per code and second, and seconds more than ``window_s`` of exchange time
     behind the newest trade of their code are dropped, so memory stays bounded however long
-    the recorder runs. A backfill older than the window is checked against the sink.
+    the recorder runs; :meth:`hold` keeps the seconds a pending backfill will merge into.
+    A backfill of seconds that left the window without a hold would be merged against zero
+    counts, and the sink's dedup keys then drop the trades it already has.
     """
 
     def __init__(self, window_s: float = 900.0) -> None:

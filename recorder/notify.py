@@ -6,6 +6,7 @@ every call does nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -25,10 +26,6 @@ class Notifier:
         #: seconds between WATCHDOG=1 pings (half the watchdog timeout), or None
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and mine else None
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def send(self, message: str) -> None:
         if self.address is None:
             return
@@ -42,8 +39,15 @@ class Notifier:
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
 
+    async def keep_alive(self) -> None:
+        """Send WATCHDOG=1 pings from the event loop, so a hung loop stops them and systemd
+        restarts the process; returns at once when there is no watchdog."""
+        interval = self.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(interval)
+
     def stopping(self) -> None:
         self.send("STOPPING=1\nSTATUS=flushing")
-
-    def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")

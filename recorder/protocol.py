@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from enum import StrEnum
+from typing import Any, ClassVar, Final, TypeAlias
 
 import orjson
 
@@ -28,16 +29,48 @@ KLINE_TYPES: Final = frozenset({1, 5, 15, 30, 60, 120, 240, 1001, 1007, 1030, 20
 #: Markets of the reference, ``MARKET:SYMBOL``.
 MARKETS: Final = frozenset({"US", "HK", "SH", "SZ", "CF", "FX", "CM", "IX", "SI"})
 
-Stream: TypeAlias = Literal["trades", "depth", "snapshots", "klines"]
-STREAMS: Final[tuple[Stream, ...]] = ("trades", "depth", "snapshots", "klines")
-#: Subscribe and unsubscribe command types per stream.
-SUBSCRIBE: Final[dict[Stream, str]] = {"trades": "T", "depth": "D", "snapshots": "S", "klines": "K"}
-UNSUBSCRIBE: Final[dict[Stream, str]] = {
-    "trades": "TC",
-    "depth": "DC",
-    "snapshots": "SC",
-    "klines": "KC",
+
+class Stream(StrEnum):
+    """A QOS push stream: its name in the config and the tables, its push ``tp`` and its
+    subscribe and cancel commands. The one place a stream is mapped to anything."""
+
+    TRADES = "trades"
+    DEPTH = "depth"
+    SNAPSHOTS = "snapshots"
+    KLINES = "klines"
+
+    @property
+    def tp(self) -> str:
+        """The push frame's ``tp``, which is also the subscribe command: T, D, S or K."""
+        return _TP[self]
+
+    @property
+    def cancel(self) -> str:
+        """The cancel command: TC, DC, SC or KC."""
+        return _TP[self] + "C"
+
+    @classmethod
+    def of_tp(cls, tp: str) -> Stream:
+        """The stream of a push ``tp``; KeyError for another."""
+        return _OF_TP[tp]
+
+    @classmethod
+    def of_command(cls, kind: str) -> tuple[Stream, bool] | None:
+        """A subscribe or cancel command's stream and whether it subscribes; else None."""
+        stream = _OF_TP.get(kind.removesuffix("C"))
+        if stream is None or kind not in (stream.tp, stream.cancel):
+            return None
+        return stream, kind == stream.tp
+
+
+_TP: Final[dict[Stream, str]] = {
+    Stream.TRADES: "T",
+    Stream.DEPTH: "D",
+    Stream.SNAPSHOTS: "S",
+    Stream.KLINES: "K",
 }
+_OF_TP: Final[dict[str, Stream]] = {tp: stream for stream, tp in _TP.items()}
+STREAMS: Final[tuple[Stream, ...]] = tuple(Stream)
 COMMAND_TYPES: Final = frozenset(
     {"H", "S", "SC", "T", "TC", "D", "DC", "K", "KC", "RS", "RT", "RD", "RK", "RH", "RI"}
 )
@@ -49,6 +82,7 @@ MAX_TRADE_COUNT: Final = 50
 class Trade:
     """One trade. ``k`` counts earlier identical trades of the same code and second."""
 
+    stream: ClassVar[Stream] = Stream.TRADES
     code: str
     ts: int
     price: float
@@ -66,6 +100,7 @@ Level: TypeAlias = tuple[float, float]
 class Depth:
     """The whole visible book of one code: bids and asks best first, ``(price, size)``."""
 
+    stream: ClassVar[Stream] = Stream.DEPTH
     code: str
     ts: int
     bids: tuple[Level, ...]
@@ -91,6 +126,7 @@ class SessionQuote:
 class Snapshot:
     """A snapshot; ``volume`` and ``turnover`` are cumulative for the trading day."""
 
+    stream: ClassVar[Stream] = Stream.SNAPSHOTS
     code: str
     ts: int
     last: float
@@ -111,6 +147,7 @@ class Snapshot:
 class Kline:
     """One K-line bar; ``ts`` is the bar's open time. A later push of a bar replaces it."""
 
+    stream: ClassVar[Stream] = Stream.KLINES
     code: str
     kt: int
     ts: int
@@ -386,18 +423,27 @@ def command(kind: str, reqid: int | None = None, **fields: Any) -> bytes:
     return orjson.dumps(body)
 
 
-def heartbeat() -> bytes:
+def heartbeat(reqid: int | None = None) -> bytes:
     """The ``H`` heartbeat command."""
-    return command("H")
+    return command("H", reqid)
 
 
 def subscribe(
     stream: Stream, codes: list[str], kt: int | None = None, reqid: int | None = None
 ) -> bytes:
     """A subscribe command for one stream; K-lines need ``kt``."""
-    if stream == "klines" and kt is None:
+    if stream is Stream.KLINES and kt is None:
         raise ValueError("a K-line subscription needs kt")
-    return command(SUBSCRIBE[stream], reqid, codes=codes, kt=kt)
+    return command(stream.tp, reqid, codes=codes, kt=kt)
+
+
+def cancel(
+    stream: Stream, codes: list[str], kt: int | None = None, reqid: int | None = None
+) -> bytes:
+    """A cancel (unsubscribe) command for one stream; K-lines need ``kt``."""
+    if stream is Stream.KLINES and kt is None:
+        raise ValueError("cancelling a K-line subscription needs kt")
+    return command(stream.cancel, reqid, codes=codes, kt=kt)
 
 
 def fmt(value: float) -> str:

@@ -33,13 +33,12 @@ from aiohttp import WSMsgType, web
 
 from .config import check_code_entry
 from .exceptions import ConfigError, SinkError
-from .protocol import NS, STREAMS, SUBSCRIBE, UNSUBSCRIBE, Kline, Record, push_frame, split_codes
+from .protocol import NS, STREAMS, Kline, Record, Stream, push_frame, split_codes
 from .schema import BY_NAME, Row, record_of
 
 log = structlog.get_logger("recorder.replay")
 CHUNK = 2000
-_ORDER: dict[str, int] = {s: i for i, s in enumerate(STREAMS)}
-_TABLE_OF = {"trades": "trades", "depth": "depth", "snapshots": "snapshots", "klines": "klines"}
+_ORDER: dict[str, int] = {s.value: i for i, s in enumerate(STREAMS)}  # table -> tie-break
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ class Query:
     start: int
     end: int
     codes: tuple[str, ...] = ()
-    streams: tuple[str, ...] = STREAMS
+    streams: tuple[str, ...] = tuple(STREAMS)
 
 
 def check(query: Query) -> None:
@@ -70,7 +69,7 @@ def replay(
     start: int,
     end: int,
     codes: Iterable[str] = (),
-    streams: Iterable[str] = STREAMS,
+    streams: Iterable[str] = tuple(STREAMS),
 ) -> Iterator[Record]:
     """Records from ``source`` with ``start <= ts < end`` (ns), in time order."""
     query = Query(start, end, tuple(split_codes(list(codes))), tuple(streams))
@@ -94,7 +93,7 @@ def _sqlite_cursors(path: Path, query: Query) -> list[Iterator[tuple[tuple[Any, 
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         cursors = []
         for stream in query.streams:
-            table = BY_NAME[_TABLE_OF[stream]]
+            table = BY_NAME[Stream(stream).value]
             codes = query.codes or [
                 c for (c,) in db.execute(f"SELECT DISTINCT code FROM {table.name}")
             ]
@@ -132,7 +131,7 @@ def _keyed(table: str, order: int, row: Row) -> tuple[tuple[Any, ...], Record]:
 def _questdb_cursors(base: str, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
     cursors = []
     for stream in query.streams:
-        table = _TABLE_OF[stream]
+        table = Stream(stream).value
         cursors.append(_questdb_rows(base.rstrip("/"), table, query))
     return cursors
 
@@ -215,29 +214,28 @@ class ReplayServer:
         self.app = web.Application()
         self.app.router.add_get("/ws", self._ws)
         self.app.router.add_get("/", self._ws)
-        self.sent = 0
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        subs: dict[str, set[str]] = {tp: set() for tp in SUBSCRIBE.values()}
+        subs: dict[str, set[str]] = {s.tp: set() for s in STREAMS}
         kline_subs: set[tuple[str, int]] = set()
         changed = asyncio.Event()
         player: asyncio.Task[None] | None = None
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                reply = self._command(msg.data, subs, kline_subs)
-                await ws.send_str(orjson.dumps(reply).decode())
-                if reply["msg"] == "OK" and reply["type"] != "H":
-                    changed.set()
-                    if player is None:
-                        player = asyncio.create_task(self._play(ws, subs, kline_subs, changed))
-        finally:
-            if player is not None:
-                player.cancel()
-                await asyncio.gather(player, return_exceptions=True)
+        async with asyncio.TaskGroup() as tg:  # the player lives as long as the socket
+            try:
+                async for msg in ws:
+                    if msg.type != WSMsgType.TEXT:
+                        continue
+                    reply = self._command(msg.data, subs, kline_subs)
+                    await ws.send_str(orjson.dumps(reply).decode())
+                    if reply["msg"] == "OK" and reply["type"] != "H":
+                        changed.set()
+                        if player is None:
+                            player = tg.create_task(self._play(ws, subs, kline_subs, changed))
+            finally:
+                if player is not None:
+                    player.cancel()
         return ws
 
     def _command(
@@ -253,8 +251,8 @@ class ReplayServer:
             reply["reqid"] = req["reqid"]
         if kind == "H":
             return reply
-        stream = {v: k for k, v in SUBSCRIBE.items()} | {v: k for k, v in UNSUBSCRIBE.items()}
-        if kind not in stream or not isinstance(req.get("codes"), list):
+        command = Stream.of_command(kind)
+        if command is None or not isinstance(req.get("codes"), list):
             reply["msg"] = f"{kind} is not supported by the replay server"
             return reply
         entries = req["codes"]
@@ -263,18 +261,17 @@ class ReplayServer:
             reply["msg"] = f"invalid code: {next(p for p in problems if p)}"
             return reply
         codes = set(split_codes(entries))
-        tp = SUBSCRIBE[stream[kind]]
-        adding = kind in SUBSCRIBE.values()
-        if tp == "K":
+        stream, adding = command
+        if stream is Stream.KLINES:
             pairs = {(c, req.get("kt")) for c in codes}
             if adding:
                 kline_subs.update(pairs)
             else:
                 kline_subs.difference_update(pairs)
         elif adding:
-            subs[tp] |= codes
+            subs[stream.tp] |= codes
         else:
-            subs[tp] -= codes
+            subs[stream.tp] -= codes
         return reply
 
     async def _play(
@@ -296,12 +293,10 @@ class ReplayServer:
         first: int | None = None
         started = time.monotonic()
         for record in records:
-            frame = push_frame(record)
-            tp = frame["tp"]
             wanted = (
                 (record.code, record.kt) in kline_subs
                 if isinstance(record, Kline)
-                else record.code in subs[tp]
+                else record.code in subs[record.stream.tp]
             )
             if not wanted:
                 continue
@@ -311,6 +306,5 @@ class ReplayServer:
                 wait = (at - first) / NS / self.speed - (time.monotonic() - started)
                 if wait > 0:
                     await asyncio.sleep(wait)
-            await ws.send_str(orjson.dumps(frame).decode())
-            self.sent += 1
+            await ws.send_str(orjson.dumps(push_frame(record)).decode())
         await ws.close(code=1000, message=b"replay finished")

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .config import Config
+from .config import Address, Config
 from .exceptions import ConfigError, SinkError
 from .protocol import NS
 
@@ -112,12 +112,9 @@ def format_gaps(rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(out)
 
 
-def fetch_health(listen: str, timeout: float = 5.0) -> tuple[bool, dict[str, Any]]:
+def fetch_health(listen: Address, timeout: float = 5.0) -> tuple[bool, dict[str, Any]]:
     """Ask a running recorder's ``/healthz``; not running counts as unhealthy."""
-    from .metrics import parse_listen
-
-    host, port = parse_listen(listen)
-    url = f"http://{host}:{port}/healthz"
+    url = f"http://{listen}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return True, json.loads(resp.read())

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
+from .gaps import Gap
 from .protocol import Depth, Kline, Record, SessionQuote, Snapshot, Trade, market_of
 
 #: How a column is written: designated timestamp, other timestamp (ns), symbol, double,
@@ -184,25 +185,6 @@ GAPS: Final = Table(
 TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS)
 MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
 BY_NAME: Final = {t.name: t for t in TABLES}
-
-
-@dataclass(slots=True)
-class Gap:
-    """A hole in the record: ``[start, end]`` (ns) of one code and stream."""
-
-    start: int
-    end: int
-    code: str
-    stream: str
-    cause: str
-    detected_ts: int
-    backfilled: int = 0
-    missing: float | None = None
-    missing_unit: str | None = None
-    status: str = "open"
-    detail: str | None = None
-    #: False for an internal sweep that is backfilled but not written to the table
-    record: bool = True
 
 
 def _book(levels: tuple[tuple[float, float], ...]) -> str:

@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import structlog
@@ -70,7 +70,6 @@ class CommandGate:
         self.interval = interval
         self._lock = asyncio.Lock()
         self._last = -1e9
-        self.sent = 0
 
     async def send(self, ws: ClientConnection, payload: bytes) -> None:
         async with self._lock:
@@ -79,7 +78,6 @@ class CommandGate:
                 await asyncio.sleep(wait)
             await ws.send(payload.decode())
             self._last = time.monotonic()
-            self.sent += 1
 
 
 class Session:
@@ -95,7 +93,8 @@ class Session:
         self.gate = CommandGate(up.request_interval)
         self.frames = 0
         self._reqids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        #: reqid -> (command type, the future its reply resolves), oldest first
+        self._pending: dict[int, tuple[str, asyncio.Future[Reply]]] = {}
         self.subscribed = False
 
     async def run(self) -> None:
@@ -106,18 +105,19 @@ class Session:
             tg.create_task(self._heartbeat())
             tg.create_task(self._watchdog())
 
-    async def request(self, kind: str, **fields: object) -> Reply:
-        """Send a command through the gate and wait for its reply (matched by ``reqid``)."""
+    async def request(self, what: str, encode: Callable[[int], bytes]) -> Reply:
+        """Send ``encode(reqid)`` through the gate and wait for its reply (matched by
+        ``reqid``); ``what`` names the command in errors."""
         reqid = next(self._reqids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[reqid] = future
+        self._pending[reqid] = (what, future)
         try:
-            await self.gate.send(self.ws, protocol.command(kind, reqid, **fields))
+            await self.gate.send(self.ws, encode(reqid))
             async with asyncio.timeout(self.up.heartbeat_timeout):
                 return await future
         except TimeoutError:
             raise SessionEnded(
-                f"no reply to {kind} within {self.up.heartbeat_timeout:g} s"
+                f"no reply to {what} within {self.up.heartbeat_timeout:g} s"
             ) from None
         finally:
             self._pending.pop(reqid, None)
@@ -133,9 +133,10 @@ class Session:
         self.subscribed = True
 
     async def _subscribe(self, stream: Stream, codes: list[str], kt: int | None) -> None:
-        kind = protocol.SUBSCRIBE[stream]
         for _attempt in range(5):
-            reply = await self.request(kind, codes=codes, kt=kt)
+            reply = await self.request(
+                stream.tp, lambda reqid: protocol.subscribe(stream, codes, kt, reqid)
+            )
             if reply.ok:
                 log.info("subscribed", stream=stream, codes=codes, kt=kt)
                 self.handler.on_subscribed(stream, codes, kt)
@@ -149,7 +150,7 @@ class Session:
         while True:
             await asyncio.sleep(self.up.heartbeat_interval)
             sent = time.monotonic()
-            reply = await self.request("H")
+            reply = await self.request("H", protocol.heartbeat)
             if not reply.ok:
                 self.handler.on_rejected("heartbeat", reply.msg)
             self.handler.on_heartbeat(time.monotonic() - sent)
@@ -189,10 +190,14 @@ class Session:
         raise SessionEnded(_close_reason(self.ws))
 
     def _reply(self, reply: Reply) -> None:
-        future = self._pending.get(reply.reqid) if reply.reqid is not None else None
+        pending = self._pending.get(reply.reqid) if reply.reqid is not None else None
+        future = pending[1] if pending is not None else None
         if future is None and reply.type == "H":
-            # a heartbeat reply without reqid: match the oldest pending H
-            future = next((f for f in self._pending.values() if not f.done()), None)
+            # a heartbeat reply without reqid: it answers the oldest pending H (never a
+            # subscription waiting beside it)
+            future = next(
+                (f for kind, f in self._pending.values() if kind == "H" and not f.done()), None
+            )
         if future is not None and not future.done():
             future.set_result(reply)
         elif not reply.ok:

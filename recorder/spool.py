@@ -22,13 +22,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 from .batching import Batch
+from .config import FsyncPolicy
 from .exceptions import SpoolError
 
 _HEADER = struct.Struct("<II")
-FsyncPolicy = Literal["always", "interval", "never"]
 
 
 class Spool:
@@ -167,7 +166,7 @@ class Spool:
             yield current.seq, n, path, current, following is None
             current, n = following, n + 1
         if n == 0:
-            yield -1, 0, path, Batch({}, seq=-1), True  # empty or unreadable: just remove it
+            yield -1, 0, path, Batch({}, -1), True  # empty or unreadable: just remove it
 
     def _read(self, path: Path) -> Iterator[Batch]:
         """A segment's batches, read one entry at a time; stops at a torn or corrupt entry."""

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import orjson
 import structlog
@@ -26,7 +27,13 @@ from .sinks import Sink
 from .spool import Spool
 
 log = structlog.get_logger("recorder.writer")
-_STOP = Batch({"__stop__": []})
+
+
+class _Stop:
+    """The writer thread's stop signal: its own type, never written or spooled."""
+
+
+_STOP: Final = _Stop()
 
 
 @dataclass
@@ -56,7 +63,7 @@ class Writer:
         self.retry_interval = retry_interval
         self.stats = WriterStats()
         self._on_flush = on_flush
-        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max_pending)
         self._in_flight: Batch | None = None
         self._abandoned = threading.Event()
         self._next_try = 0.0
@@ -90,11 +97,12 @@ class Writer:
     def _run(self) -> None:
         self._try_open()
         while True:
+            batch: Batch | _Stop | None
             try:
                 batch = self._queue.get(timeout=self._wait())
             except queue.Empty:
                 batch = None
-            if batch is _STOP:
+            if isinstance(batch, _Stop):
                 self._finish()
                 return
             if batch is not None:
@@ -210,7 +218,7 @@ class Writer:
                 batch = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if batch is not _STOP:
+            if not isinstance(batch, _Stop):
                 self._handle(batch)
         self.sink.close()
 
@@ -251,7 +259,7 @@ class Writer:
                 batch = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if batch is _STOP:
-                self._queue.put(_STOP)  # the thread still has to see it
+            if isinstance(batch, _Stop):
+                self._queue.put(batch)  # the thread still has to see it
                 return
             self._spool(batch, why)

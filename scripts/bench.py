@@ -1,8 +1,14 @@
 """The benchmark behind ``scripts/bench``: every part in its own process, ratios in one run.
 
-The orchestrator starts the simulator in blast mode and an ILP/HTTP receiver that discards,
-then runs each measured part as ``python scripts/bench.py part NAME ...``; a part prints
-one JSON line with its figures. Timings are never asserted anywhere: this only measures.
+The orchestrator starts a blasting simulator (``part blast``: the simulator's server with
+trade frames pushed as fast as the socket takes them, or at a fixed rate) and an ILP/HTTP
+receiver that discards, then runs each measured part as ``python scripts/bench.py part
+NAME ...``; a part prints one JSON line with its figures. Timings are never asserted
+anywhere: this only measures.
+
+Latency pairs the i-th trade frame sent with the i-th trade row the sink acknowledged: one
+socket keeps the order, and so do the batcher and the one writer thread, with nothing
+dropped or spooled on loopback (the part reports spooled batches, which must be 0).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the discarding ILP receiver lives with the tests
+if TYPE_CHECKING:
+    from recorder.batching import Batch
+
+T = TypeVar("T")
 
 KEY = "bench-key"
 CODES = ["US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT"]
@@ -74,11 +82,70 @@ class Window:
         }
 
 
-def _loop_run(coro: Any) -> Any:
+def _loop_run(coro: Coroutine[Any, Any, T]) -> T:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def part_blast(args: argparse.Namespace) -> None:
+    """The simulator's server pushing trade frames from its market model to every trades
+    subscriber, as fast as the socket takes them (rate 0) or at ``--blast-rate`` a second;
+    with ``--blast-log``, each frame's send time is written there at exit."""
+    from recorder.protocol import Stream
+    from recorder.runtime import stop_on_signals
+    from recorder.sim import Connection, Market, SimConfig, Simulator
+
+    # Templates from the market model, so the mix of prices and sizes per second stays
+    # realistic; ``%d`` stands for the second.
+    market = Market(tuple(CODES), trades_per_second=2000)
+    frames: list[dict[str, Any]] = []
+    while len(frames) < 20000:
+        frames.extend(f for f in market.step(time.time()) if f["tp"] == "T")
+    templates = [json.dumps({**f, "ts": 0}).replace('"ts": 0', '"ts": %d') for f in frames]
+    rate = args.blast_rate or None
+    sent_ns: list[int] = []
+
+    class Blaster(Simulator):
+        def on_subscribed(self, conn: Connection, stream: Stream) -> None:
+            if stream is Stream.TRADES:
+                conn.tasks.create_task(blast(conn))
+
+        async def _market_loop(self) -> None:
+            await asyncio.Event().wait()  # no market: only the blast
+
+    async def blast(conn: Connection) -> None:
+        ws, n, i = conn.ws, len(templates), 0
+        started = time.monotonic()
+        while not ws.closed:
+            second = int(time.time())
+            for _ in range(200):
+                if args.blast_log:
+                    sent_ns.append(time.time_ns())
+                try:
+                    await ws.send_str(templates[i % n] % second)
+                except (ConnectionError, RuntimeError):
+                    return
+                i += 1
+            if rate is not None:
+                wait = started + i / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            else:
+                await asyncio.sleep(0)  # let commands and heartbeats through
+
+    sim = Blaster(SimConfig(codes=tuple(CODES), keys=(KEY,), heartbeat_timeout=3600))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with sim.serving("127.0.0.1", args.port):
+            await stop.wait()
+
+    _loop_run(go())
+    if args.blast_log:
+        Path(args.blast_log).write_text(json.dumps(sent_ns))
 
 
 def part_decode(args: argparse.Namespace) -> None:
@@ -86,10 +153,10 @@ def part_decode(args: argparse.Namespace) -> None:
     import orjson
 
     from recorder import protocol
-    from recorder.simulator import SimConfig, Simulator
+    from recorder.sim import Market
 
-    sim = Simulator(SimConfig(trades_per_second=2000, keep_truth=False))
-    frames = [orjson.dumps(f) for f in sim.step(time.time()) if f["tp"] == "T"][:2000]
+    market = Market(tuple(CODES), trades_per_second=2000)
+    frames = [orjson.dumps(f) for f in market.step(time.time()) if f["tp"] == "T"][:2000]
     frames *= 50
     start = time.perf_counter()
     for f in frames:
@@ -123,9 +190,10 @@ def part_raw(args: argparse.Namespace) -> None:
                 async for _ in ws:
                     count += 1
 
-            task = asyncio.create_task(receive())
-            figures = await Window(lambda: count, args.warmup, args.seconds).run()
-            task.cancel()
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(receive())
+                figures = await Window(lambda: count, args.warmup, args.seconds).run()
+                task.cancel()
             return figures
 
     _emit(**_loop_run(go()))
@@ -155,11 +223,12 @@ def _config(args: argparse.Namespace, sink: dict[str, Any], tmp: Path) -> Any:
 
 def part_recorder(args: argparse.Namespace) -> None:
     """The recorder end to end into one sink; counts what the sink acknowledged."""
-    from recorder import logs
+    from recorder import logs, runtime
     from recorder.config import Secret
-    from recorder.daemon import Recorder, tune_runtime
+    from recorder.daemon import Recorder
+    from recorder.protocol import Stream
 
-    tune_runtime()  # as `qos-recorder run` does
+    runtime.tune()  # as `qos-recorder run` does
     logs.configure("warning", sys.stderr.buffer)
     tmp = Path(args.tmp)
     sink: dict[str, Any] = {"kind": args.sink}
@@ -168,23 +237,24 @@ def part_recorder(args: argparse.Namespace) -> None:
     if args.sink == "questdb":
         sink["questdb"] = f"http::addr=127.0.0.1:{args.ilp_port};"
         sink["kind"] = "questdb"
-    acks: list[tuple[int, int]] = []
+    acks: list[int] = []  # acknowledgement time of each trade row, in the order acknowledged
 
-    def on_flush(batch: Any, seconds: float) -> None:
+    def on_flush(batch: Batch, seconds: float) -> None:
         if args.latency_log:
-            now = time.time_ns()
-            acks.extend((int(row[4]), now) for row in batch.tables.get("trades", ()))
+            acks.extend([time.time_ns()] * len(batch.tables.get("trades", ())))
 
     async def go() -> dict[str, Any]:
         recorder = Recorder(_config(args, sink, tmp), Secret(KEY), on_flush=on_flush)
         stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        window = Window(lambda: sum(recorder.writer.stats.rows.values()), args.warmup, args.seconds)
-        figures: dict[str, Any] = await window.run()
-        figures["received_rate"] = recorder.stats.frames["T"] / (args.warmup + args.seconds)
-        figures["spooled_batches"] = recorder.writer.stats.spooled_batches
-        stop.set()
-        await task
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(recorder.run(stop))
+            rows = recorder.writer.stats.rows
+            window = Window(lambda: sum(rows.values()), args.warmup, args.seconds)
+            figures: dict[str, Any] = await window.run()
+            received = recorder.stats.frames[Stream.TRADES]
+            figures["received_rate"] = received / (args.warmup + args.seconds)
+            figures["spooled_batches"] = recorder.writer.stats.spooled_batches
+            stop.set()
         return figures
 
     figures = _loop_run(go())
@@ -235,7 +305,7 @@ def part_naive(args: argparse.Namespace) -> None:
 
 def part_ilp(args: argparse.Namespace) -> None:
     """A discarding ILP/HTTP receiver, in its own process so its CPU is not the recorder's."""
-    from ilp_receiver import IlpServer
+    from recorder.sim.ilp import IlpServer
 
     server = IlpServer(mode="discard")
     server.port = args.ilp_port
@@ -281,7 +351,8 @@ def part_drain(args: argparse.Namespace) -> None:
                             )
                             for r in range(rows_per_batch)
                         ]
-                    }
+                    },
+                    seq=b,
                 )
             )
         writer = Writer(make_sink(_config(args, sink_cfg, tmp)), spool, retry_interval=0.05)
@@ -320,11 +391,11 @@ def part_replay(args: argparse.Namespace) -> None:
 
 def part_soak(args: argparse.Namespace) -> None:
     """The recorder at full rate for a long while, resident memory sampled every 10 s."""
-    from recorder import logs
+    from recorder import logs, runtime
     from recorder.config import Secret
-    from recorder.daemon import Recorder, tune_runtime
+    from recorder.daemon import Recorder
 
-    tune_runtime()
+    runtime.tune()
     logs.configure("warning", sys.stderr.buffer)
     tmp = Path(args.tmp)
     sink = {"kind": "questdb", "questdb": f"http::addr=127.0.0.1:{args.ilp_port};"}
@@ -332,16 +403,17 @@ def part_soak(args: argparse.Namespace) -> None:
     async def go() -> dict[str, Any]:
         recorder = Recorder(_config(args, sink, tmp), Secret(KEY))
         stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        samples, identities = [], []
-        deadline = time.monotonic() + args.seconds
-        while time.monotonic() < deadline:
-            await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
-            samples.append(_rss_mb())
-            identities.append(len(recorder.counter))
-        rows = sum(recorder.writer.stats.rows.values())
-        stop.set()
-        await task
+        samples: list[float] = []
+        identities: list[int] = []
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(recorder.run(stop))
+            deadline = time.monotonic() + args.seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
+                samples.append(_rss_mb())
+                identities.append(len(recorder.counter))
+            rows = sum(recorder.writer.stats.rows.values())
+            stop.set()
         first = samples[min(1, len(samples) - 1)]  # after warm-up
         return {
             "rss_first_mb": first,
@@ -357,7 +429,8 @@ def part_soak(args: argparse.Namespace) -> None:
     _emit(**_loop_run(go()))
 
 
-PARTS = {
+PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "blast": part_blast,
     "decode": part_decode,
     "raw": part_raw,
     "recorder": part_recorder,
@@ -433,23 +506,10 @@ class Bench:
         return figures
 
     def simulator(self, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+        """A blasting simulator in its own process (``part blast``)."""
         port = _free_port()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "recorder",
-                "simulate",
-                "--port",
-                str(port),
-                "--key",
-                KEY,
-                "--heartbeat-timeout",
-                "3600",
-                "--codes",
-                ",".join(CODES),
-                *extra,
-            ],
+            [sys.executable, __file__, "part", "blast", "--port", str(port), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=self.env,
@@ -468,7 +528,7 @@ class Bench:
         ilp.stdout.readline()
         try:
             self.part("decode")
-            sim, url = self.simulator("--blast", "0")
+            sim, url = self.simulator("--blast-rate", "0")
             try:
                 self.part("raw", "--url", url)
                 for sink in ("null", "sqlite", "questdb"):
@@ -479,7 +539,9 @@ class Bench:
             finally:
                 _stop(sim)
             log = self.tmp / "sent.json"
-            sim, url = self.simulator("--blast", str(opts.latency_rate), "--blast-log", str(log))
+            sim, url = self.simulator(
+                "--blast-rate", str(opts.latency_rate), "--blast-log", str(log)
+            )
             acks = self.tmp / "acks.json"
             try:
                 self.part(
@@ -584,10 +646,12 @@ class Bench:
 
 
 def _latency(sent_path: Path, acks_path: Path) -> dict[str, float]:
-    sent = json.loads(sent_path.read_text())
-    acks = json.loads(acks_path.read_text())
+    """Send -> acknowledgement per trade, paired by position (see the module docstring)."""
+    sent: list[int] = json.loads(sent_path.read_text())
+    acks: list[int] = json.loads(acks_path.read_text())
     skip = len(sent) // 10  # warm-up
-    lat = sorted((ack - sent[seq]) / 1e6 for seq, ack in acks if skip <= seq < len(sent))
+    pairs = list(zip(sent, acks, strict=False))[skip:]
+    lat = sorted((ack - at) / 1e6 for at, ack in pairs)
     if not lat:
         return {
             "p50_ms": float("nan"),
@@ -627,34 +691,34 @@ def _machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # Flags both the orchestrator and a part take are declared once, here.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--seconds", type=float, default=15.0, help="measured seconds per part")
+    shared.add_argument("--warmup", type=float, default=2.0)
+    shared.add_argument("--drain-batches", type=int, default=200)
+    shared.add_argument("--batch-rows", type=int, default=2000)
+    shared.add_argument("--batch-age", type=float, default=0.05)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[shared])
     sub = parser.add_subparsers(dest="mode")
-    part = sub.add_parser("part")
+    part = sub.add_parser("part", parents=[shared])
     part.add_argument("name", choices=sorted(PARTS))
     for flag, kind, default in (
         ("--url", str, ""),
         ("--sink", str, "null"),
         ("--tmp", str, "."),
-        ("--seconds", float, 10.0),
-        ("--warmup", float, 2.0),
         ("--ilp-port", int, 0),
         ("--latency-log", str, ""),
-        ("--drain-batches", int, 100),
         ("--db", str, ""),
-        ("--batch-rows", int, 2000),
-        ("--batch-age", float, 0.05),
+        ("--port", int, 0),
+        ("--blast-rate", float, 0.0),
+        ("--blast-log", str, ""),
     ):
         part.add_argument(flag, type=kind, default=default)
     parser.add_argument("--quick", action="store_true", help="short runs, under 30 s in all")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per part")
-    parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument(
         "--soak", type=float, default=600.0, help="seconds of the memory soak (0 skips it)"
     )
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
-    parser.add_argument("--drain-batches", type=int, default=200)
-    parser.add_argument("--batch-rows", type=int, default=2000)
-    parser.add_argument("--batch-age", type=float, default=0.05)
     opts = parser.parse_args()
     if opts.mode == "part":
         PARTS[opts.name](opts)

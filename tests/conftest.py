@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import HealthCheck, settings
+from simulated import SimulatorThread
 
 from recorder.config import Config, Secret, parse
 from recorder.daemon import Recorder
-from recorder.simulator import Faults, SimConfig, SimulatorThread
+from recorder.sim import Faults, SimConfig
 from recorder.sinks import Sink
 
 sys.path.insert(0, str(Path(__file__).parent))

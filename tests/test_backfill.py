@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
+from simulated import SimulatorThread
 from truth import check_trades, trade_key
 
 from recorder.daemon import Recorder
 from recorder.protocol import NS
-from recorder.simulator import Faults, SimulatorThread
+from recorder.sim import Faults
 
 SimFactory = Callable[..., SimulatorThread]
 DROP_SECONDS = float(os.environ.get("QOS_DROP_SECONDS", "60"))

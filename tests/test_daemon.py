@@ -17,10 +17,10 @@ from conftest import (
     wait_for,
     write_config,
 )
+from simulated import SimulatorThread
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
-from recorder.protocol import NS
-from recorder.simulator import SimulatorThread
+from recorder.protocol import NS, Stream
 
 SimFactory = Callable[..., SimulatorThread]
 E2E_SECONDS = float(os.environ.get("QOS_E2E_SECONDS", "60"))
@@ -34,7 +34,13 @@ def test_sixty_seconds_without_faults_store_every_pushed_record_once(
     config = make_config(
         sim, tmp_path, codes, subscribe={"klines": codes[:2], "kline_types": [1, 5]}
     )
-    recorder = run_recorder(config, seconds=E2E_SECONDS)
+    # until a minute's worth of trades arrived (the simulator pushes exactly 20/s per code)
+    expected = E2E_SECONDS * 20 * len(codes)
+    recorder = run_recorder(
+        config,
+        until=lambda r: r.stats.frames[Stream.TRADES] >= expected,
+        timeout=E2E_SECONDS * 2,
+    )
     db = tmp_path / "ticks.sqlite"
     # the recorder received exactly the first frames sent (TCP keeps order)
     sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.stats.frames.values())]
@@ -83,7 +89,7 @@ def test_writing_the_same_batches_twice_duplicates_nothing(
     }
     # re-send every stored row as new batches: nothing may change
     for table, stored in before.items():
-        batches.append(Batch({table: stored}))
+        batches.append(Batch({table: stored}, len(batches)))
     sink = SQLiteSink(db)
     for batch in batches + batches:
         sink.write(batch)
@@ -118,7 +124,7 @@ batch_age = 1.0
     assert stopped["clean"] is True and stopped["lost_rows"] == 0
     db = tmp_path / "ticks.sqlite"
     (stored,) = rows(db, "SELECT count(*) FROM trades")[0]
-    assert stored == stopped["frames"]["T"] > 3000
+    assert stored == stopped["frames"]["trades"] > 3000
     assert stopped["rows"]["trades"] == stored
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     # what was stored is exactly the first `stored` trades the simulator pushed
@@ -129,14 +135,16 @@ batch_age = 1.0
 def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_path: Path) -> None:
     sim = make_sim(trades_per_second=50, seed=8)
     config = make_config(sim, tmp_path, ["US:AAPL"])
-    first = run_recorder(config, until=lambda r: r.stats.frames["T"] >= 50, timeout=20)
+    first = run_recorder(config, until=lambda r: r.stats.frames[Stream.TRADES] >= 50, timeout=20)
     second = run_recorder(config, until=lambda r: len(r.counter) > 0, timeout=20)
-    assert first.stats.frames["T"] >= 50
+    assert first.stats.frames[Stream.TRADES] >= 50
     # the second run learned the first run's identities at start-up
     seeded = rows(
         tmp_path / "ticks.sqlite",
         "SELECT code, ts, price, size, side, count(*) FROM trades GROUP BY 1,2,3,4,5",
     )
-    assert seeded and all(second.counter.count(tuple(r[:5])) >= r[5] for r in seeded)  # type: ignore[arg-type]
+    assert seeded and all(
+        second.counter.count((r[0], r[1], r[2], r[3], r[4])) >= r[5] for r in seeded
+    )
     started = time.time_ns() - 3600 * NS
     assert all(r[1] > started for r in seeded)

@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
-
-from conftest import wait_for
+from collections.abc import Callable
 
 from recorder.config import GapsConfig, SubscribeConfig
-from recorder.gaps import GapDetector
+from recorder.gaps import Gap, GapDetector
 from recorder.markets import Calendar, is_open
 from recorder.protocol import NS, Depth, Kline, Snapshot, Trade
-from recorder.schema import Gap
 
 T0 = int(dt.datetime(2026, 11, 25, 15, 0, tzinfo=dt.UTC).timestamp()) * NS  # Wed 10:00 ET
 
 
 def _detector(
-    gaps: GapsConfig | None = None, **sub: tuple[str, ...]
+    gaps: GapsConfig | None = None,
+    subscribe: SubscribeConfig | None = None,
+    clock: Callable[[], int] = lambda: T0,
 ) -> tuple[GapDetector, list[Gap]]:
     emitted: list[Gap] = []
-    subscribe = (
-        SubscribeConfig(**sub)
-        if sub
-        else SubscribeConfig(
-            trades=("US:AAPL", "CF:BTCUSDT"), snapshots=("US:AAPL",), depth=("US:AAPL",)
-        )
+    subscribe = subscribe or SubscribeConfig(
+        trades=("US:AAPL", "CF:BTCUSDT"), snapshots=("US:AAPL",), depth=("US:AAPL",)
     )
-    return GapDetector(gaps or GapsConfig(), subscribe, emitted.append, clock=lambda: T0), emitted
+    return GapDetector(gaps or GapsConfig(), subscribe, emitted.append, clock=clock), emitted
 
 
 def _trade(code: str, s: int, size: float = 100.0) -> Trade:
@@ -61,7 +57,7 @@ def test_a_disconnect_is_a_gap_for_every_code_and_stream() -> None:
 
 
 def test_two_disconnects_before_data_keep_the_first_start() -> None:
-    det, out = _detector(trades=("US:AAPL",))
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",)))
     det.on_record(_trade("US:AAPL", 1))
     det.on_disconnect()
     det.on_disconnect()
@@ -70,7 +66,7 @@ def test_two_disconnects_before_data_keep_the_first_start() -> None:
 
 
 def test_restart_gap_from_the_last_stored_row() -> None:
-    det, out = _detector(trades=("US:AAPL",))
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",)))
     det.seed({("US:AAPL", "trades"): T0 - 600 * NS})
     det.on_record(_trade("US:AAPL", 5))
     (gap,) = out
@@ -78,7 +74,7 @@ def test_restart_gap_from_the_last_stored_row() -> None:
 
 
 def test_volume_that_trades_do_not_explain_is_a_gap() -> None:
-    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_record(_snap("US:AAPL", 0, 1000))
     det.on_record(_trade("US:AAPL", 1, 100))
     det.on_record(_snap("US:AAPL", 1, 1100))  # explained
@@ -95,7 +91,7 @@ def test_volume_that_trades_do_not_explain_is_a_gap() -> None:
 
 
 def test_a_snapshot_that_overtakes_its_trade_is_not_a_gap() -> None:
-    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_record(_snap("US:AAPL", 0, 1000))
     det.on_record(_snap("US:AAPL", 1, 1200))
     det.on_record(_trade("US:AAPL", 1, 200))
@@ -105,7 +101,8 @@ def test_a_snapshot_that_overtakes_its_trade_is_not_a_gap() -> None:
 
 def test_volume_tolerance_and_new_day() -> None:
     det, out = _detector(
-        GapsConfig(volume_tolerance=0.1), trades=("US:AAPL",), snapshots=("US:AAPL",)
+        GapsConfig(volume_tolerance=0.1),
+        SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)),
     )
     det.on_record(_snap("US:AAPL", 0, 1000))
     det.on_record(_snap("US:AAPL", 1, 1050))
@@ -117,8 +114,11 @@ def test_volume_tolerance_and_new_day() -> None:
 
 
 def test_skipped_kline_bars_while_open_are_a_gap() -> None:
-    det, out = _detector(klines=("CF:BTCUSDT", "HK:700"), kline_types=(1,))
-    bar = lambda code, m: Kline(code, 1, T0 + m * 60 * NS, 1, 1, 1, 1, 1, 0)  # noqa: E731
+    det, out = _detector(subscribe=SubscribeConfig(klines=("CF:BTCUSDT", "HK:700")))
+
+    def bar(code: str, m: int) -> Kline:
+        return Kline(code, 1, T0 + m * 60 * NS, 1, 1, 1, 1, 1, 0)
+
     det.on_record(bar("CF:BTCUSDT", 0))
     det.on_record(bar("CF:BTCUSDT", 0))  # the same bar again is an update, not a skip
     det.on_record(bar("CF:BTCUSDT", 1))
@@ -137,13 +137,27 @@ def test_skipped_kline_bars_while_open_are_a_gap() -> None:
 
 
 def test_silence_while_open_is_a_gap_and_closes_with_the_next_trade() -> None:
-    det, out = _detector(GapsConfig(silence_after=0.05), trades=("CF:BTCUSDT", "HK:700"))
+    now = [T0]
+    det, out = _detector(
+        GapsConfig(silence_after=5),
+        SubscribeConfig(trades=("CF:BTCUSDT", "HK:700")),
+        clock=lambda: now[0],
+    )
     det.on_subscribed("trades")
     out.clear()
-    det.on_record(_trade("CF:BTCUSDT", 1))
-    assert wait_for(lambda: (det.check(), bool(out))[1], timeout=5)
+    det.on_record(_trade("CF:BTCUSDT", 1))  # received at T0 + 1 s
+    now[0] = T0 + 6 * NS
+    det.check()
+    assert out == []  # 5 s without a trade is not more than silence_after
+    now[0] += 1
+    det.check()
     (gap,) = out  # HK is closed at this hour (the clock says 23:00 in Hong Kong)
-    assert (gap.code, gap.cause, gap.start) == ("CF:BTCUSDT", "silence", T0 + NS)
+    assert (gap.code, gap.cause, gap.start, gap.end) == (
+        "CF:BTCUSDT",
+        "silence",
+        T0 + NS,
+        T0 + 6 * NS + 1,
+    )
     det.check()
     assert len(out) == 1
     det.on_record(_trade("CF:BTCUSDT", 30))
@@ -173,7 +187,7 @@ def test_market_hours() -> None:
 
 
 def test_each_session_sweeps_the_span_before_the_first_snapshot() -> None:
-    det, out = _detector(trades=("US:AAPL",), snapshots=("US:AAPL",))
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_subscribed("trades")
     det.on_record(_trade("US:AAPL", 1))
     det.on_record(_snap("US:AAPL", 2, 1000))

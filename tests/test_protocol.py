@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
-from recorder.protocol import NS, Depth, Kline, Reply, Snapshot, Trade
+from recorder.protocol import NS, Depth, Kline, Reply, Snapshot, Stream, Trade
 
 RECV = 1_700_000_000_123_456_789
 
@@ -127,12 +127,12 @@ def test_malformed_frames_raise_decode_error_with_the_frame(frame: bytes) -> Non
 
 def test_commands_encode_every_type() -> None:
     assert orjson.loads(protocol.heartbeat()) == {"type": "H"}
-    assert orjson.loads(protocol.subscribe("trades", ["US:AAPL"], reqid=3)) == {
+    assert orjson.loads(protocol.subscribe(Stream.TRADES, ["US:AAPL"], reqid=3)) == {
         "type": "T",
         "codes": ["US:AAPL"],
         "reqid": 3,
     }
-    assert orjson.loads(protocol.subscribe("klines", ["CF:BTCUSDT"], kt=1)) == {
+    assert orjson.loads(protocol.subscribe(Stream.KLINES, ["CF:BTCUSDT"], kt=1)) == {
         "type": "K",
         "codes": ["CF:BTCUSDT"],
         "kt": 1,
@@ -142,7 +142,7 @@ def test_commands_encode_every_type() -> None:
     with pytest.raises(ValueError):
         protocol.command("X")
     with pytest.raises(ValueError):
-        protocol.subscribe("klines", ["CF:BTCUSDT"])
+        protocol.subscribe(Stream.KLINES, ["CF:BTCUSDT"])
 
 
 def test_http_records_decode_like_pushes() -> None:

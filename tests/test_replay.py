@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 from conftest import make_config, run_recorder, wait_for
+from simulated import SimulatorThread
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from recorder import protocol
 from recorder.exceptions import ConfigError
-from recorder.protocol import NS, Kline, Trade
+from recorder.protocol import NS, Kline, Stream, Trade
 from recorder.replay import pace_time, replay
-from recorder.simulator import SimConfig, SimulatorThread
+from recorder.sim import SimConfig
 
 CODES = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
 
@@ -49,7 +50,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
             subscribe={"klines": CODES[:1], "kline_types": [1]},
             gaps={"backfill": False},
         )
-        recorder = run_recorder(config, seconds=8)
+        recorder = run_recorder(
+            config, until=lambda r: r.stats.frames[Stream.TRADES] >= 90, timeout=30
+        )
         # TCP keeps order: the recorder received exactly the first frames that were sent
         # (the simulator may have pushed a few more as it stopped reading)
         received = sum(recorder.stats.frames.values())
@@ -128,8 +131,9 @@ def test_ndjson_round_trip_equals_what_was_pushed(recording: Recording) -> None:
 
 def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
     start, end = recording.start * NS, recording.end * NS
-    trades = list(replay(recording.db, start, end, codes=["HK:700"], streams=["trades"]))
-    assert trades and all(isinstance(t, Trade) and t.code == "HK:700" for t in trades)
+    records = list(replay(recording.db, start, end, codes=["HK:700"], streams=["trades"]))
+    trades = [t for t in records if isinstance(t, Trade) and t.code == "HK:700"]
+    assert trades and trades == records
     assert [(t.ts, t.price, t.size, t.side) for t in trades] == [
         (r.ts, r.price, r.size, r.side)
         for r in (_record(f) for f in _unique(recording.sent))

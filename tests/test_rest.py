@@ -8,11 +8,11 @@ import time
 
 import pytest
 from conftest import wait_for
+from simulated import SimulatorThread
 
 from recorder.config import Secret, UpstreamConfig
 from recorder.exceptions import ApiError, UpstreamError
 from recorder.rest import RateLimiter, RestClient
-from recorder.simulator import SimulatorThread
 
 
 def _client(sim: SimulatorThread, **changes: object) -> RestClient:
@@ -21,7 +21,7 @@ def _client(sim: SimulatorThread, **changes: object) -> RestClient:
 
 
 def test_a_response_over_the_bound_is_refused(sim: SimulatorThread) -> None:
-    assert wait_for(lambda: sim.call(lambda: len(sim.sim.codes["US:AAPL"].trades)) >= 10)
+    assert wait_for(lambda: sim.call(lambda: len(sim.sim.market.codes["US:AAPL"].trades)) >= 10)
 
     async def go() -> None:
         async with _client(sim, max_http_bytes=200) as rest:

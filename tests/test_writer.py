@@ -18,12 +18,13 @@ from conftest import (
     wait_for,
     write_config,
 )
-from ilp_receiver import IlpServer, Receiver
+from simulated import SimulatorThread
 from truth import check_trades
 
 from recorder.batching import Batch
 from recorder.daemon import Recorder
-from recorder.simulator import SimulatorThread
+from recorder.protocol import Stream
+from recorder.sim.ilp import IlpServer, Receiver
 from recorder.sinks.null import NullSink
 from recorder.spool import Spool
 from recorder.writer import Writer
@@ -92,7 +93,7 @@ def test_ilp_answering_503_then_refusing_connections_loses_nothing(
     assert stats.failures > 0 and stats.spooled_batches > 0 and stats.lost_rows == 0
     assert state.failed_writes > 0
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
-    received = recorder.stats.frames["T"]
+    received = recorder.stats.frames[Stream.TRADES]
     # every identity the recorder received reached the database; re-sent batches carry the
     # same identities, which QuestDB's dedup keys fold into one row
     identities = _identities(state)
@@ -133,7 +134,7 @@ def test_a_locked_sqlite_file_loses_nothing_and_duplicates_nothing(
     )
     holder.join()
     assert recorder.writer.stats.failures > 0 and recorder.writer.stats.spooled_batches > 0
-    received = recorder.stats.frames["T"]
+    received = recorder.stats.frames[Stream.TRADES]
     stored = rows(db, "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == received
     check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
@@ -160,7 +161,7 @@ retry_interval = 0.5
         pushed = wait_for(lambda: len(sim.call(lambda: sim.sim.sent_frames("T"))) > 200, 30)
         stopped, _ = sigterm(proc)
         assert spooled and pushed
-        received = stopped["frames"]["T"]
+        received = stopped["frames"]["trades"]
         assert stopped["spool_bytes"] > 0 and stopped["lost_rows"] == 0 and received > 200
         assert ilp.state.table("trades") == []
         # the database is back: the next start drains the spool first
@@ -185,7 +186,7 @@ def _keys(frames: list[dict[str, object]]) -> set[tuple[object, ...]]:
     from truth import trade_key
 
     seen: Counter[tuple[object, ...]] = Counter()
-    out = set()
+    out: set[tuple[object, ...]] = set()
     for f in frames:
         key = trade_key(f)
         out.add((*key, seen[key]))
@@ -209,7 +210,7 @@ def test_writer_spools_when_its_queue_is_full_and_keeps_order(tmp_path: Path) ->
     writer = Writer(sink, Spool(tmp_path / "spool"), max_pending=2, retry_interval=0.05)
     writer.start()
     batches = [
-        Batch({"trades": [(i, "US:AAPL", "US", 1.0, 1.0, 1, 0, "live", 0)]}) for i in range(10)
+        Batch({"trades": [(i, "US:AAPL", "US", 1.0, 1.0, 1, 0, "live", 0)]}, i) for i in range(10)
     ]
     for batch in batches:
         writer.submit(batch)

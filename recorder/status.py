@@ -1,0 +1,105 @@
+"""The recorder's state at one moment, as a frozen value, and the health verdict on it.
+
+:meth:`recorder.daemon.Recorder.status` builds a :class:`Status`; ``/metrics``, ``/healthz``
+and ``qos-recorder status`` only render it, so none of them reaches into the daemon.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import MetricsConfig
+from .protocol import NS, Stream
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Everything the recorder reports. Times are wall-clock ns unless said otherwise."""
+
+    now: int
+    connected: bool
+    connected_since: float | None  # unix seconds
+    subscribed: bool
+    last_disconnect_reason: str | None
+    reconnects: int
+    heartbeat_rtt: float | None  # seconds
+    frames: Mapping[Stream, int]
+    frames_per_second: float
+    decode_errors: int
+    dead_letter_dropped: int
+    rejected_requests: int
+    rest_requests: int
+    #: receive time of the last frame per code
+    last_frame: Mapping[str, int]
+    rows_written: Mapping[str, int]
+    writer_queue: int
+    batcher_rows: int
+    sink_healthy: bool
+    sink_error: str | None
+    sink_failures: int
+    lost_rows: int
+    spool_bytes: int
+    spool_max_bytes: int
+    spool_segments: int
+    spool_rejected_rows: int
+    open_gaps: int
+    backfilled_rows: int
+
+    def last_frame_age(self) -> float | None:
+        """Seconds since the newest frame of any code, or None before the first."""
+        last = max(self.last_frame.values(), default=None)
+        return None if last is None else (self.now - last) / NS
+
+    def health(self, limits: MetricsConfig) -> tuple[bool, dict[str, Any]]:
+        """Whether the recorder is healthy, and the summary ``/healthz`` and ``status`` show."""
+        age = self.last_frame_age()
+        spool_fraction = self.spool_bytes / self.spool_max_bytes
+        reasons = []
+        if not self.connected:
+            reasons.append(f"disconnected: {self.last_disconnect_reason or 'not yet connected'}")
+        elif not self.subscribed:
+            reasons.append("connected but not subscribed yet")
+        if age is None or age > limits.stale_after:
+            reasons.append(
+                "no frame received" if age is None else f"stale: last frame {age:.0f} s ago"
+            )
+        if spool_fraction > limits.spool_warn_fraction:
+            reasons.append(f"spool {spool_fraction:.0%} full")
+        if not self.sink_healthy:
+            reasons.append(f"database unavailable: {self.sink_error}")
+        summary = {
+            "status": "ok" if not reasons else "unhealthy",
+            "reasons": reasons,
+            "connected_since": self.connected_since,
+            "frames": {stream.value: n for stream, n in self.frames.items()},
+            "frames_per_second": round(self.frames_per_second, 1),
+            "last_frame_age_seconds": None if age is None else round(age, 3),
+            "reconnects": self.reconnects,
+            "rows_written": dict(self.rows_written),
+            "spool_bytes": self.spool_bytes,
+            "spool_segments": self.spool_segments,
+            "open_gaps": self.open_gaps,
+            "backfilled_rows": self.backfilled_rows,
+            "decode_errors": self.decode_errors,
+            "lost_rows": self.lost_rows,
+        }
+        return not reasons, summary
+
+
+class RateMeter:
+    """A rate over the last minute or so, from samples of a running total."""
+
+    def __init__(self, samples: int = 13) -> None:
+        self._samples: deque[tuple[float, int]] = deque(maxlen=samples)
+
+    def sample(self, at: float, total: int) -> None:
+        self._samples.append((at, total))
+
+    def rate(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
