@@ -138,26 +138,32 @@ class Backfiller:
             by_code.setdefault(record.code, []).append(record)
         for gap in sorted(gaps, key=lambda g: g.start):
             returned = by_code.get(gap.code, [])
-            inside = [t for t in returned if gap.start <= t.ts <= gap.end]
+            end = _end(gap)
+            inside = [t for t in returned if gap.start <= t.ts <= end]
             new = self.counter.merge(inside)
             for trade in new:
                 self.write(trade)
             gap.backfilled += len(new)
+            gap.backfilled_volume += sum(t.size for t in new)
             self.rows += len(new)
             oldest = min((t.ts for t in returned), default=None)
             if len(returned) >= self.trade_count and oldest is not None and oldest > gap.start:
+                # an internal sweep that could not be filled is a hole like any other
+                gap.record = True
                 gap.status = "partial"
-                gap.missing = (oldest - gap.start) / NS
+                lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
+                gap.missing = (lost_to - gap.start) / NS
                 gap.missing_unit = "seconds"
                 gap.detail = (
                     f"/trade keeps the latest {self.trade_count} trades; trades from "
-                    f"{_iso(gap.start)} to {_iso(oldest)} are not recoverable"
+                    f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
                 )
             else:
                 # the window reaches back past the gap's start: every trade of the span is
                 # stored now (the merge keeps the union), whatever the estimate said
                 gap.status = "filled"
                 gap.missing = 0.0 if gap.missing is not None else None
+            gap.settle_volume()
             self._resolved(gap)
             log.info(
                 "backfilled",
@@ -172,9 +178,10 @@ class Backfiller:
         reqs = []
         for gap in gaps:
             kt = int(gap.stream.partition(":")[2])
-            span = max(1, (gap.end - gap.start) // (60 * NS) + 2)
+            end = _end(gap)
+            span = max(1, (end - gap.start) // (60 * NS) + 2)
             reqs.append(
-                {"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt, "e": gap.end // NS}
+                {"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt, "e": end // NS}
             )
         data = await self.rest.post("/history", {"kline_reqs": reqs})
         bars = self._decode("K", data)
@@ -186,7 +193,7 @@ class Backfiller:
                 if isinstance(b, Kline)
                 and b.code == gap.code
                 and b.kt == kt
-                and gap.start <= b.ts <= gap.end
+                and gap.start <= b.ts <= _end(gap)
             ]
             for bar in inside:
                 bar.source = "backfill"
@@ -208,7 +215,7 @@ class Backfiller:
         for gap in gaps:
             gap.backfilled += sum(1 for r in records if r.code == gap.code)
             gap.status = "unrecoverable"
-            gap.missing = (gap.end - gap.start) / NS
+            gap.missing = (_end(gap) - gap.start) / NS
             gap.missing_unit = "seconds"
             gap.detail = f"current state refreshed from {path}; states during the gap are lost"
             self._resolved(gap)
@@ -230,11 +237,21 @@ def _coalesce(gaps: list[Gap]) -> list[Gap]:
         key = (gap.start, gap.code, gap.stream, gap.cause)
         first = merged.setdefault(key, gap)
         if first is not gap:
-            first.end = max(first.end, gap.end)
+            first.end = max(_end(first), _end(gap))
+            first.backfilled_volume += gap.backfilled_volume
             if gap.missing is not None:
                 first.missing = (first.missing or 0.0) + gap.missing
+            if gap.unexplained is not None:
+                first.unexplained = (first.unexplained or 0.0) + gap.unexplained
             first.record = first.record or gap.record
     return list(merged.values())
+
+
+def _end(gap: Gap) -> int:
+    """The end of a gap handed to the backfill, which only takes gaps that ended."""
+    if gap.end is None:
+        raise ValueError(f"gap of {gap.code} {gap.stream} has no end yet")
+    return gap.end
 
 
 def _iso(ns: int) -> str:

@@ -15,7 +15,7 @@ import orjson
 
 from .gaps import Gap
 from .protocol import Depth, Kline, Record, Snapshot, Trade, market_of
-from .schema import Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
+from .schema import BY_NAME, Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
 
 _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
     Trade: ("trades", trade_row),
@@ -54,7 +54,11 @@ class Batch:
         doc = orjson.loads(data)
         if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict):
             raise ValueError("spooled batch is not an object with tables")
-        tables = {t: [tuple(r) for r in rows] for t, rows in doc["tables"].items()}
+        # rows spooled by an earlier version lack the columns added since: pad them
+        tables = {
+            t: [BY_NAME[t].pad(tuple(r)) if t in BY_NAME else tuple(r) for r in rows]
+            for t, rows in doc["tables"].items()
+        }
         return cls(tables, seq=int(doc["seq"]))
 
     @classmethod

@@ -76,7 +76,7 @@ class UpstreamConfig:
     http_timeout: float = 10.0
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
-    backoff_max: float = 60.0
+    backoff_max: float = 5.0
     healthy_after: float = 30.0
     max_frame_bytes: int = 1 << 20
     max_http_bytes: int = 8 << 20

@@ -12,19 +12,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import structlog
 
 from .backfill import Backfiller
 from .batching import Batch, Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
-from .exceptions import ConfigError, DecodeError, RecorderError
+from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
 from .gaps import Gap, GapDetector
-from .identity import TradeCounter
+from .identity import Ordinals, TradeCounter
 from .markets import Calendar
 from .metrics import Metrics
 from .notify import Notifier
-from .protocol import NS, STREAMS, Record, Stream, Trade, market_of
+from .protocol import NS, STREAMS, Depth, Record, Snapshot, Stream, Trade, market_of
 from .rest import RestClient
 from .schema import gap_of
 from .serving import serve
@@ -35,6 +36,9 @@ from .status import RateMeter, Status
 from .writer import Writer
 
 log = structlog.get_logger("recorder")
+#: how far before the last time saved a gap starts when the database cannot say (the
+#: batcher and the writer's queue may have held a few seconds of rows at a crash)
+LAST_SEEN_MARGIN = 10 * NS
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Recorder:
         # check's detection delay); the seconds a trades gap's backfill will merge are held
         # until it ran. Memory is this window times the distinct trades per second.
         self.counter = TradeCounter(window_s=10.0)
+        self.ordinals = Ordinals(window_s=10.0)  # n of depth and snapshot rows
         self.sink = sink if sink is not None else make_sink(config)
         sc, sp = config.sink, config.spool
         self.spool = Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
@@ -90,9 +95,12 @@ class Recorder:
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
-        self.detector = GapDetector(config.gaps, config.subscribe, self._on_gap, self.calendar)
-        self.rest = RestClient(config.upstream, key)
+        self.detector = GapDetector(
+            config.gaps, config.subscribe, self._on_gap, self.calendar, update=self._on_gap_opened
+        )
+        self.rest = RestClient(config.upstream, key, budget=self.spool.dir / "rest-budget.json")
         self._reopened: list[Gap] = []
+        self._last_seen_path = self.spool.dir / "last-seen.json"
         self.backfiller = Backfiller(
             self.rest,
             self.counter,
@@ -120,9 +128,13 @@ class Recorder:
             self.counter.assign(record)
             self.batcher.add_trade(record)
             self.detector.on_trade(record)
-        else:
-            self.batcher.add(record)
-            self.detector.on_record(record)
+            return
+        if type(record) is Depth:
+            record.n = self.ordinals.assign(record.code, record.ts, (record.bids, record.asks))
+        elif type(record) is Snapshot:
+            record.n = self.ordinals.assign(record.code, record.ts, (record.volume, record.last))
+        self.batcher.add(record)
+        self.detector.on_record(record)
 
     def on_decode_error(self, error: DecodeError) -> None:
         self.stats.decode_errors += 1
@@ -145,7 +157,7 @@ class Recorder:
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
-        self.detector.on_subscribed(stream)
+        self.detector.on_subscribed(stream, kt)
         if not self._ready:
             self._ready = True
             self.notifier.ready()
@@ -169,10 +181,27 @@ class Recorder:
     # --- gaps -----------------------------------------------------------------------
 
     def _on_gap(self, gap: Gap) -> None:
-        """A gap is known: record it, and backfill it once its end is known."""
+        """A gap's end is known: record it, and backfill it."""
+        self._log_gap("gap", gap)
+        self._update_gap(gap)
+        if self.config.gaps.backfill:
+            self.backfiller.submit(gap)
+
+    def _on_gap_opened(self, gap: Gap) -> None:
+        """A gap was found, or changed, while it lasts: the ledger shows it now."""
+        if gap.lost_volume is None and gap.unexplained is None:
+            self._log_gap("gap_open", gap)
+        self._update_gap(gap)
+
+    def _update_gap(self, gap: Gap) -> None:
+        if gap.record:
+            self.batcher.add_gap(gap)
+
+    @staticmethod
+    def _log_gap(event: str, gap: Gap) -> None:
         if gap.record:
             log.warning(
-                "gap",
+                event,
                 code=gap.code,
                 stream=gap.stream,
                 cause=gap.cause,
@@ -180,14 +209,6 @@ class Recorder:
                 end=gap.end,
                 status=gap.status,
             )
-            self.batcher.add_gap(gap)
-        provisional = gap.cause == "silence" and gap.code in self.detector.silent
-        if self.config.gaps.backfill and not provisional:
-            self.backfiller.submit(gap)
-
-    def _update_gap(self, gap: Gap) -> None:
-        if gap.record:
-            self.batcher.add_gap(gap)
 
     def _hold_pending(self) -> None:
         """Disconnect gaps wait for their end; keep what their backfill will need."""
@@ -220,25 +241,68 @@ class Recorder:
             sink_healthy=wstats.healthy,
             sink_error=wstats.last_error,
             sink_failures=wstats.failures,
+            writer_crashes=wstats.crashes,
+            writer_error=wstats.crash_error if wstats.crashes else None,
+            writer_failed=self.writer.failed.is_set(),
+            writer_recovering=wstats.recovering,
             lost_rows=wstats.lost_rows,
             spool_bytes=spool.total_bytes,
             spool_max_bytes=spool.max_bytes,
             spool_segments=spool.segments,
             spool_rejected_rows=spool.rejected_rows,
-            # known and not backfilled yet, or still waiting for their end
-            open_gaps=len(det.pending) + len(det.silent) + bf.submitted - bf.resolved,
+            # still lasting, or ended and not backfilled yet
+            open_gaps=len(det.open_gaps()) + bf.submitted - bf.resolved,
+            oldest_open_gap=min((g.detected_ts for g in det.open_gaps()), default=None),
             backfilled_rows=bf.rows,
         )
 
+    def _last_seen(self) -> dict[tuple[str, str], int]:
+        """The last times written by :meth:`_save_last_seen`, moved back by a margin for
+        what was received but not yet written when the process ended."""
+        try:
+            saved = orjson.loads(self._last_seen_path.read_bytes())
+            return {
+                (code, table): int(ts) - LAST_SEEN_MARGIN
+                for key, ts in saved.items()
+                for code, _, table in [key.partition("|")]
+            }
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+            return {}
+
+    def _seen(self) -> dict[str, int]:
+        """The newest exchange time per code and table (on the event loop: a snapshot)."""
+        det = self.detector
+        seen = {f"{code}|trades": ts for code, ts in det.last_trade.items()}
+        for (code, stream), ts in det.last.items():
+            key = f"{code}|{stream.partition(':')[0]}"
+            seen[key] = max(ts, seen.get(key, 0))
+        return seen
+
+    def _save_last_seen(self, seen: dict[str, int]) -> None:
+        """Keep :meth:`_seen` in the state directory, so a start while the database is down
+        still knows where the time it was away began."""
+        tmp = self._last_seen_path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps(seen))
+            tmp.replace(self._last_seen_path)
+        except OSError as exc:
+            log.warning("state_not_saved", path=str(self._last_seen_path), error=str(exc))
+
     async def _every_second(self) -> None:
-        """Silence checks, and the frame rate sampled every few seconds."""
+        """Silence checks, the writer's health, and the frame rate every few seconds."""
         tick = 0
         while True:
             await asyncio.sleep(1.0)
+            if self.writer.failed.is_set():
+                raise WriterFailed(
+                    f"the writer thread crashed {self.writer.max_crashes} times in a row "
+                    f"(last: {self.writer.stats.crash_error}); what it held is spooled"
+                )
             self.detector.check()
             tick += 1
             if tick % 5 == 0:
                 self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
+                await asyncio.to_thread(self._save_last_seen, self._seen())
 
     async def _serve_metrics(self) -> None:
         listen = self.config.metrics.listen
@@ -275,18 +339,24 @@ class Recorder:
             self.sink.open()
             last = self.sink.last_times()
             reopened = [gap_of(row) for row in self.sink.open_gaps()]
+            anchors = self.sink.volume_anchors(self.config.subscribe.codes(Stream.TRADES))
             now = time.time_ns()
             starts = [t for (_, table), t in last.items() if table == "trades"]
             starts += [g.start for g in reopened if g.stream == "trades"]
             since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
             self.counter.seed(self.sink.trade_counts(since))
         except RecorderError as exc:  # the sink is down: the spool takes over
-            log.warning("restore_skipped", error=str(exc))
+            last = self._last_seen()
+            log.warning("restore_from_state_file", error=str(exc), codes=len(last))
+            self.detector.seed(last)
+            self._hold_pending()
             return
-        self.detector.seed(last)
+        # gaps still open when the recorder stopped end with this run's subscription
+        self.detector.seed(last, reopened, anchors)
         self._hold_pending()
-        # gaps whose backfill had not run when the recorder stopped: run it now
-        self._reopened = reopened if self.config.gaps.backfill else []
+        # gaps that had ended but whose backfill had not run: run it now
+        ended = [g for g in reopened if g.end is not None]
+        self._reopened = ended if self.config.gaps.backfill else []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""

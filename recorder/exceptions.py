@@ -10,7 +10,8 @@ command line can print one line for it instead of a traceback::
     │   ├── ApiError         a command or HTTP request came back with msg != "OK"
     │   └── AuthError        the service refused the API key
     ├── SinkError            the database did not acknowledge a batch (try again later)
-    │   └── SinkRejected     the database refused this batch for good (bad data or schema)
+    │   ├── SinkRejected     the database refused this batch for good (bad data or schema)
+    │   └── WriterFailed     the writer thread kept crashing; the process must restart
     └── SpoolError           the on-disk spool is full or unreadable
 """
 
@@ -57,6 +58,11 @@ class SinkError(RecorderError):
 
 class SinkRejected(SinkError):
     """The database refused a batch for good; retrying it cannot help, so it is set aside."""
+
+
+class WriterFailed(SinkError):
+    """The writer thread crashed ``max_crashes`` times without a write in between; what it
+    held was spooled, and the process exits non-zero so its supervisor restarts it."""
 
 
 class SpoolError(RecorderError):

@@ -20,7 +20,7 @@ from the records. Times are integer nanoseconds (exchange time unless said other
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import GapsConfig, SubscribeConfig
@@ -28,14 +28,16 @@ from .markets import Calendar, is_open
 from .protocol import NS, STREAMS, Kline, Record, Snapshot, Stream, Trade, market_of
 
 _MINUTE = 60 * NS
+_DAY = 86400 * NS
 
 
 @dataclass(slots=True)
 class Gap:
-    """A hole in the record: ``[start, end]`` (ns) of one code and stream."""
+    """A hole in the record: ``[start, end]`` (ns) of one code and stream. ``end`` is None
+    while the hole lasts (the row says ``open`` with no end)."""
 
     start: int
-    end: int
+    end: int | None
     code: str
     stream: str
     cause: str
@@ -45,8 +47,24 @@ class Gap:
     missing_unit: str | None = None
     status: str = "open"
     detail: str | None = None
+    #: estimated volume traded inside the hole and not stored, when it can be estimated
+    lost_volume: float | None = None
+    #: trades traded inside the hole and not stored, where that is known (0 when filled)
+    lost_trades: int | None = None
     #: False for an internal sweep that is backfilled but not written to the table
     record: bool = True
+    #: volume traded across the hole that the live stream did not deliver (snapshot day
+    #: volume on either side minus the live trades between), once both sides are known
+    unexplained: float | None = None
+    #: volume of the trades the backfill recovered inside the hole
+    backfilled_volume: float = 0.0
+
+    def settle_volume(self) -> None:
+        """``lost_volume`` from what is known: exact 0 once filled, else the estimate."""
+        if self.status == "filled":
+            self.lost_volume, self.lost_trades = 0.0, 0
+        elif self.unexplained is not None:
+            self.lost_volume = max(0.0, self.unexplained - self.backfilled_volume)
 
 
 def stream_name(record: Record) -> str:
@@ -76,6 +94,15 @@ class _Volume:
 
 
 class GapDetector:
+    """Turns the session's events into gaps.
+
+    ``update(gap)`` is called whenever a gap's row changes while it is open (found, its
+    volume estimated); ``emit(gap)`` once its end is known, which is when it can be
+    backfilled. Disconnect gaps are found the moment the session ends and end when the
+    stream is subscribed again (or its first frame arrives, whichever comes first), so the
+    ledger holds a row for the hole during the whole outage.
+    """
+
     def __init__(
         self,
         gaps: GapsConfig,
@@ -83,10 +110,12 @@ class GapDetector:
         emit: Callable[[Gap], None],
         calendar: Calendar | None = None,
         clock: Callable[[], int] = time.time_ns,
+        update: Callable[[Gap], None] = lambda gap: None,
     ) -> None:
         """``clock`` gives wall-clock nanoseconds, the time base of the records' ``recv_ts``."""
         self.config = gaps
         self.emit = emit
+        self.update = update
         self.calendar = calendar or Calendar()
         self.clock = clock
         self.streams: dict[str, list[str]] = {}  # gap stream -> codes
@@ -102,10 +131,16 @@ class GapDetector:
         self.last: dict[tuple[str, str], int] = {}  # (code, stream) -> exchange ts
         self.last_trade: dict[str, int] = {}  # code -> exchange ts (the trades stream)
         self.last_trade_seen: dict[str, int] = {}  # code -> receive time (ns)
-        self.pending: dict[tuple[str, str], Gap] = {}  # disconnect gaps awaiting a frame
+        self.pending: dict[tuple[str, str], Gap] = {}  # open disconnect gaps
         self.silent: dict[str, Gap] = {}
         self.bars: dict[tuple[str, int], int] = {}
         self.volume: dict[str, _Volume] = {}
+        #: live trade volume received per code, and at the last snapshot (day volume, ts,
+        #: live volume then): the two sides a hole's lost volume is measured between
+        self.live_volume: dict[str, float] = {}
+        self.anchor: dict[str, tuple[float, int, float]] = {}
+        self._before: dict[int, tuple[float, int, float]] = {}  # id(gap) -> its anchor
+        self._awaiting: dict[str, list[Gap]] = {}  # code -> gaps waiting for a snapshot
         self.subscribed_at: int | None = None  # receive-clock ns
         self.trades_since: int | None = None
         self.emitted = 0
@@ -113,6 +148,10 @@ class GapDetector:
     def _emit(self, gap: Gap) -> None:
         self.emitted += 1
         self.emit(gap)
+
+    def open_gaps(self) -> list[Gap]:
+        """Gaps whose end is not known yet."""
+        return [*self.pending.values(), *self.silent.values()]
 
     # --- events ---------------------------------------------------------------------
 
@@ -122,14 +161,14 @@ class GapDetector:
         if self.pending:
             gap = self.pending.pop((code, "trades"), None)
             if gap is not None:
-                gap.end = max(gap.start, trade.ts)
-                self._emit(gap)
+                self._close(gap, trade.ts)
         if self.silent:
             silent = self.silent.pop(code, None)
             if silent is not None:
                 silent.end = trade.ts
                 self._emit(silent)
         self.last_trade_seen[code] = trade.recv_ts
+        self.live_volume[code] = self.live_volume.get(code, 0.0) + trade.size
         vol = self.volume.get(code)
         if vol is not None:
             vol.traded += trade.size
@@ -145,57 +184,67 @@ class GapDetector:
         if self.pending:
             gap = self.pending.pop(key, None)
             if gap is not None:
-                gap.end = max(gap.start, ts)
-                self._emit(gap)
+                self._close(gap, ts)
         if type(record) is Snapshot:
             if code in self._volume_codes:
+                self._anchor(record)
                 self._check_volume(record)
         elif type(record) is Kline:
             self._check_bar(record)
         self.last[key] = ts
 
-    def on_subscribed(self, stream: str) -> None:
+    def on_subscribed(self, stream: str, kt: int | None = None) -> None:
+        """A stream is subscribed again: its open disconnect gaps end now."""
         now = self.subscribed_at = self.clock()
+        name = f"klines:{kt}" if stream == "klines" else str(stream)
         if stream == "trades":
             # the volume baseline must come after the trades subscription
             self.trades_since = now - NS
             self.volume.clear()
+        for key in [k for k in self.pending if k[1] == name]:
+            self._close(self.pending.pop(key), now)
 
     def on_disconnect(self, detail: str | None = None) -> None:
-        """The session ended: every subscribed code and stream has a gap from its last frame."""
+        """The session ended: every subscribed code and stream has a gap from its last frame,
+        written at once as open."""
         now = self.clock()
         self.subscribed_at = None
         for stream, codes in self.streams.items():
             for code in codes:
-                key = (code, stream)
-                if key not in self.pending:
+                if (code, stream) not in self.pending:
                     start = self._last(code, stream, now)
-                    self.pending[key] = Gap(
-                        start, start, code, stream, "disconnect", now, detail=detail
-                    )
+                    self._open(Gap(start, None, code, stream, "disconnect", now, detail=detail))
         self.volume.clear()  # trades missed while away must not read as invisible loss
 
-    def seed(self, last_stored: dict[tuple[str, str], int]) -> None:
-        """At start-up: the time the recorder was not running is a disconnect gap."""
+    def seed(
+        self,
+        last_stored: dict[tuple[str, str], int],
+        reopened: Sequence[Gap] = (),
+        anchors: dict[str, tuple[float, int, float]] | None = None,
+    ) -> None:
+        """At start-up: the time the recorder was not running is a disconnect gap. Gaps an
+        earlier run left open with no end (``reopened``) stay the gap of their code and
+        stream; ``anchors`` are the last stored snapshot per code (day volume, ts, minus the
+        live volume stored after it), for the lost-volume estimate."""
         now = self.clock()
+        if anchors:
+            self.anchor.update(anchors)
+        for gap in reopened:
+            if gap.end is None and gap.stream in self.streams:
+                self._open(gap, write=False)
         for stream, codes in self.streams.items():
             table = stream.partition(":")[0]
             for code in codes:
                 start = last_stored.get((code, table))
-                if start is not None:
-                    if stream == "trades":
-                        self.last_trade[code] = start
-                    else:
-                        self.last[(code, stream)] = start
-                    self.pending[(code, stream)] = Gap(
-                        start,
-                        start,
-                        code,
-                        stream,
-                        "disconnect",
-                        now,
-                        detail="the recorder was not running",
-                    )
+                if start is None:
+                    continue
+                if stream == "trades":
+                    self.last_trade[code] = start
+                else:
+                    self.last[(code, stream)] = start
+                if (code, stream) not in self.pending:
+                    detail = "the recorder was not running"
+                    self._open(Gap(start, None, code, stream, "disconnect", now, detail=detail))
 
     def check(self) -> None:
         """Periodic: silence while the market is open."""
@@ -214,7 +263,7 @@ class GapDetector:
             start = self._last(code, "trades", now - int(limit * NS))
             gap = Gap(
                 start,
-                now,
+                None,
                 code,
                 "trades",
                 "silence",
@@ -222,13 +271,47 @@ class GapDetector:
                 detail=f"no trade for {limit:g} s while the market was open",
             )
             self.silent[code] = gap
-            self._emit(gap)
+            self.update(gap)
 
     def _last(self, code: str, stream: str, default: int) -> int:
         """The exchange time of the last record of a code and stream."""
         if stream == "trades":
             return self.last_trade.get(code, default)
         return self.last.get((code, stream), default)
+
+    # --- open gaps and their lost volume ----------------------------------------------------
+
+    def _open(self, gap: Gap, write: bool = True) -> None:
+        self.pending[(gap.code, gap.stream)] = gap
+        if gap.stream == "trades":
+            anchor = self.anchor.get(gap.code)
+            if gap.code not in self._volume_codes:
+                gap.detail = _join(gap.detail, "no snapshots subscribed: lost volume unknown")
+            elif anchor is not None:
+                self._before[id(gap)] = anchor
+        if write:
+            self.update(gap)
+
+    def _close(self, gap: Gap, ts: int) -> None:
+        gap.end = max(gap.start, ts)
+        if id(gap) in self._before:
+            self._awaiting.setdefault(gap.code, []).append(gap)
+        self._emit(gap)
+
+    def _anchor(self, snap: Snapshot) -> None:
+        """A snapshot: the after-side of the gaps waiting for it, the before-side of the
+        next ones."""
+        live = self.live_volume.get(snap.code, 0.0)
+        waiting = self._awaiting.pop(snap.code, None)
+        for gap in waiting or ():
+            v0, ts0, live0 = self._before.pop(id(gap))
+            if snap.volume < v0 or snap.ts // _DAY != ts0 // _DAY:
+                gap.detail = _join(gap.detail, "a new trading day began: lost volume unknown")
+            else:
+                gap.unexplained = (snap.volume - v0) - (live - live0)
+                gap.settle_volume()
+            self.update(gap)
+        self.anchor[snap.code] = (snap.volume, snap.ts, live)
 
     # --- checks -----------------------------------------------------------------------
 
@@ -254,19 +337,20 @@ class GapDetector:
         persistent = min(excess, vol.prev_excess)
         tolerance = self.config.volume_tolerance * (snap.volume - vol.base) + 1e-9 * snap.volume
         if persistent - vol.reported > tolerance:
-            self._emit(
-                Gap(
-                    vol.clean_ts,
-                    snap.ts,
-                    snap.code,
-                    "trades",
-                    "volume",
-                    self.clock(),
-                    missing=persistent - vol.reported,
-                    missing_unit="volume",
-                    detail="snapshot day volume grew by more than the trades recorded",
-                )
+            gap = Gap(
+                vol.clean_ts,
+                snap.ts,
+                snap.code,
+                "trades",
+                "volume",
+                self.clock(),
+                missing=persistent - vol.reported,
+                missing_unit="volume",
+                detail="snapshot day volume grew by more than the trades recorded",
+                unexplained=persistent - vol.reported,
             )
+            gap.settle_volume()
+            self._emit(gap)
             vol.reported = persistent
         if excess <= vol.reported + tolerance:
             vol.clean_ts = snap.ts
@@ -300,3 +384,7 @@ class GapDetector:
                     detail=f"{len(skipped)} bar(s) missing between two pushes",
                 )
             )
+
+
+def _join(detail: str | None, note: str) -> str:
+    return note if not detail else f"{detail}; {note}"

@@ -10,7 +10,8 @@ an ordinal over all trades of the second would).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import Any
 
 from .protocol import NS, Trade
 
@@ -48,7 +49,7 @@ class TradeCounter:
                 self._newest[code] = ts
                 held = self._held.get(code)
                 horizon = ts - self._window
-                self._prune(seconds, min(horizon, *held) if held else horizon)
+                _prune(seconds, min(horizon, *held) if held else horizon)
         return counts
 
     def hold(self, code: str, ts: int) -> None:
@@ -59,15 +60,6 @@ class TradeCounter:
         held = self._held.get(code)
         if held and ts in held:
             held.remove(ts)
-
-    @staticmethod
-    def _prune(seconds: dict[int, dict[tuple[float, float, int], int]], horizon: int) -> None:
-        # Seconds arrive nearly in order, so the stale ones are at the front.
-        while seconds:
-            first = next(iter(seconds))
-            if first >= horizon:
-                break
-            del seconds[first]
 
     def assign(self, trade: Trade) -> None:
         """Give a live trade its ``k``: the number of identical trades stored before it."""
@@ -108,3 +100,37 @@ class TradeCounter:
         code, ts, price, size, side = key
         second = self._codes.get(code, {}).get(ts)
         return 0 if second is None else second.get((price, size, side), 0)
+
+
+class Ordinals:
+    """``n`` for depth and snapshot rows: how many identical rows of the same code came
+    earlier in the same second, so a book that goes A, B, A within a second keeps all
+    three updates under the dedup keys, and a re-sent batch or a second recorder still
+    merges (the same stream gives the same ``n``). Only the last ``window_s`` seconds of
+    exchange time per code are kept."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self._codes: dict[str, dict[int, dict[Hashable, int]]] = {}
+        self._window = int(window_s * NS)
+
+    def assign(self, code: str, ts: int, key: Hashable) -> int:
+        seconds = self._codes.get(code)
+        if seconds is None:
+            seconds = self._codes[code] = {}
+        counts = seconds.get(ts)
+        if counts is None:
+            counts = seconds[ts] = {}
+            _prune(seconds, ts - self._window)
+        n = counts.get(key, 0)
+        counts[key] = n + 1
+        return n
+
+
+def _prune(seconds: dict[int, Any], horizon: int) -> None:
+    """Drop the seconds before ``horizon``; they arrive nearly in order, so the stale ones
+    are at the front."""
+    while seconds:
+        first = next(iter(seconds))
+        if first >= horizon:
+            break
+        del seconds[first]

@@ -117,6 +117,16 @@ class _Scraped(Collector):
         yield CounterMetricFamily(
             "qos_sink_failures", "Writes the sink did not acknowledge", value=st.sink_failures
         )
+        yield CounterMetricFamily(
+            "qos_writer_crashes",
+            "Unexpected exceptions the writer thread's supervisor caught",
+            value=st.writer_crashes,
+        )
+        yield GaugeMetricFamily(
+            "qos_writer_failed",
+            "1 once the writer gave up (the process then exits non-zero)",
+            value=1 if st.writer_failed else 0,
+        )
         yield CounterMetricFamily("qos_reconnects", "Sessions that ended", value=st.reconnects)
         yield GaugeMetricFamily(
             "qos_connected", "1 while the session is connected", value=1 if st.connected else 0
@@ -125,7 +135,14 @@ class _Scraped(Collector):
             yield GaugeMetricFamily(
                 "qos_heartbeat_rtt_seconds", "Last heartbeat round trip", value=st.heartbeat_rtt
             )
-        yield GaugeMetricFamily("qos_open_gaps", "Gaps not backfilled yet", value=st.open_gaps)
+        yield GaugeMetricFamily(
+            "qos_open_gaps", "Gaps still lasting or not backfilled yet", value=st.open_gaps
+        )
+        yield GaugeMetricFamily(
+            "qos_oldest_open_gap_age_seconds",
+            "Seconds since the oldest gap that still lasts was found (0: none)",
+            value=st.oldest_open_gap_age() or 0.0,
+        )
         yield CounterMetricFamily(
             "qos_backfilled_rows", "Rows recovered by backfill", value=st.backfilled_rows
         )

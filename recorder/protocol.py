@@ -98,7 +98,8 @@ Level: TypeAlias = tuple[float, float]
 
 @dataclass(slots=True)
 class Depth:
-    """The whole visible book of one code: bids and asks best first, ``(price, size)``."""
+    """The whole visible book of one code: bids and asks best first, ``(price, size)``.
+    ``n`` counts earlier identical books of the same code and second."""
 
     stream: ClassVar[Stream] = Stream.DEPTH
     code: str
@@ -107,6 +108,7 @@ class Depth:
     asks: tuple[Level, ...]
     recv_ts: int
     source: str = "live"
+    n: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,7 +126,8 @@ class SessionQuote:
 
 @dataclass(slots=True)
 class Snapshot:
-    """A snapshot; ``volume`` and ``turnover`` are cumulative for the trading day."""
+    """A snapshot; ``volume`` and ``turnover`` are cumulative for the trading day. ``n``
+    counts earlier snapshots of the same code and second with the same volume and last."""
 
     stream: ClassVar[Stream] = Stream.SNAPSHOTS
     code: str
@@ -141,6 +144,7 @@ class Snapshot:
     recv_ts: int
     extended: dict[str, SessionQuote] = field(default_factory=dict)
     source: str = "live"
+    n: int = 0
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -24,6 +25,8 @@ GAP_COLUMNS = (
     "missing",
     "missing_unit",
     "detail",
+    "lost_volume",
+    "lost_trades",
 )
 
 
@@ -69,7 +72,8 @@ def read_gaps(config: Config, since_ns: int) -> list[tuple[Any, ...]]:
         # only an integer from this process goes into the statement
         body = sink.execute(
             "SELECT cast(ts AS LONG) * 1000, cast(end_ts AS LONG) * 1000, code, stream, cause, "
-            "status, backfilled, missing, missing_unit, detail FROM gaps "
+            "status, backfilled, missing, missing_unit, detail, lost_volume, lost_trades "
+            "FROM gaps "
             f"WHERE ts >= cast({int(since_ns) // 1000} AS TIMESTAMP) ORDER BY ts, code"
         )
         return [tuple(row) for row in body.get("dataset", [])]
@@ -82,10 +86,12 @@ def _time(ns: int | None) -> str:
     return dt.datetime.fromtimestamp(ns / NS, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_gaps(rows: list[tuple[Any, ...]]) -> str:
-    """An aligned table, one gap a line, with a count per status at the end."""
+def format_gaps(rows: list[tuple[Any, ...]], now_ns: int | None = None) -> str:
+    """An aligned table, one gap a line, with a count per status at the end. A gap that
+    still lasts shows how long it has lasted so far (``open 42s``)."""
     if not rows:
         return "no gaps"
+    now = time.time_ns() if now_ns is None else now_ns
     header = (
         "start (UTC)",
         "length",
@@ -95,14 +101,20 @@ def format_gaps(rows: list[tuple[Any, ...]]) -> str:
         "status",
         "backfilled",
         "not recovered",
+        "lost volume",
     )
     lines = [header]
     counts: dict[str, int] = {}
-    for ts, end, code, stream, cause, status, backfilled, missing, unit, _detail in rows:
+    for row in rows:
+        ts, end, code, stream, cause, status, backfilled, missing, unit, _detail = row[:10]
+        lost_volume = row[10] if len(row) > 10 else None
         counts[status] = counts.get(status, 0) + 1
-        length = f"{(end - ts) / NS:.0f}s" if end is not None else "-"
+        length = f"{(end - ts) / NS:.0f}s" if end is not None else f"open {(now - ts) / NS:.0f}s"
         lost = "-" if missing is None or not missing else f"{missing:g} {unit or ''}".strip()
-        lines.append((_time(ts), length, code, stream, cause, status, str(backfilled or 0), lost))
+        volume = "-" if lost_volume is None else f"{lost_volume:g}"
+        lines.append(
+            (_time(ts), length, code, stream, cause, status, str(backfilled or 0), lost, volume)
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = [
         "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
@@ -143,7 +155,13 @@ def format_health(h: dict[str, Any]) -> str:
     lines.append(f"rows written: {rows}")
     lines.append(
         f"spool: {h.get('spool_bytes', 0)} bytes in {h.get('spool_segments', 0)} "
-        f"segments; open gaps: {h.get('open_gaps', 0)}; "
+        f"segments; open gaps: {h.get('open_gaps', 0)}"
+        + (
+            f" (oldest {h['oldest_open_gap_age_seconds']:.0f} s)"
+            if h.get("oldest_open_gap_age_seconds") is not None
+            else ""
+        )
+        + "; "
         f"backfilled rows: {h.get('backfilled_rows', 0)}"
     )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,24 +26,57 @@ log = structlog.get_logger("recorder.rest")
 
 
 class RateLimiter:
-    """At most ``rate`` requests in any ``per`` seconds, for the whole process.
+    """At most ``rate`` requests in any ``per`` seconds, for the whole process and across
+    its restarts.
 
     A sliding window, not a token bucket: a bucket that starts full lets ``rate`` requests
     go at once and more as it refills, so a server counting "10 per minute" over a sliding
     minute would refuse the eleventh. ``margin`` absorbs the latency between our clock and
-    the server's.
+    the server's. With a ``state`` file the wall-clock times of the recent requests are
+    written there as they are made, and a new process starts from them: a crash loop
+    under systemd spends one budget, not one per restart.
     """
 
-    def __init__(self, rate: int, per: float = 60.0, margin: float = 1.0) -> None:
+    def __init__(
+        self, rate: int, per: float = 60.0, margin: float = 1.0, state: Path | None = None
+    ) -> None:
         self.rate = rate
         self.per = per + margin
-        self._sent: deque[float] = deque()
+        self.state = state
+        self._sent: deque[float] = deque(maxlen=rate)  # monotonic times, oldest first
         self._lock = asyncio.Lock()
+        if state is not None:
+            self._sent.extend(self._load(state))
+
+    def _load(self, state: Path) -> list[float]:
+        """The previous process's request times, as times on this process's clock."""
+        try:
+            wall = orjson.loads(state.read_bytes())
+            times = [float(t) for t in wall if isinstance(t, int | float)]
+        except FileNotFoundError:
+            return []
+        except (OSError, orjson.JSONDecodeError, TypeError) as exc:
+            log.warning("rest_budget_unreadable", path=str(state), error=str(exc))
+            return []
+        offset = time.monotonic() - time.time()
+        return sorted(t + offset for t in times)[-self.rate :]
+
+    def _save(self) -> None:
+        if self.state is None:
+            return
+        offset = time.time() - time.monotonic()
+        tmp = self.state.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps([round(t + offset, 3) for t in self._sent]))
+            tmp.replace(self.state)
+        except OSError as exc:  # the budget still holds in this process
+            log.warning("rest_budget_not_saved", path=str(self.state), error=str(exc))
 
     async def take(self) -> None:
         async with self._lock:
             await self._free()
             self._sent.append(time.monotonic())
+            self._save()
 
     async def ready(self) -> None:
         """Wait until a request could go now, without using it up."""
@@ -55,16 +89,21 @@ class RateLimiter:
             if wait <= 0:
                 self._sent.popleft()
             else:
+                log.info("rest_budget_wait", seconds=round(wait, 2), per_minute=self.rate)
                 await asyncio.sleep(wait)
 
 
 class RestClient:
-    def __init__(self, up: UpstreamConfig, key: Secret, attempts: int = 5) -> None:
+    def __init__(
+        self, up: UpstreamConfig, key: Secret, attempts: int = 5, budget: Path | None = None
+    ) -> None:
+        """``budget``: the file that keeps the rate limiter's recent requests (see
+        :class:`RateLimiter`)."""
         self.base = up.http_url.rstrip("/")
         self.key = key
         self.timeout = up.http_timeout
         self.max_bytes = up.max_http_bytes
-        self.limiter = RateLimiter(up.http_requests_per_minute)
+        self.limiter = RateLimiter(up.http_requests_per_minute, state=budget)
         self.attempts = attempts
         self.backoff_initial = up.backoff_initial
         self.requests = 0

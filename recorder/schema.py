@@ -8,8 +8,9 @@ in the program), ``code`` and ``market`` as symbols, typed numeric columns, ``so
 Dedup keys make re-sending a batch harmless:
 
 - trades: ``(ts, code, price, size, side, k)``, see :mod:`recorder.identity`;
-- depth: ``(ts, code, bids, asks)``, a book equal to one already stored is the same state;
-- snapshots: ``(ts, code, volume, last)``;
+- depth: ``(ts, code, bids, asks, n)``, ``n`` counting earlier identical books of the
+  second, so a book that goes A, B, A keeps all three updates;
+- snapshots: ``(ts, code, volume, last, n)``, likewise;
 - klines: ``(ts, code, kt)``, the later version of a bar replaces the earlier;
 - gaps: ``(ts, code, stream, cause)``, a gap's later state replaces the earlier.
 """
@@ -51,17 +52,45 @@ _SQLITE_TYPE: Final[dict[str, str]] = {
 @dataclass(frozen=True, slots=True)
 class Table:
     """One table: ``columns`` in row order, ``keys`` its dedup keys, ``upsert`` whether a
-    row with the same keys replaces the stored one (otherwise the first one stays)."""
+    row with the same keys replaces the stored one (otherwise the first one stays).
+
+    ``added`` names the columns added to the table after its first release, always at the
+    end: databases created earlier get them by migration, and rows spooled by an earlier
+    version are padded with ``defaults`` (``None`` where none is given)."""
 
     name: str
     columns: tuple[tuple[str, Kind], ...]
     keys: tuple[str, ...]
     upsert: bool = False
     symbol_capacity: dict[str, int] = field(default_factory=dict)
+    added: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
+
+    def pad(self, row: Row) -> Row:
+        """A row as this version writes it, from a row an earlier version spooled."""
+        missing = self.columns[len(row) :]
+        return row + tuple(self.defaults.get(name) for name, _ in missing) if missing else row
+
+    def questdb_migrations(self) -> list[str]:
+        """For a table an earlier version created: its added columns and dedup keys."""
+        if not self.added:
+            return []
+        kinds = dict(self.columns)
+        out = [
+            f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {name} {_QDB_TYPE[kinds[name]]};"
+            for name in self.added
+        ]
+        if set(self.added) & set(self.keys):
+            out.append(f"ALTER TABLE {self.name} DEDUP ENABLE UPSERT KEYS({', '.join(self.keys)});")
+        return out
+
+    def sqlite_key(self) -> tuple[str, ...]:
+        """The unique index's columns: code and ts first, so one code's rows come in order."""
+        return ("code", "ts", *(k for k in self.keys if k not in ("code", "ts")))
 
     def questdb_ddl(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for QuestDB: WAL, day partitions, dedup keys."""
@@ -80,11 +109,18 @@ class Table:
     def sqlite_ddl(self) -> list[str]:
         """The SQLite table and its unique index on the dedup keys (code first, then ts)."""
         cols = ", ".join(f"{name} {_SQLITE_TYPE[kind]}" for name, kind in self.columns)
-        keys = ["code", "ts", *(k for k in self.keys if k not in ("code", "ts"))]
+        keys = ", ".join(self.sqlite_key())
         return [
             f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.name} ({', '.join(keys)})",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.name} ({keys})",
         ]
+
+    def sqlite_column(self, name: str) -> str:
+        """``ALTER TABLE ... ADD COLUMN`` for an added column, with its default."""
+        kind = dict(self.columns)[name]
+        default = self.defaults.get(name)
+        tail = "" if default is None else f" NOT NULL DEFAULT {default!r}"
+        return f"ALTER TABLE {self.name} ADD COLUMN {name} {_SQLITE_TYPE[kind]}{tail}"
 
 
 _COMMON_TAIL: Final[tuple[tuple[str, Kind], ...]] = (("source", "sym"), ("recv_ts", "long"))
@@ -119,9 +155,12 @@ DEPTH: Final = Table(
         ("bids", "text"),
         ("asks", "text"),
         *_COMMON_TAIL,
+        ("n", "int"),
     ),
-    ("ts", "code", "bids", "asks"),
+    ("ts", "code", "bids", "asks", "n"),
     symbol_capacity=_CAP,
+    added=("n",),
+    defaults={"n": 0},
 )
 SNAPSHOTS: Final = Table(
     "snapshots",
@@ -140,9 +179,12 @@ SNAPSHOTS: Final = Table(
         ("session", "int"),
         ("extended", "text"),
         *_COMMON_TAIL,
+        ("n", "int"),
     ),
-    ("ts", "code", "volume", "last"),
+    ("ts", "code", "volume", "last", "n"),
     symbol_capacity=_CAP,
+    added=("n",),
+    defaults={"n": 0},
 )
 KLINES: Final = Table(
     "klines",
@@ -177,10 +219,13 @@ GAPS: Final = Table(
         ("missing_unit", "sym"),
         ("status", "sym"),
         ("detail", "text"),
+        ("lost_volume", "f64"),
+        ("lost_trades", "long"),
     ),
     ("ts", "code", "stream", "cause"),
     upsert=True,
     symbol_capacity={**_CAP, "stream": 8, "cause": 16, "missing_unit": 8, "status": 8},
+    added=("lost_volume", "lost_trades"),
 )
 TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS)
 MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
@@ -231,6 +276,7 @@ def depth_row(d: Depth) -> Row:
         _book(d.asks),
         d.source,
         d.recv_ts,
+        d.n,
     )
 
 
@@ -251,6 +297,7 @@ def snapshot_row(s: Snapshot) -> Row:
         _extended(s.extended),
         s.source,
         s.recv_ts,
+        s.n,
     )
 
 
@@ -284,14 +331,31 @@ def gap_row(g: Gap) -> Row:
         g.missing_unit,
         g.status,
         g.detail,
+        g.lost_volume,
+        g.lost_trades,
     )
 
 
 def gap_of(row: Row) -> Gap:
     """The gap a stored row of the gaps table holds."""
-    ts, end, code, _, stream, cause, detected, backfilled, missing, unit, status, detail = row
+    (ts, end, code, _, stream, cause, detected, backfilled, missing, unit, status, detail) = row[
+        :12
+    ]
+    lost_volume, lost_trades = GAPS.pad(row)[12:]
     return Gap(
-        ts, end, code, stream, cause, detected, backfilled or 0, missing, unit, status, detail
+        ts,
+        end,
+        code,
+        stream,
+        cause,
+        detected,
+        backfilled or 0,
+        missing,
+        unit,
+        status,
+        detail,
+        lost_volume=lost_volume,
+        lost_trades=lost_trades,
     )
 
 
@@ -301,14 +365,14 @@ def record_of(table: str, row: Row) -> Record:
         ts, code, _, price, size, side, k, source, recv = row
         return Trade(code, ts, price, size, side, recv, k, source)
     if table == "depth":
-        ts, code, _, _, _, _, _, _, bids, asks, source, recv = row
-        return Depth(code, ts, _levels(bids), _levels(asks), recv, source)
+        ts, code, _, _, _, _, _, _, bids, asks, source, recv, n = DEPTH.pad(row)
+        return Depth(code, ts, _levels(bids), _levels(asks), recv, source, n)
     if table == "snapshots":
-        (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv) = row
+        (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv, n) = SNAPSHOTS.pad(row)
         extended = (
             {key: SessionQuote(*vals) for key, vals in orjson.loads(ext).items()} if ext else {}
         )
-        return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source)
+        return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source, n)
     if table == "klines":
         ts, code, _, kt, o, c, h, lo, v, source, recv = row
         return Kline(code, kt, ts, o, c, h, lo, v, recv, source)

@@ -50,12 +50,18 @@ class SessionEnded(UpstreamError):
 
 
 def backoff(initial: float, maximum: float, rng: random.Random | None = None) -> Iterator[float]:
-    """Capped exponential delays with full jitter: uniform in ``[0, min(max, initial*2^n)]``,
-    never below a tenth of ``initial`` so a reconnect storm cannot hammer the service."""
+    """Capped exponential delays with "equal jitter": uniform in ``[cap/2, cap]`` where
+    ``cap = min(maximum, initial * 2^n)``.
+
+    Completeness sets the cap: every second the recorder stays away after the service is
+    back costs trades beyond ``/trade``'s window of 50, so ``backoff_max`` is a few seconds
+    (default 5) whatever the outage's length. The jitter spreads many recorders apart, and
+    the floor of half the cap keeps a long outage at one handshake every 2.5-5 s (12-24 a
+    minute with the defaults), which a service can carry."""
     rng = rng or random.Random()
     for n in itertools.count():
         cap = min(maximum, initial * 2 ** min(n, 32))
-        yield max(initial / 10, rng.uniform(0, cap))
+        yield rng.uniform(cap / 2, cap)
 
 
 def retryable(exc: BaseException) -> bool:

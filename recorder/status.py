@@ -40,18 +40,29 @@ class Status:
     sink_healthy: bool
     sink_error: str | None
     sink_failures: int
+    writer_crashes: int
+    writer_error: str | None
+    writer_failed: bool
+    writer_recovering: bool
     lost_rows: int
     spool_bytes: int
     spool_max_bytes: int
     spool_segments: int
     spool_rejected_rows: int
     open_gaps: int
+    #: when the oldest gap that still lasts was found
+    oldest_open_gap: int | None
     backfilled_rows: int
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
         last = max(self.last_frame.values(), default=None)
         return None if last is None else (self.now - last) / NS
+
+    def oldest_open_gap_age(self) -> float | None:
+        """Seconds since the oldest gap that still lasts was found."""
+        found = self.oldest_open_gap
+        return None if found is None else round((self.now - found) / NS, 3)
 
     def health(self, limits: MetricsConfig) -> tuple[bool, dict[str, Any]]:
         """Whether the recorder is healthy, and the summary ``/healthz`` and ``status`` show."""
@@ -70,6 +81,10 @@ class Status:
             reasons.append(f"spool {spool_fraction:.0%} full")
         if not self.sink_healthy:
             reasons.append(f"database unavailable: {self.sink_error}")
+        if self.writer_failed:
+            reasons.append(f"writer failed: {self.writer_error}")
+        elif self.writer_recovering:
+            reasons.append(f"writer restarted after: {self.writer_error}")
         summary = {
             "status": "ok" if not reasons else "unhealthy",
             "reasons": reasons,
@@ -82,9 +97,12 @@ class Status:
             "spool_bytes": self.spool_bytes,
             "spool_segments": self.spool_segments,
             "open_gaps": self.open_gaps,
+            "oldest_open_gap_age_seconds": self.oldest_open_gap_age(),
             "backfilled_rows": self.backfilled_rows,
             "decode_errors": self.decode_errors,
             "lost_rows": self.lost_rows,
+            "writer_crashes": self.writer_crashes,
+            "writer_error": self.writer_error,
         }
         return not reasons, summary
 

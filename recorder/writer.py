@@ -7,6 +7,13 @@ keeps going. While anything is spooled, new batches are spooled behind it and th
 drained oldest first, so batches reach the database in the order they were cut (the later
 version of a K-line bar stays the later). A segment is deleted only once every batch in it
 was acknowledged; the dedup keys make the re-sent ones harmless.
+
+The thread is supervised: an unexpected exception (a bug in a sink, an unreadable spool
+segment, an OSError) is caught at its top, logged once with its cause, the batch in hand
+is spooled (or set aside in ``rejected.ndjson`` when the exception says its data cannot
+be encoded: ``ValueError``, ``TypeError``), and the loop starts again after a backoff.
+After ``max_crashes`` crashes without a write in between it gives up: everything queued
+is spooled, ``failed`` is set, and the daemon exits non-zero so systemd restarts it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ class WriterStats:
     rejected_rows: int = 0
     last_error: str | None = None
     healthy: bool = False
+    #: unexpected exceptions the supervisor caught, and the last one
+    crashes: int = 0
+    crash_error: str | None = None
+    #: crashed and not written a batch since
+    recovering: bool = False
 
 
 class Writer:
@@ -57,10 +69,17 @@ class Writer:
         max_pending: int = 64,
         retry_interval: float = 2.0,
         on_flush: Callable[[Batch, float], None] | None = None,
+        max_crashes: int = 5,
     ) -> None:
         self.sink = sink
         self.spool = spool
         self.retry_interval = retry_interval
+        self.max_crashes = max_crashes
+        #: set when the supervisor gave up; the daemon then stops with an error
+        self.failed = threading.Event()
+        self._in_hand: Batch | None = None  # taken off the queue, not written or spooled yet
+        self._poison: set[int] = set()  # spooled batches whose data could not be encoded
+        self._draining: Batch | None = None  # the spooled batch being written
         self.stats = WriterStats()
         self._on_flush = on_flush
         self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max_pending)
@@ -95,7 +114,46 @@ class Writer:
     # --- the thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        self._try_open()
+        """The supervisor: run the loop, and restart it when it raises."""
+        in_a_row = 0
+        while True:
+            written = self.stats.batches
+            try:
+                self._loop()
+                return
+            except Exception as exc:  # anything: the thread must not die unnoticed
+                in_a_row = 1 if self.stats.batches > written else in_a_row + 1
+                self._crashed(exc)
+            if in_a_row >= self.max_crashes:
+                log.critical("writer_failed", crashes=in_a_row, error=self.stats.crash_error)
+                self._spool_queued("writer failed")
+                self.failed.set()
+                return
+            time.sleep(min(5.0, 0.1 * 2**in_a_row))
+
+    def _crashed(self, exc: Exception) -> None:
+        """Keep the batch in hand and say once what went wrong."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.stats.crashes += 1
+        self.stats.recovering = True
+        if error != self.stats.crash_error:
+            log.error("writer_crashed", error=error, exc_info=exc)
+        self.stats.crash_error = error
+        bad_data = isinstance(exc, ValueError | TypeError)
+        batch, self._in_hand = self._in_hand, None
+        spooled, self._draining = self._draining, None
+        if spooled is not None and bad_data:  # the next drain sets it aside
+            self._poison.add(spooled.seq)
+        if batch is None:
+            return
+        if bad_data:
+            self._reject(batch, SinkRejected(f"its data could not be written: {error}"))
+        else:
+            self._spool(batch, "the writer crashed while writing it")
+
+    def _loop(self) -> None:
+        if not self.stats.healthy:
+            self._try_open()
         while True:
             batch: Batch | _Stop | None
             try:
@@ -106,7 +164,9 @@ class Writer:
                 self._finish()
                 return
             if batch is not None:
+                self._in_hand = batch
                 self._handle(batch)
+                self._in_hand = None
             if self.spool and time.monotonic() >= self._next_try:
                 self._drain()
 
@@ -154,6 +214,7 @@ class Writer:
         if not self.stats.healthy:
             log.info("sink_recovered", sink=self.sink.name)
         self.stats.healthy = True
+        self.stats.recovering = False
         self.stats.batches += 1
         for table, rows in batch:
             self.stats.rows[table] = self.stats.rows.get(table, 0) + len(rows)
@@ -194,10 +255,16 @@ class Writer:
         for path, batch, last in self.spool.drain():
             if self._abandoned.is_set():
                 return
-            if batch.tables and not self._write(batch):
-                # re-sending the acknowledged ones later is harmless (dedup keys)
-                log.info("spool_drain_paused", done=done)
-                return
+            if batch.seq in self._poison:
+                self._reject(batch, SinkRejected("its data could not be written"))
+            else:
+                self._draining = batch
+                written = not batch.tables or self._write(batch)
+                self._draining = None
+                if not written:
+                    # re-sending the acknowledged ones later is harmless (dedup keys)
+                    log.info("spool_drain_paused", done=done)
+                    return
             done += 1
             self.stats.drained_batches += 1
             if last:
@@ -219,7 +286,9 @@ class Writer:
             except queue.Empty:
                 break
             if not isinstance(batch, _Stop):
+                self._in_hand = batch
                 self._handle(batch)
+                self._in_hand = None
         self.sink.close()
 
     # --- the event loop side ------------------------------------------------------------
@@ -228,18 +297,21 @@ class Writer:
         """Stop the thread: write or spool everything queued within ``timeout`` seconds.
 
         Whatever the thread could not finish in time (the queue and the batch it was
-        writing) is spooled from here, so nothing received is lost; True if it finished.
+        writing) is spooled from here, so nothing received is lost. True if it finished
+        cleanly: not when it timed out, and not when the supervisor had given up.
         """
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=0.05)
-                break
-            except queue.Full:
-                self._spool_queued()
         if self._thread.is_alive():
+            while True:
+                try:
+                    self._queue.put(_STOP, timeout=0.05)
+                    break
+                except queue.Full:
+                    self._spool_queued()
             self._thread.join(timeout)
-        done = not self._thread.is_alive()
-        if not done:
+        finished = not self._thread.is_alive()
+        if finished:
+            self._spool_queued("writer not running")  # left by a writer that gave up
+        else:
             self._abandoned.set()
             self._spool_queued()
             stuck = self._in_flight
@@ -251,7 +323,7 @@ class Writer:
                 spooled_batches=self.stats.spooled_batches,
             )
         self.spool.close()
-        return done
+        return finished and not self.failed.is_set()
 
     def _spool_queued(self, why: str = "shutdown") -> None:
         while True:

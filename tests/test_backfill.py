@@ -16,7 +16,7 @@ from simulated import SimulatorThread
 from truth import check_trades, trade_key
 
 from recorder.daemon import Recorder
-from recorder.protocol import NS
+from recorder.protocol import NS, Stream
 from recorder.sim import Faults
 
 SimFactory = Callable[..., SimulatorThread]
@@ -223,7 +223,15 @@ def test_gaps_left_open_at_stop_are_backfilled_at_the_next_start(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
     sim = make_sim(Faults(close_every=2.0, http_status=500), trades_per_second=3)
-    config = make_config(sim, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+    # The failed attempts of the first run count against the budget the second run inherits
+    # (the simulator does not count its injected 500s): a larger budget keeps this short.
+    config = make_config(
+        sim,
+        tmp_path,
+        ["US:AAPL"],
+        subscribe={"depth": [], "snapshots": []},
+        upstream={"http_requests_per_minute": 30},
+    )
     run_recorder(
         config,
         timeout=30,
@@ -242,3 +250,68 @@ def test_gaps_left_open_at_stop_are_backfilled_at_the_next_start(
         f"({', '.join(str(ts) for (ts,) in left_open)})",
     )
     assert still == []
+
+
+OUTAGE_SECONDS = float(os.environ.get("QOS_OUTAGE_SECONDS", "30"))
+
+
+def test_a_long_outage_is_in_the_ledger_while_it_lasts_and_every_loss_is_inside_it(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # 20 trades/s per code: an outage of 30 s loses far more than /trade's window of 50
+    sim = make_sim(trades_per_second=20, seed=17)
+    codes = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
+    config = make_config(sim, tmp_path, codes)
+    db = tmp_path / "ticks.sqlite"
+    outage: list[float] = []  # when it began (elapsed seconds)
+    during: list[set[tuple[str, str]]] = []  # open gap rows seen while it lasted
+
+    def fault(recorder: Recorder, elapsed: float) -> None:
+        if not outage and recorder.writer.stats.batches > 20:
+            outage.append(elapsed)
+            sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", True))
+            sim.run(sim.sim.disconnect_all("outage"))
+        elif len(outage) == 1 and elapsed > outage[0] + OUTAGE_SECONDS / 2 and not during:
+            during.append(
+                {
+                    (code, stream)
+                    for code, stream in rows(
+                        db, "SELECT code, stream FROM gaps WHERE status = 'open' AND end_ts IS NULL"
+                    )
+                }
+            )
+        elif len(outage) == 1 and elapsed > outage[0] + OUTAGE_SECONDS:
+            outage.append(elapsed)
+            sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", False))
+
+    recorder = run_recorder(
+        config,
+        during=fault,
+        timeout=OUTAGE_SECONDS + 60,
+        until=lambda r: len(outage) == 2 and _settled(r) and r.stats.frames[Stream.SNAPSHOTS] > 0,
+    )
+    assert len(outage) == 2 and recorder.stats.reconnects >= 1
+    # while the outage lasted, every code and stream already had its open row
+    assert during == [{(c, s) for c in codes for s in ("trades", "depth", "snapshots")}]
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))
+    lo, hi = _window(sent, db)
+    truth = Counter(trade_key(f) for f in _truth_in(sim, set(codes), lo, hi))
+    stored = Counter(tuple(r[:5]) for r in _stored_in(db, lo, hi))
+    lost = truth - stored
+    assert stored - truth == Counter()  # nothing invented, nothing twice
+    gaps = rows(
+        db,
+        "SELECT code, ts, end_ts, status, lost_volume FROM gaps "
+        "WHERE stream = 'trades' AND cause = 'disconnect'",
+    )
+    assert sum(lost.values()) > 100  # the outage did lose trades beyond /trade's window
+    for code, ts, *_ in lost:
+        assert any(
+            c == code and start <= ts <= end and status != "filled"
+            for c, start, end, status, _ in gaps
+        ), (code, ts)
+    for code in codes:
+        (gap,) = [g for g in gaps if g[0] == code]
+        actual = sum(k[3] * n for k, n in lost.items() if k[0] == code)
+        assert gap[3] == "partial" and gap[4] is not None
+        assert abs(gap[4] - actual) <= 0.1 * actual, (code, gap[4], actual)

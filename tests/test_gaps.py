@@ -17,12 +17,17 @@ def _detector(
     gaps: GapsConfig | None = None,
     subscribe: SubscribeConfig | None = None,
     clock: Callable[[], int] = lambda: T0,
+    updated: list[Gap] | None = None,
 ) -> tuple[GapDetector, list[Gap]]:
     emitted: list[Gap] = []
     subscribe = subscribe or SubscribeConfig(
         trades=("US:AAPL", "CF:BTCUSDT"), snapshots=("US:AAPL",), depth=("US:AAPL",)
     )
-    return GapDetector(gaps or GapsConfig(), subscribe, emitted.append, clock=clock), emitted
+    update = updated.append if updated is not None else lambda gap: None
+    detector = GapDetector(
+        gaps or GapsConfig(), subscribe, emitted.append, clock=clock, update=update
+    )
+    return detector, emitted
 
 
 def _trade(code: str, s: int, size: float = 100.0) -> Trade:
@@ -70,7 +75,10 @@ def test_restart_gap_from_the_last_stored_row() -> None:
     det.seed({("US:AAPL", "trades"): T0 - 600 * NS})
     det.on_record(_trade("US:AAPL", 5))
     (gap,) = out
-    assert gap.start == T0 - 600 * NS and gap.detail == "the recorder was not running"
+    assert gap.start == T0 - 600 * NS
+    assert (
+        gap.detail == "the recorder was not running; no snapshots subscribed: lost volume unknown"
+    )
 
 
 def test_volume_that_trades_do_not_explain_is_a_gap() -> None:
@@ -136,32 +144,28 @@ def test_skipped_kline_bars_while_open_are_a_gap() -> None:
     assert len(out) == 1
 
 
-def test_silence_while_open_is_a_gap_and_closes_with_the_next_trade() -> None:
+def test_silence_while_open_is_an_open_gap_that_ends_with_the_next_trade() -> None:
     now = [T0]
+    opened: list[Gap] = []
     det, out = _detector(
         GapsConfig(silence_after=5),
         SubscribeConfig(trades=("CF:BTCUSDT", "HK:700")),
         clock=lambda: now[0],
+        updated=opened,
     )
     det.on_subscribed("trades")
-    out.clear()
     det.on_record(_trade("CF:BTCUSDT", 1))  # received at T0 + 1 s
     now[0] = T0 + 6 * NS
     det.check()
-    assert out == []  # 5 s without a trade is not more than silence_after
+    assert opened == []  # 5 s without a trade is not more than silence_after
     now[0] += 1
     det.check()
-    (gap,) = out  # HK is closed at this hour (the clock says 23:00 in Hong Kong)
-    assert (gap.code, gap.cause, gap.start, gap.end) == (
-        "CF:BTCUSDT",
-        "silence",
-        T0 + NS,
-        T0 + 6 * NS + 1,
-    )
+    (gap,) = opened  # HK is closed at this hour (the clock says 23:00 in Hong Kong)
+    assert (gap.code, gap.cause, gap.start, gap.end) == ("CF:BTCUSDT", "silence", T0 + NS, None)
     det.check()
-    assert len(out) == 1
+    assert len(opened) == 1 and out == []
     det.on_record(_trade("CF:BTCUSDT", 30))
-    assert len(out) == 2 and out[1].end == T0 + 30 * NS
+    assert out == [gap] and gap.end == T0 + 30 * NS
 
 
 def _ns(y: int, mo: int, d: int, h: int, mi: int) -> int:
@@ -200,3 +204,86 @@ def test_each_session_sweeps_the_span_before_the_first_snapshot() -> None:
     )
     det.on_record(_snap("US:AAPL", 3, 1000))
     assert len(out) == 1  # once per session
+
+
+def test_a_disconnect_is_in_the_ledger_at_once_and_ends_with_the_subscription() -> None:
+    now = [T0]
+    opened: list[Gap] = []
+    det, out = _detector(
+        subscribe=SubscribeConfig(trades=("US:AAPL", "HK:700"), snapshots=("US:AAPL",)),
+        clock=lambda: now[0],
+        updated=opened,
+    )
+    det.on_record(_trade("US:AAPL", -5))
+    det.on_disconnect("closed: 1006")
+    # written as open, with no end, before any frame comes back
+    assert sorted((g.code, g.stream, g.end, g.status) for g in opened) == [
+        ("HK:700", "trades", None, "open"),
+        ("US:AAPL", "snapshots", None, "open"),
+        ("US:AAPL", "trades", None, "open"),
+    ]
+    assert out == [] and len(det.open_gaps()) == 3
+    now[0] = T0 + 30 * NS
+    det.on_subscribed("trades")  # a quiet market: no trade needed to end the hole
+    assert sorted((g.code, g.start, g.end) for g in out) == [
+        ("HK:700", T0, T0 + 30 * NS),
+        ("US:AAPL", T0 - 5 * NS, T0 + 30 * NS),
+    ]
+    assert [g.stream for g in det.open_gaps()] == ["snapshots"]
+    det.on_record(_trade("US:AAPL", 31))
+    assert len(out) == 2  # already ended
+
+
+def test_a_gap_left_open_by_the_last_run_stays_the_gap_of_its_code() -> None:
+    left = Gap(T0 - 100 * NS, None, "US:AAPL", "trades", "disconnect", T0 - 99 * NS)
+    opened: list[Gap] = []
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",)), updated=opened)
+    det.seed({("US:AAPL", "trades"): T0 - 100 * NS}, [left])
+    assert det.open_gaps() == [left] and opened == []  # no second row for the same hole
+    det.on_subscribed("trades")
+    assert out == [left] and left.end == T0
+
+
+def test_lost_volume_is_the_snapshot_volume_the_trades_do_not_explain() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
+    det.on_record(_trade("US:AAPL", 1, 100))
+    det.on_record(_snap("US:AAPL", 1, 1000))  # the side before the hole
+    det.on_record(_trade("US:AAPL", 2, 40))  # recorded after that snapshot
+    det.on_disconnect()
+    det.on_subscribed("trades")
+    (gap,) = out
+    assert gap.lost_volume is None  # the side after is not known yet
+    det.on_record(_trade("US:AAPL", 9, 60))  # live again
+    det.on_record(_snap("US:AAPL", 9, 1500))  # 500 traded since: 100 recorded, 400 lost
+    assert gap.unexplained == 400.0 and _lost(gap) == (400.0, None)
+    gap.backfilled_volume = 250.0  # what the backfill recovered inside the hole
+    gap.settle_volume()
+    assert _lost(gap) == (150.0, None)
+    gap.status = "filled"
+    gap.settle_volume()
+    assert _lost(gap) == (0.0, 0)  # exact once filled
+
+
+def test_lost_volume_across_a_restart_counts_what_the_store_holds() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
+    # stored: a snapshot at 1000 and 70 shares of trades after it
+    det.seed({("US:AAPL", "trades"): T0}, anchors={"US:AAPL": (1000.0, T0, -70.0)})
+    det.on_subscribed("trades")
+    det.on_record(_trade("US:AAPL", 5, 30))
+    det.on_record(_snap("US:AAPL", 5, 1300))
+    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
+    assert gap.lost_volume == 200.0  # 300 traded, 70 stored before and 30 live after
+
+
+def test_a_new_day_between_the_sides_says_the_volume_is_unknown() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
+    det.on_record(_snap("US:AAPL", 1, 1000))
+    det.on_disconnect()
+    det.on_subscribed("trades")
+    det.on_record(_snap("US:AAPL", 2, 10))  # the day volume started again
+    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
+    assert gap.lost_volume is None and "new trading day" in (gap.detail or "")
+
+
+def _lost(gap: Gap) -> tuple[float | None, int | None]:
+    return gap.lost_volume, gap.lost_trades

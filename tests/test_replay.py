@@ -8,18 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config, run_recorder, wait_for
+from conftest import make_config, rows, run_recorder, wait_for
 from simulated import SimulatorThread
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from recorder import protocol
+from recorder.daemon import Recorder
 from recorder.exceptions import ConfigError
 from recorder.protocol import NS, Kline, Stream, Trade
 from recorder.replay import pace_time, replay
@@ -65,30 +66,6 @@ def _record(frame: dict[str, Any]) -> Any:
     return protocol.decode(json.dumps(frame), 0)
 
 
-def _unique(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pushed frames as the store keeps them: one per dedup key, the first one."""
-    from truth import depth_key, snapshot_key, trade_key
-
-    seen: set[Any] = set()
-    counts: dict[Any, int] = {}
-    out = []
-    for f in frames:
-        if f["tp"] == "T":
-            key: Any = trade_key(f)
-            counts[key] = counts.get(key, 0) + 1
-            key = (key, counts[key])
-        elif f["tp"] == "D":
-            key = depth_key(f)
-        elif f["tp"] == "S":
-            key = snapshot_key(f)
-        else:
-            continue
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "recorder", "replay", *args],
@@ -106,7 +83,8 @@ def test_ndjson_round_trip_equals_what_was_pushed(recording: Recording) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(set(line) >= {"tp", "c", "ts"} and isinstance(line["ts"], int) for line in lines)
     replayed = [_record(f) for f in lines if f["tp"] != "K"]
-    pushed = [_record(f) for f in _unique(recording.sent)]
+    # every update is stored (identical ones too, numbered by k and n) and comes back
+    pushed = [_record(f) for f in recording.sent if f["tp"] != "K"]
     assert replayed == pushed  # field by field, in order, no extras
     # a bar's ts is its open time: ask for the range from the first bar's open
     bars = {(b.code, b.kt, b.ts): b for b in (_record(f) for f in recording.sent if f["tp"] == "K")}
@@ -136,7 +114,7 @@ def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
     assert trades and trades == records
     assert [(t.ts, t.price, t.size, t.side) for t in trades] == [
         (r.ts, r.price, r.size, r.side)
-        for r in (_record(f) for f in _unique(recording.sent))
+        for r in (_record(f) for f in recording.sent)
         if isinstance(r, Trade) and r.code == "HK:700"
     ]
     ordered = [(r.ts, r.recv_ts) for r in replay(recording.db, start, end)]
@@ -221,9 +199,7 @@ def test_replay_server_plays_the_subscribed_frames_at_speed(
         proc.terminate()
         proc.wait(10)
     frames = [f for _, f in received]
-    expected = [
-        f for f in _unique(recording.sent) if f["tp"] == "T" and f["c"] in ("US:AAPL", "CF:BTCUSDT")
-    ]
+    expected = [f for f in recording.sent if f["tp"] == "T" and f["c"] in ("US:AAPL", "CF:BTCUSDT")]
     assert [_record(f) for f in frames] == [_record(f) for f in expected]
     # paced: wall time is the recorded span divided by the speed
     stored = list(
@@ -238,3 +214,37 @@ def test_replay_server_plays_the_subscribed_frames_at_speed(
     span = (pace_time(stored[-1]) - pace_time(stored[0])) / NS
     wall = received[-1][0] - received[0][0]
     assert abs(wall - span / speed) < 0.25 * span / speed + 0.3, (wall, span)
+
+
+def test_identical_depth_updates_in_one_second_are_all_kept_in_order(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=0)  # no market: only the frames pushed here
+    config = make_config(sim, tmp_path, ["US:AAPL"], subscribe={"trades": [], "snapshots": []})
+    second = 1_700_000_000
+
+    def book(bid: str) -> dict[str, Any]:
+        return {
+            "tp": "D",
+            "c": "US:AAPL",
+            "b": [{"p": bid, "v": "100"}],
+            "a": [{"p": "10.05", "v": "200"}],
+            "ts": second,
+        }
+
+    a, b = book("10.00"), book("10.01")
+
+    def push(recorder: Recorder, elapsed: float) -> None:
+        if recorder.stats.subscribed and not pushed:
+            pushed.append(sim.run(sim.sim.push([a, b, a])))
+
+    pushed: list[None] = []
+    run_recorder(config, during=push, until=lambda r: r.stats.frames[Stream.DEPTH] >= 3)
+    db = tmp_path / "ticks.sqlite"
+    assert rows(db, "SELECT bid_px, n FROM depth WHERE ts = ? ORDER BY recv_ts", second * NS) == [
+        (10.0, 0),
+        (10.01, 0),
+        (10.0, 1),
+    ]
+    replayed = [protocol.push_frame(r) for r in replay(db, second * NS, (second + 1) * NS)]
+    assert [float(f["b"][0]["p"]) for f in replayed] == [10.0, 10.01, 10.0]

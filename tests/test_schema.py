@@ -12,6 +12,7 @@ import pytest
 
 from recorder.protocol import Depth, Kline, SessionQuote, Snapshot, Trade
 from recorder.schema import TABLES, depth_row, kline_row, record_of, snapshot_row, trade_row
+from recorder.sinks.questdb import after_sql, anchor_sql
 
 ROOT = Path(__file__).parent.parent
 CHECKER = ROOT / "tests" / "sqlcheck"
@@ -46,7 +47,10 @@ def test_the_checker_rejects_bad_sql() -> None:
 
 
 def test_ddl_and_readme_sql_parse_with_questdb_grammar() -> None:
-    statements = [t.questdb_ddl() for t in TABLES] + _readme_sql()
+    migrations = [s for t in TABLES for s in t.questdb_migrations()]
+    assert len(migrations) == 6  # depth n + keys, snapshots n + keys, gaps' two columns
+    queries = [anchor_sql("US:AAPL"), after_sql("US:AAPL", 1_795_618_800_000_000, 17)]
+    statements = [t.questdb_ddl() for t in TABLES] + migrations + queries + _readme_sql()
     assert len(statements) >= len(TABLES) + 8
     for result in _check(statements):
         assert result["errors"] == [] and result["statements"] == 1, result

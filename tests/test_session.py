@@ -27,12 +27,21 @@ from recorder.sim import Faults
 SimFactory = Callable[..., SimulatorThread]
 
 
-def test_backoff_is_capped_jittered_and_never_zero() -> None:
+def test_backoff_is_capped_jittered_and_floored_at_half_the_cap() -> None:
     delays = list(islice(backoff(1.0, 8.0, random.Random(1)), 200))
-    assert all(0.1 <= d <= 8.0 for d in delays)
-    assert max(delays[:3]) <= 4.0  # 1, 2, 4 caps for the first three
+    caps = [min(8.0, 2.0**n) for n in range(200)]
+    assert all(cap / 2 <= d <= cap for d, cap in zip(delays, caps, strict=True))
     assert len({round(d, 6) for d in delays}) > 150  # jittered, not a fixed ladder
-    assert max(delays[10:]) > 6.0  # reaches the cap
+    assert max(delays[10:]) > 7.5  # reaches the cap...
+    assert min(delays[10:]) >= 4.0  # ...and a long outage never hammers the service
+
+
+def test_the_default_schedule_is_back_within_five_seconds_of_any_outage() -> None:
+    up = UpstreamConfig()
+    delays = list(islice(backoff(up.backoff_initial, up.backoff_max, random.Random(2)), 1000))
+    assert max(delays) <= 5.0
+    # handshakes a minute during a long outage: at most 24, at least 12
+    assert 12 <= 60 / (sum(delays[10:]) / len(delays[10:])) <= 24
 
 
 def _spacing_ok(sim: SimulatorThread, minimum: float = 1.0) -> bool:

@@ -8,7 +8,10 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+import structlog
 from conftest import (
     make_config,
     rows,
@@ -23,9 +26,11 @@ from truth import check_trades
 
 from recorder.batching import Batch
 from recorder.daemon import Recorder
+from recorder.exceptions import WriterFailed
 from recorder.protocol import Stream
 from recorder.sim.ilp import IlpServer, Receiver
 from recorder.sinks.null import NullSink
+from recorder.sinks.sqlite import SQLiteSink
 from recorder.spool import Spool
 from recorder.writer import Writer
 
@@ -219,3 +224,90 @@ def test_writer_spools_when_its_queue_is_full_and_keeps_order(tmp_path: Path) ->
     assert wait_for(lambda: sink.batches == 10 and not writer.spool)
     assert sink.order == list(range(10))  # the order they were cut in, spooled or not
     assert writer.close(5)
+
+
+class CrashingSink(SQLiteSink):
+    """A sink with a bug: ``write`` raises something that is not a SinkError, ``crashes``
+    times (forever when None), then works."""
+
+    def __init__(self, path: Path, crashes: int | None) -> None:
+        super().__init__(path)
+        self.crashes = crashes
+
+    def write(self, batch: Batch) -> None:
+        if self.crashes is None or self.crashes > 0:
+            if self.crashes is not None:
+                self.crashes -= 1
+            raise RuntimeError("a bug in the sink")
+        super().write(batch)
+
+
+def test_a_writer_that_crashes_recovers_loses_nothing_and_says_so(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=30, seed=34)
+    config = make_config(sim, tmp_path, ["US:AAPL", "HK:700"])
+    sink = CrashingSink(tmp_path / "ticks.sqlite", crashes=3)
+    seen: list[dict[str, Any]] = []
+
+    def health(recorder: Recorder, elapsed: float) -> None:
+        ok, summary = recorder.status().health(config.metrics)
+        if not ok:
+            seen.append(summary)
+
+    with structlog.testing.capture_logs() as logs:
+        recorder = run_recorder(
+            config,
+            sink=sink,
+            during=health,
+            timeout=60,
+            until=lambda r: (
+                r.writer.stats.crashes >= 3 and _drained(r) and r.writer.stats.batches > 5
+            ),
+        )
+    assert recorder.writer.stats.crashes == 3 and not recorder.writer.failed.is_set()
+    crashed = [e for e in logs if e["event"] == "writer_crashed"]
+    assert len(crashed) == 1 and "RuntimeError: a bug in the sink" in crashed[0]["error"]
+    assert any(
+        "writer restarted after: RuntimeError: a bug in the sink" in s["reasons"] for s in seen
+    )
+    received = recorder.stats.frames[Stream.TRADES]
+    stored = rows(tmp_path / "ticks.sqlite", "SELECT code, ts, price, size, side, k FROM trades")
+    assert len(stored) == received > 0
+    check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
+    assert not (tmp_path / "spool" / "rejected.ndjson").exists()
+
+
+def test_a_writer_that_keeps_crashing_stops_the_recorder_with_an_error_and_spools_all(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=30, seed=35)
+    config = make_config(sim, tmp_path, ["US:AAPL"])
+    holder: list[Recorder] = []
+
+    def keep(recorder: Recorder, elapsed: float) -> None:
+        holder[:1] = [recorder]
+
+    with pytest.raises(ExceptionGroup) as info:  # the recorder stops on its own, failing
+        run_recorder(
+            config,
+            sink=CrashingSink(tmp_path / "ticks.sqlite", None),
+            during=keep,
+            until=lambda r: False,
+            timeout=60,
+        )
+    (failed,) = info.value.subgroup(WriterFailed).exceptions  # type: ignore[union-attr]
+    while isinstance(failed, ExceptionGroup):
+        (failed,) = failed.exceptions
+    assert isinstance(failed, WriterFailed) and "crashed 5 times in a row" in str(failed)
+    (recorder,) = holder
+    assert recorder.writer.failed.is_set() and recorder.writer.stats.lost_rows == 0
+    # everything received is in the spool: drain it into a working sink
+    received = recorder.stats.frames[Stream.TRADES]
+    writer = Writer(SQLiteSink(tmp_path / "ticks.sqlite"), Spool(tmp_path / "spool"))
+    writer.start()
+    assert wait_for(lambda: not writer.spool, timeout=20)
+    assert writer.close(5)
+    stored = rows(tmp_path / "ticks.sqlite", "SELECT code, ts, price, size, side, k FROM trades")
+    assert len(stored) == received > 0
+    check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])

@@ -78,6 +78,10 @@ class Simulator:
         self.refusals: list[tuple[int, str, str]] = []  # (connection, command type, msg)
         self.commands: list[tuple[int, float, str]] = []  # (connection, monotonic time, type)
         self.closed_by_fault = 0
+        #: (monotonic time, path) of HTTP requests counted against the plan, and of those
+        #: refused because the minute's budget was spent
+        self.http_requests: list[tuple[float, str]] = []
+        self.http_over_limit: list[tuple[float, str]] = []
         self._http_times: dict[str, deque[float]] = {}
         self._next_conn = 1
         self.app = web.Application()
@@ -127,7 +131,7 @@ class Simulator:
             frames = self.market.step(time.time())
             if self.config.keep_truth:
                 self.truth.extend(frames)
-            await self._push(frames)
+            await self.push(frames)
             await self._expire_heartbeats()
             await asyncio.sleep(max(0.0, next_at - time.time()))
 
@@ -163,7 +167,9 @@ class Simulator:
             return (code, frame["kt"]) in conn.kline_subs
         return code in conn.subs[tp]
 
-    async def _push(self, frames: list[dict[str, Any]]) -> None:
+    async def push(self, frames: list[dict[str, Any]]) -> None:
+        """Send push frames to every connection subscribed to them (the market loop
+        does; tests push frames of their own)."""
         if self.faults.stall or not self.conns:
             return
         for conn in list(self.conns.values()):
@@ -336,10 +342,12 @@ class Simulator:
         while times and now - times[0] >= 60:
             times.popleft()
         if len(times) >= self.config.http_per_minute:
+            self.http_over_limit.append((now, request.path))
             return web.json_response(
                 {"msg": f"request limit exceeded: {self.config.http_per_minute} per minute"}
             )
         times.append(now)
+        self.http_requests.append((now, request.path))
         try:
             body = await request.json(loads=orjson.loads)
             if not isinstance(body, dict):

@@ -36,6 +36,11 @@ class Sink(Protocol):
     def open_gaps(self) -> list[Row]:
         """Rows of the gaps table whose backfill has not run (``status = 'open'``)."""
 
+    def volume_anchors(self, codes: Iterable[str]) -> dict[str, tuple[float, int, float]]:
+        """Per code, its newest stored snapshot's day volume and ``ts``, and minus the
+        volume of the live trades stored after it: where a lost-volume estimate across
+        the time the recorder was not running starts."""
+
     def close(self) -> None:
         """Release connections; pending data was already written or spooled."""
 

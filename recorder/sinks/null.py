@@ -32,5 +32,8 @@ class NullSink:
     def open_gaps(self) -> list[Row]:
         return []
 
+    def volume_anchors(self, codes: Iterable[str]) -> dict[str, tuple[float, int, float]]:
+        return {}
+
     def close(self) -> None:
         pass

@@ -95,6 +95,8 @@ class QuestDBSink:
         if not self._ready:
             for table in TABLES:
                 self.execute(table.questdb_ddl())
+                for statement in table.questdb_migrations():  # tables made by earlier versions
+                    self.execute(statement)
             self._ready = True
         if self._sender is None:
             try:
@@ -202,10 +204,39 @@ class QuestDBSink:
             for row in body.get("dataset", [])
         ]
 
+    def volume_anchors(self, codes: Iterable[str]) -> dict[str, tuple[float, int, float]]:
+        out: dict[str, tuple[float, int, float]] = {}
+        for code in codes:
+            snap = self.execute(anchor_sql(code)).get("dataset", [])
+            if not snap:
+                continue
+            volume, micros, recv = snap[0]
+            after = self.execute(after_sql(code, micros, recv)).get("dataset", [[None]])
+            out[code] = (volume, micros * 1000, -(after[0][0] or 0.0))
+        return out
+
     def close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.close(flush=False)
+
+
+def anchor_sql(code: str) -> str:
+    """The newest snapshot of ``code``. Codes passed the config's check (letters, digits,
+    '.', '_', '-' and one ':'), so quoting cannot break out of the literal."""
+    return (
+        "SELECT volume, cast(ts AS LONG), recv_ts FROM snapshots "
+        f"WHERE code = '{code}' ORDER BY ts DESC, recv_ts DESC LIMIT 1"
+    )
+
+
+def after_sql(code: str, micros: int, recv_ts: int) -> str:
+    """The volume of the live trades of ``code`` stored after a snapshot."""
+    at = f"cast({int(micros)} AS TIMESTAMP)"
+    return (
+        f"SELECT sum(size) FROM trades WHERE code = '{code}' AND (ts > {at} OR "
+        f"(ts = {at} AND source = 'live' AND recv_ts > {int(recv_ts)}))"
+    )
 
 
 #: Client-side errors about the data itself: sending the batch again cannot help.

@@ -44,6 +44,19 @@ _LAST = {t: f"SELECT code, max(ts) FROM {t} GROUP BY code" for t in MARKET_TABLE
 _OPEN_GAPS = f"SELECT {', '.join(BY_NAME['gaps'].names)} FROM gaps WHERE status = 'open'"
 
 
+def _migrate(db: sqlite3.Connection, table: Table, create_index: str) -> None:
+    """Bring a table an earlier version made up to date: add the columns added since, and
+    rebuild the unique index when its keys changed."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table.name})")}
+    for name in table.added:
+        if name not in have:
+            db.execute(table.sqlite_column(name))
+    keyed = tuple(row[2] for row in db.execute(f"PRAGMA index_info({table.name}_key)"))
+    if keyed and keyed != table.sqlite_key():
+        db.execute(f"DROP INDEX {table.name}_key")
+    db.execute(create_index)
+
+
 class SQLiteSink:
     name = "sqlite"
 
@@ -61,8 +74,9 @@ class SQLiteSink:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             for table in TABLES:
-                for statement in table.sqlite_ddl():
-                    db.execute(statement)
+                create_table, create_index = table.sqlite_ddl()
+                db.execute(create_table)
+                _migrate(db, table, create_index)
         except (sqlite3.Error, OSError) as exc:
             raise SinkError(f"sqlite {self.path}: cannot open: {exc}") from None
         self._db = db
@@ -133,6 +147,31 @@ class SQLiteSink:
             return self._db.execute(_OPEN_GAPS).fetchall()
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
+
+    def volume_anchors(self, codes: Iterable[str]) -> dict[str, tuple[float, int, float]]:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        out: dict[str, tuple[float, int, float]] = {}
+        try:
+            for code in codes:
+                snap = self._db.execute(
+                    "SELECT volume, ts, recv_ts FROM snapshots WHERE code = ? "
+                    "ORDER BY ts DESC, recv_ts DESC LIMIT 1",
+                    (code,),
+                ).fetchone()
+                if snap is None:
+                    continue
+                volume, ts, recv = snap
+                (after,) = self._db.execute(
+                    "SELECT coalesce(sum(size), 0) FROM trades WHERE code = ? AND "
+                    "(ts > ? OR (ts = ? AND source = 'live' AND recv_ts > ?))",
+                    (code, ts, ts, recv),
+                ).fetchone()
+                out[code] = (volume, ts, -after)
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
+        return out
 
     def close(self) -> None:
         if self._db is not None:
