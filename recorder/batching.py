@@ -95,6 +95,7 @@ class Batcher:
         self._snapshots: list[Row] = []
         self._klines: dict[tuple[str, int, int], Row] = {}
         self._gaps: list[Row] = []
+        self._other: dict[str, list[Row]] = {}  # rare tables (reference data)
         self._n = 0
         self._first = 0.0
         self._markets: dict[str, str] = {}
@@ -122,6 +123,11 @@ class Batcher:
         self._gaps.append(gap_row(gap))
         self._added()
 
+    def add_row(self, table: str, row: Row) -> None:
+        """A row of a table with no record type of its own (``instruments``)."""
+        self._other.setdefault(table, []).append(row)
+        self._added()
+
     def _added(self) -> None:
         if self._n == 0:
             self._first = time.monotonic()
@@ -142,8 +148,10 @@ class Batcher:
             "snapshots": self._snapshots,
             "klines": list(self._klines.values()),
             "gaps": self._gaps,
+            **self._other,
         }
         self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []
+        self._other = {}
         self._klines = {}
         self._n = 0
         self._seq = max(self._seq + 1, self._clock())

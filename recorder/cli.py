@@ -95,6 +95,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--host", default="127.0.0.1", help="address for --serve")
     rep.add_argument("--speed", default="1", help="pace factor for --serve, or max")
+    rep.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="--serve: subscriptions within this many seconds of a client's first one all "
+        "start at the beginning of the range (default 5)",
+    )
+    rep.add_argument(
+        "--max-idle",
+        type=float,
+        metavar="SECONDS",
+        help="--serve: shorten stretches with nothing to send (nights, weekends) to this",
+    )
+    rep.add_argument(
+        "--close-at-end",
+        action="store_true",
+        help="--serve: close the socket after the range (the live service never does)",
+    )
     rep.set_defaults(func=cmd_replay)
 
     sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
@@ -107,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--key", action="append", help="accepted API key (repeatable); default demo")
     sim.add_argument("--rate", type=float, default=4.0, help="trades per second per code")
     sim.add_argument("--heartbeat-timeout", type=float, default=60.0)
+    sim.add_argument(
+        "--strict",
+        action="store_true",
+        help="the letter of the 1 request/s rule: every command, H included, 1 s apart "
+        "(by default 50 ms are forgiven and H is exempt, as the vendor's clients need)",
+    )
     sim.add_argument("--close-every", type=float, help="fault: close connections every N s")
     sim.add_argument("--stall", action="store_true", help="fault: never send anything")
     sim.add_argument("--drop-rate", type=float, default=0.0, help="fault: drop frames (0-1)")
@@ -193,7 +217,7 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import Query, check, frames, replay
+    from .replay import Query, check, frames, read_scales, replay
     from .report import parse_time
 
     query = Query(
@@ -216,8 +240,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.serve is not None:
         return _serve_replay(args, query)
     out = sys.stdout.buffer
-    out.write(next(frames([first])))
-    for line in frames(records):
+    scales = read_scales(args.source)
+    out.write(next(frames([first], scales)))
+    for line in frames(records, scales):
         out.write(line)
     out.flush()
     return 0
@@ -237,7 +262,16 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
             raise ConfigError("--speed: must be positive")
     from .runtime import run, serve_until_stopped
 
-    server = ReplayServer(args.source, query, speed)
+    if args.settle < 0 or (args.max_idle is not None and args.max_idle <= 0):
+        raise ConfigError("--settle must be 0 or more and --max-idle more than 0")
+    server = ReplayServer(
+        args.source,
+        query,
+        speed,
+        settle=args.settle,
+        close_at_end=args.close_at_end,
+        max_idle=args.max_idle,
+    )
     run(
         lambda: serve_until_stopped(
             server.app,
@@ -266,6 +300,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             trades_per_second=args.rate,
             heartbeat_timeout=args.heartbeat_timeout,
             keep_truth=bool(args.truth),
+            strict=args.strict,
         ),
         Faults(
             close_every=args.close_every,

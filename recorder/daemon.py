@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
@@ -25,9 +26,20 @@ from .identity import Ordinals, TradeCounter
 from .markets import Calendar
 from .metrics import Metrics
 from .notify import Notifier
-from .protocol import NS, STREAMS, Depth, Record, Snapshot, Stream, Trade, market_of
+from .protocol import (
+    NS,
+    STREAMS,
+    Depth,
+    Record,
+    Scale,
+    Snapshot,
+    Stream,
+    Trade,
+    instrument_from,
+    market_of,
+)
 from .rest import RestClient
-from .schema import gap_of
+from .schema import gap_of, instrument_row
 from .serving import serve
 from .session import run_upstream
 from .sinks import Sink, make_sink
@@ -39,6 +51,8 @@ log = structlog.get_logger("recorder")
 #: how far before the last time saved a gap starts when the database cannot say (the
 #: batcher and the writer's queue may have held a few seconds of rows at a crash)
 LAST_SEEN_MARGIN = 10 * NS
+#: seconds after start-up before the reference data is asked for (backfill goes first)
+INSTRUMENTS_AFTER = 5.0
 
 
 @dataclass
@@ -330,6 +344,39 @@ class Recorder:
                 log.warning("calendar_unavailable", error=str(exc))
             await asyncio.sleep(86400)
 
+    async def _instruments(self) -> None:
+        """Reference data from /instrument-info, and the decimals each code's strings carry
+        (from /snapshot), into ``instruments``: a row per code a day, refreshed daily. It
+        waits a little at start-up, so the backfill of the time away goes first."""
+        codes = self.config.subscribe.all_codes()
+        await asyncio.sleep(INSTRUMENTS_AFTER)
+        while True:
+            try:
+                infos = await self.rest.post("/instrument-info", {"codes": codes})
+                snapshots = await self.rest.post("/snapshot", {"codes": codes})
+                self._store_instruments(infos, snapshots)
+            except RecorderError as exc:
+                log.warning("instruments_unavailable", error=str(exc))
+            await asyncio.sleep(86400)
+
+    def _store_instruments(self, infos: Any, snapshots: Any) -> None:
+        scales = {
+            s["c"]: Scale.of_snapshot(s)
+            for s in snapshots or ()
+            if isinstance(s, dict) and isinstance(s.get("c"), str)
+        }
+        now = time.time_ns()
+        day = now - now % (86400 * NS)
+        for info in infos if isinstance(infos, list) else ():
+            try:
+                instrument = instrument_from(info)
+            except DecodeError as exc:
+                log.warning("instrument_unreadable", reason=exc.reason)
+                continue
+            instrument.scale = scales.get(instrument.code)
+            self.batcher.add_row("instruments", instrument_row(instrument, day, now))
+        log.info("instruments_refreshed", codes=len(scales))
+
     # --- life -----------------------------------------------------------------------
 
     def restore(self) -> None:
@@ -383,6 +430,7 @@ class Recorder:
                     tg.create_task(self.notifier.keep_alive()),
                     tg.create_task(self._serve_metrics()),
                     tg.create_task(self._calendar()),
+                    tg.create_task(self._instruments()),
                 ]
                 await stop.wait()
                 for task in tasks:

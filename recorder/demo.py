@@ -71,7 +71,7 @@ def summary(config: Config) -> str:
         lines = [f"database: {path}", "rows per table:"]
         for table in TABLES:
             (n,) = db.execute(f"SELECT count(*) FROM {table.name}").fetchone()
-            lines.append(f"  {table.name:<10} {n:>8}")
+            lines.append(f"  {table.name:<12} {n:>8}")
     finally:
         db.close()
     lines += ["gaps:", format_gaps(read_gaps(config, 0))]

@@ -1,5 +1,7 @@
 """Market hours from the protocol reference, and trading days from ``/market-calendar``.
 
+Also where K-line bars begin and end (UTC calendar days, weeks from Monday, months, years).
+
 Used to tell silence from a closed market: a code that does not trade while its market is
 closed is not a gap. Markets whose hours the reference does not pin down (IX, SI follow
 their listing exchange) answer ``None``: unknown, so no silence gap is ever claimed.
@@ -78,3 +80,35 @@ def is_open(market: str, when_ns: int, calendar: Calendar | None = None) -> bool
         return False
     now = local.time()
     return any(start <= now <= end for start, end in sessions)
+
+
+# --- K-line bars ---------------------------------------------------------------------------
+
+
+def bar_open(ts: int, kt: int) -> int:
+    """The open time (unix s) of the ``kt`` bar holding ``ts``."""
+    if kt < 1000:
+        return ts - ts % (kt * 60)
+    day = dt.datetime.fromtimestamp(ts, dt.UTC).replace(hour=0, minute=0, second=0)
+    if kt == 1007:
+        day -= dt.timedelta(days=day.weekday())
+    elif kt == 1030:
+        day = day.replace(day=1)
+    elif kt == 2001:
+        day = day.replace(month=1, day=1)
+    return int(day.timestamp())
+
+
+def bar_end(opened: int, kt: int) -> int:
+    """The open time of the bar after the ``kt`` bar opened at ``opened``."""
+    if kt < 1000:
+        return opened + kt * 60
+    day = dt.datetime.fromtimestamp(opened, dt.UTC)
+    if kt == 1001:
+        return opened + 86400
+    if kt == 1007:
+        return opened + 7 * 86400
+    if kt == 1030:
+        nxt = day.replace(year=day.year + day.month // 12, month=day.month % 12 + 1)
+        return int(nxt.timestamp())
+    return int(day.replace(year=day.year + 1).timestamp())

@@ -392,6 +392,61 @@ def _raw(frame: bytes | str) -> bytes:
     return frame.encode() if isinstance(frame, str) else bytes(frame)
 
 
+@dataclass(slots=True)
+class Instrument:
+    """Reference data of one code from ``/instrument-info`` (crypto: only the first three
+    fields), with the decimals its strings carry when they are known."""
+
+    code: str
+    exchange: str | None
+    currency: str | None
+    name_cn: str | None = None
+    name_en: str | None = None
+    lot_size: int | None = None
+    total_shares: int | None = None
+    outstanding_shares: int | None = None
+    eps: float | None = None
+    net_assets: float | None = None
+    dividend_yield: float | None = None
+    scale: Scale | None = None
+
+
+def instrument_from(obj: Any) -> Instrument:
+    """An ``/instrument-info`` record; DecodeError when it is not one."""
+    try:
+        if type(obj) is not dict:
+            raise _Bad("instrument entry is not an object")
+
+        def text(key: str) -> str | None:
+            value = obj.get(key)
+            return value if isinstance(value, str) else None
+
+        def whole(key: str) -> int | None:
+            value = obj.get(key)
+            if isinstance(value, str) and value.isdigit():  # tolerated: a count as a string
+                return int(value)
+            return value if type(value) is int else None
+
+        def number(key: str) -> float | None:
+            return _dec(obj, key) if obj.get(key) is not None else None
+
+        return Instrument(
+            _code(obj),
+            text("e"),
+            text("tc"),
+            text("nc"),
+            text("ne"),
+            whole("ls"),
+            whole("ts"),
+            whole("os"),
+            number("ep"),
+            number("na"),
+            number("dy"),
+        )
+    except _Bad as exc:
+        raise DecodeError(str(exc), orjson.dumps(obj)) from None
+
+
 def records_from(kind: str, data: list[Any], recv_ts: int) -> list[Record]:
     """Decode the ``data`` of an HTTP response or ``R*`` reply (``kind``: T, D, S, K)."""
     out: list[Record] = []
@@ -456,14 +511,45 @@ def fmt(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def push_frame(record: Record) -> dict[str, Any]:
-    """The QOS push frame (``tp`` and string decimals, ``ts`` in seconds) of a record."""
+def decimals(text: str) -> int:
+    """How many decimals a decimal string carries: ``"212.30"`` -> 2, ``"6"`` -> 0."""
+    _, dot, fraction = text.partition(".")
+    return len(fraction) if dot else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """How many decimals one code's strings carry: prices, sizes and volumes, turnover. The
+    service writes them at a fixed scale (``"212.30"``, ``"6.000"``); a float forgets it,
+    so replay needs it to give back the strings as they were."""
+
+    price: int
+    size: int
+    turnover: int
+
+    @classmethod
+    def of_snapshot(cls, data: dict[str, Any]) -> Scale:
+        """The scale of a code from one of its raw snapshot records (``/snapshot`` data)."""
+        price = max(decimals(str(data.get(k, ""))) for k in ("lp", "yp", "o", "h", "l"))
+        return cls(price, decimals(str(data.get("v", ""))), decimals(str(data.get("t", ""))))
+
+
+def push_frame(record: Record, scale: Scale | None = None) -> dict[str, Any]:
+    """The QOS push frame (``tp`` and string decimals, ``ts`` in seconds) of a record, its
+    decimals at the code's ``scale`` where it is known (else the shortest form)."""
+    price: Callable[[float], str]
+    size: Callable[[float], str]
+    turnover: Callable[[float], str]
+    if scale is None:
+        price = size = turnover = fmt
+    else:
+        price, size, turnover = _fixed(scale.price), _fixed(scale.size), _fixed(scale.turnover)
     if isinstance(record, Trade):
         return {
             "tp": "T",
             "c": record.code,
-            "p": fmt(record.price),
-            "v": fmt(record.size),
+            "p": price(record.price),
+            "v": size(record.size),
             "ts": record.ts // NS,
             "d": record.side,
         }
@@ -471,48 +557,52 @@ def push_frame(record: Record) -> dict[str, Any]:
         return {
             "tp": "D",
             "c": record.code,
-            "b": [{"p": fmt(p), "v": fmt(v)} for p, v in record.bids],
-            "a": [{"p": fmt(p), "v": fmt(v)} for p, v in record.asks],
+            "b": [{"p": price(p), "v": size(v)} for p, v in record.bids],
+            "a": [{"p": price(p), "v": size(v)} for p, v in record.asks],
             "ts": record.ts // NS,
         }
     if isinstance(record, Snapshot):
         frame: dict[str, Any] = {
             "tp": "S",
             "c": record.code,
-            "lp": fmt(record.last),
-            "yp": fmt(record.prev_close),
-            "o": fmt(record.open),
-            "h": fmt(record.high),
-            "l": fmt(record.low),
+            "lp": price(record.last),
+            "yp": price(record.prev_close),
+            "o": price(record.open),
+            "h": price(record.high),
+            "l": price(record.low),
             "ts": record.ts // NS,
-            "v": fmt(record.volume),
-            "t": fmt(record.turnover),
+            "v": size(record.volume),
+            "t": turnover(record.turnover),
             "s": record.suspended,
         }
         if record.session is not None:
             frame["tt"] = record.session
         for key, q in record.extended.items():
             frame[key] = {
-                "lp": fmt(q.last),
-                "yp": fmt(q.prev_close),
-                "h": fmt(q.high),
-                "l": fmt(q.low),
+                "lp": price(q.last),
+                "yp": price(q.prev_close),
+                "h": price(q.high),
+                "l": price(q.low),
                 "ts": q.ts // NS,
-                "v": fmt(q.volume),
-                "t": fmt(q.turnover),
+                "v": size(q.volume),
+                "t": turnover(q.turnover),
             }
         return frame
     return {
         "tp": "K",
         "c": record.code,
-        "o": fmt(record.open),
-        "cl": fmt(record.close),
-        "h": fmt(record.high),
-        "l": fmt(record.low),
-        "v": fmt(record.volume),
+        "o": price(record.open),
+        "cl": price(record.close),
+        "h": price(record.high),
+        "l": price(record.low),
+        "v": size(record.volume),
         "ts": record.ts // NS,
         "kt": record.kt,
     }
+
+
+def _fixed(places: int) -> Callable[[float], str]:
+    return lambda value: f"{value:.{places}f}"
 
 
 def market_of(code: str) -> str:

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,18 @@ from aiohttp import WSMsgType, web
 
 from .config import check_code_entry
 from .exceptions import ConfigError, SinkError
-from .protocol import NS, STREAMS, Kline, Record, Stream, push_frame, split_codes
+from .markets import bar_end
+from .protocol import (
+    KLINE_TYPES,
+    NS,
+    STREAMS,
+    Kline,
+    Record,
+    Scale,
+    Stream,
+    push_frame,
+    split_codes,
+)
 from .schema import BY_NAME, Row, record_of
 
 log = structlog.get_logger("recorder.replay")
@@ -98,7 +109,11 @@ def _sqlite_cursors(path: Path, query: Query) -> list[Iterator[tuple[tuple[Any, 
                 c for (c,) in db.execute(f"SELECT DISTINCT code FROM {table.name}")
             ]
             for code in codes:
-                cursors.append(_sqlite_rows(db, table.name, code, query))
+                if table.name == "klines":
+                    kts = db.execute("SELECT DISTINCT kt FROM klines WHERE code = ?", (code,))
+                    cursors += [_sqlite_bars(db, code, kt, query) for (kt,) in kts.fetchall()]
+                else:
+                    cursors.append(_sqlite_rows(db, table.name, code, query))
     except sqlite3.Error as exc:
         raise SinkError(f"sqlite {path}: {exc}") from None
     return cursors
@@ -120,8 +135,40 @@ def _sqlite_rows(
             yield _keyed(table, order, row)
 
 
+def _sqlite_bars(
+    db: sqlite3.Connection, code: str, kt: int, query: Query
+) -> Iterator[tuple[tuple[Any, ...], Record]]:
+    """One code's bars of one type that closed inside the range, in order."""
+    cols = ", ".join(BY_NAME["klines"].names)
+    cur = db.execute(
+        f"SELECT {cols} FROM klines WHERE code = ? AND kt = ? AND ts >= ? AND ts < ? ORDER BY ts",
+        (code, kt, query.start - lookback(kt), query.end),
+    )
+    order = _ORDER["klines"]
+    while rows := cur.fetchmany(CHUNK):
+        for row in rows:
+            keyed = _keyed("klines", order, row)
+            if query.start <= keyed[0][0] < query.end:
+                yield keyed
+
+
+def lookback(kt: int) -> int:
+    """How long before its close a ``kt`` bar can have opened (ns)."""
+    if kt < 1000:
+        return kt * 60 * NS
+    return {1001: 1, 1007: 7, 1030: 31, 2001: 366}[kt] * 86400 * NS
+
+
+def bar_close(bar: Kline) -> int:
+    """When a bar's final values were known: its close (ns)."""
+    return bar_end(bar.ts // NS, bar.kt) * NS
+
+
 def _keyed(table: str, order: int, row: Row) -> tuple[tuple[Any, ...], Record]:
     record = record_of(table, row)
+    if isinstance(record, Kline):  # a bar is replayed when it closed, never at its open
+        close = bar_close(record)
+        return (close, close, order, record.code), record
     return (record.ts, record.recv_ts, order, record.code), record
 
 
@@ -132,22 +179,35 @@ def _questdb_cursors(base: str, query: Query) -> list[Iterator[tuple[tuple[Any, 
     cursors = []
     for stream in query.streams:
         table = Stream(stream).value
-        cursors.append(_questdb_rows(base.rstrip("/"), table, query))
+        kts: list[int | None] = [*sorted(KLINE_TYPES)] if table == "klines" else [None]
+        cursors += [_questdb_rows(base.rstrip("/"), table, query, kt) for kt in kts]
     return cursors
 
 
-def _questdb_rows(base: str, table: str, query: Query) -> Iterator[tuple[tuple[Any, ...], Record]]:
+def questdb_sql(table: str, query: Query, kt: int | None = None) -> str:
+    """The ``/exp`` query for one table (for K-lines, one bar type: the bars that closed in
+    the range, which may have opened before it)."""
     spec = BY_NAME[table]
     cols = ", ".join(
         f"cast({name} AS LONG)" if kind in ("ts", "time") else name for name, kind in spec.columns
     )
     # Codes passed check_code_entry (letters, digits, '.', '_', '-', one ':'), so quoting
     # them cannot break out of the literal; times are integers from this process.
-    start, end = query.start // 1000, query.end // 1000
+    start = (query.start - (0 if kt is None else lookback(kt))) // 1000
+    end = query.end // 1000
     where = f"ts >= cast({start} AS TIMESTAMP) AND ts < cast({end} AS TIMESTAMP)"
     if query.codes:
         where += " AND code IN (" + ", ".join(f"'{c}'" for c in query.codes) + ")"
-    sql = f"SELECT {cols} FROM {table} WHERE {where} ORDER BY ts, recv_ts"
+    if kt is not None:
+        return f"SELECT {cols} FROM {table} WHERE {where} AND kt = {int(kt)} ORDER BY ts, code"
+    return f"SELECT {cols} FROM {table} WHERE {where} ORDER BY ts, recv_ts"
+
+
+def _questdb_rows(
+    base: str, table: str, query: Query, kt: int | None
+) -> Iterator[tuple[tuple[Any, ...], Record]]:
+    spec = BY_NAME[table]
+    sql = questdb_sql(table, query, kt)
     url = f"{base}/exp?{urllib.parse.urlencode({'query': sql})}"
     try:
         resp = urllib.request.urlopen(url, timeout=30)
@@ -159,9 +219,11 @@ def _questdb_rows(base: str, table: str, query: Query) -> Iterator[tuple[tuple[A
         reader = csv.reader(io.TextIOWrapper(resp, encoding="utf-8"))
         next(reader, None)  # header
         for fields in reader:
-            yield _keyed(
+            keyed = _keyed(
                 table, order, tuple(_value(v, k) for v, k in zip(fields, kinds, strict=True))
             )
+            if kt is None or query.start <= keyed[0][0] < query.end:
+                yield keyed
 
 
 def _value(text: str, kind: str) -> Any:
@@ -179,10 +241,40 @@ def _value(text: str, kind: str) -> Any:
 # --- NDJSON -----------------------------------------------------------------------------
 
 
-def frames(records: Iterable[Record]) -> Iterator[bytes]:
-    """Each record as one QOS push frame line (``tp``, string decimals, ``ts`` in seconds)."""
+def frames(records: Iterable[Record], scales: Mapping[str, Scale] | None = None) -> Iterator[bytes]:
+    """Each record as one QOS push frame line (``tp``, string decimals at the code's scale
+    where it is known, ``ts`` in seconds)."""
+    scales = scales or {}
     for record in records:
-        yield orjson.dumps(push_frame(record)) + b"\n"
+        yield orjson.dumps(push_frame(record, scales.get(record.code))) + b"\n"
+
+
+SCALES_SQL = (
+    "SELECT code, price_dp, size_dp, turnover_dp FROM instruments "
+    "WHERE price_dp IS NOT NULL ORDER BY ts"
+)
+
+
+def read_scales(source: str | Path) -> dict[str, Scale]:
+    """The decimals each code's strings carried live, from the ``instruments`` table (the
+    latest row per code); empty when the source has none (recorded by an older version)."""
+    text = str(source)
+    try:
+        if text.startswith(("http://", "https://")):
+            url = f"{text.rstrip('/')}/exp?{urllib.parse.urlencode({'query': SCALES_SQL})}"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                reader = csv.reader(io.TextIOWrapper(resp, encoding="utf-8"))
+                next(reader, None)
+                rows: list[Any] = [tuple(r) for r in reader]
+        else:
+            db = sqlite3.connect(f"file:{text}?mode=ro", uri=True)
+            try:
+                rows = db.execute(SCALES_SQL).fetchall()
+            finally:
+                db.close()
+    except (sqlite3.Error, urllib.error.URLError, OSError):
+        return {}  # no scale known: the shortest decimal form
+    return {code: Scale(int(p), int(s), int(t)) for code, p, s, t in rows if p != ""}
 
 
 # --- the replay server ----------------------------------------------------------------
@@ -190,7 +282,10 @@ def frames(records: Iterable[Record]) -> Iterator[bytes]:
 
 def pace_time(record: Record) -> int:
     """When, in the original timing, a record happened: its receive time, kept inside its
-    exchange second (a backfilled row was received long after its second)."""
+    exchange second (a backfilled row was received long after its second); a K-line bar at
+    its close, when its final values were known."""
+    if isinstance(record, Kline):
+        return bar_close(record)
     offset = min(max(record.recv_ts - record.ts, 0), NS - 1)
     return record.ts + offset
 
@@ -198,19 +293,32 @@ def pace_time(record: Record) -> int:
 class ReplayServer:
     """A QOS-compatible WebSocket that plays a recorded range to each client.
 
-    Any key is accepted. ``S``/``T``/``D``/``K`` subscribe, ``H`` is answered; the replay
-    starts ``settle`` seconds after the last subscription command, paced by the original
-    timing divided by ``speed`` (``None``: as fast as possible), and ends with a close
-    (1000, "replay finished").
+    Any key is accepted. ``S``/``T``/``D``/``K`` subscribe (and their cancels), ``H`` is
+    answered. Playback starts ``settle`` seconds after the client's first subscription,
+    so every subscription sent within that window starts at the beginning of the range;
+    later ones join at the current replay time, as on the live service. It is paced by
+    the original timing divided by ``speed`` (``None``: as fast as possible), with idle
+    stretches longer than ``max_idle`` seconds (nights, weekends) shortened to that and
+    logged. After the range the socket stays open, idle, still answering heartbeats, as
+    the live service never ends a stream; ``close_at_end`` closes it (1000, "replay
+    finished") instead.
     """
 
     def __init__(
-        self, source: str | Path, query: Query, speed: float | None, settle: float = 1.5
+        self,
+        source: str | Path,
+        query: Query,
+        speed: float | None,
+        settle: float = 5.0,
+        close_at_end: bool = False,
+        max_idle: float | None = None,
     ) -> None:
         self.source = source
         self.query = query
         self.speed = speed
         self.settle = settle
+        self.close_at_end = close_at_end
+        self.max_idle = max_idle
         self.app = web.Application()
         self.app.router.add_get("/ws", self._ws)
         self.app.router.add_get("/", self._ws)
@@ -220,7 +328,6 @@ class ReplayServer:
         await ws.prepare(request)
         subs: dict[str, set[str]] = {s.tp: set() for s in STREAMS}
         kline_subs: set[tuple[str, int]] = set()
-        changed = asyncio.Event()
         player: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:  # the player lives as long as the socket
             try:
@@ -229,10 +336,8 @@ class ReplayServer:
                         continue
                     reply = self._command(msg.data, subs, kline_subs)
                     await ws.send_str(orjson.dumps(reply).decode())
-                    if reply["msg"] == "OK" and reply["type"] != "H":
-                        changed.set()
-                        if player is None:
-                            player = tg.create_task(self._play(ws, subs, kline_subs, changed))
+                    if reply["msg"] == "OK" and reply["type"] != "H" and player is None:
+                        player = tg.create_task(self._play(ws, subs, kline_subs))
             finally:
                 if player is not None:
                     player.cancel()
@@ -275,23 +380,15 @@ class ReplayServer:
         return reply
 
     async def _play(
-        self,
-        ws: web.WebSocketResponse,
-        subs: dict[str, set[str]],
-        kline_subs: set[tuple[str, int]],
-        changed: asyncio.Event,
+        self, ws: web.WebSocketResponse, subs: dict[str, set[str]], kline_subs: set[tuple[str, int]]
     ) -> None:
-        while True:  # wait until the client has stopped subscribing
-            changed.clear()
-            try:
-                await asyncio.wait_for(changed.wait(), self.settle)
-            except TimeoutError:
-                break
+        await asyncio.sleep(self.settle)  # let the client send its other subscriptions
         records = replay(
             self.source, self.query.start, self.query.end, self.query.codes, self.query.streams
         )
+        scales = await asyncio.to_thread(read_scales, self.source)
         first: int | None = None
-        started = time.monotonic()
+        started, skipped = time.monotonic(), 0.0
         for record in records:
             wanted = (
                 (record.code, record.kt) in kline_subs
@@ -303,8 +400,24 @@ class ReplayServer:
             if self.speed is not None:
                 at = pace_time(record)
                 first = at if first is None else first
-                wait = (at - first) / NS / self.speed - (time.monotonic() - started)
+                wait = (at - first) / NS / self.speed - skipped - (time.monotonic() - started)
+                if self.max_idle is not None and wait > self.max_idle:
+                    skipped += wait - self.max_idle
+                    log.info(
+                        "replay_idle_skipped",
+                        seconds=round((wait - self.max_idle) * self.speed, 3),
+                        resumes_at=_iso(at),
+                    )
+                    wait = self.max_idle
                 if wait > 0:
                     await asyncio.sleep(wait)
-            await ws.send_str(orjson.dumps(push_frame(record)).decode())
-        await ws.close(code=1000, message=b"replay finished")
+            frame = push_frame(record, scales.get(record.code))
+            await ws.send_str(orjson.dumps(frame).decode())
+        if self.close_at_end:
+            await ws.close(code=1000, message=b"replay finished")
+        else:
+            log.info("replay_range_done", detail="the socket stays open, idle")
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / NS))

@@ -23,7 +23,16 @@ from typing import Any, Final, Literal, TypeAlias
 import orjson
 
 from .gaps import Gap
-from .protocol import Depth, Kline, Record, SessionQuote, Snapshot, Trade, market_of
+from .protocol import (
+    Depth,
+    Instrument,
+    Kline,
+    Record,
+    SessionQuote,
+    Snapshot,
+    Trade,
+    market_of,
+)
 
 #: How a column is written: designated timestamp, other timestamp (ns), symbol, double,
 #: integer, long, text.
@@ -227,7 +236,32 @@ GAPS: Final = Table(
     symbol_capacity={**_CAP, "stream": 8, "cause": 16, "missing_unit": 8, "status": 8},
     added=("lost_volume", "lost_trades"),
 )
-TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS)
+INSTRUMENTS: Final = Table(
+    "instruments",
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("exchange", "sym"),
+        ("currency", "sym"),
+        ("name_cn", "text"),
+        ("name_en", "text"),
+        ("lot_size", "long"),
+        ("total_shares", "long"),
+        ("outstanding_shares", "long"),
+        ("eps", "f64"),
+        ("net_assets", "f64"),
+        ("dividend_yield", "f64"),
+        ("price_dp", "int"),
+        ("size_dp", "int"),
+        ("turnover_dp", "int"),
+        ("recv_ts", "long"),
+    ),
+    ("ts", "code"),
+    upsert=True,
+    symbol_capacity={**_CAP, "exchange": 64, "currency": 32},
+)
+TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS, INSTRUMENTS)
 MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
 BY_NAME: Final = {t.name: t for t in TABLES}
 
@@ -333,6 +367,30 @@ def gap_row(g: Gap) -> Row:
         g.detail,
         g.lost_volume,
         g.lost_trades,
+    )
+
+
+def instrument_row(i: Instrument, day: int, recv_ts: int) -> Row:
+    """One code's reference data as of ``day`` (ns, midnight UTC): one row a code a day."""
+    s = i.scale
+    return (
+        day,
+        i.code,
+        market_of(i.code),
+        i.exchange,
+        i.currency,
+        i.name_cn,
+        i.name_en,
+        i.lot_size,
+        i.total_shares,
+        i.outstanding_shares,
+        i.eps,
+        i.net_assets,
+        i.dividend_yield,
+        None if s is None else s.price,
+        None if s is None else s.size,
+        None if s is None else s.turnover,
+        recv_ts,
     )
 
 

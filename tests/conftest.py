@@ -40,6 +40,8 @@ def make_sim() -> Iterator[Callable[..., SimulatorThread]]:
 
     def make(faults: Faults | None = None, **kwargs: Any) -> SimulatorThread:
         kwargs.setdefault("keys", (KEY,))
+        # the letter of the 1 request/s rule: the recorder must keep it exactly
+        kwargs.setdefault("strict", True)
         thread = SimulatorThread(SimConfig(**kwargs), faults)
         thread.__enter__()
         started.append(thread)

@@ -20,11 +20,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from recorder import protocol
+from recorder.batching import Batch
 from recorder.daemon import Recorder
 from recorder.exceptions import ConfigError
+from recorder.markets import bar_end
 from recorder.protocol import NS, Kline, Stream, Trade
 from recorder.replay import pace_time, replay
 from recorder.sim import SimConfig
+from recorder.sinks.sqlite import SQLiteSink
 
 CODES = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
 
@@ -48,11 +51,17 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
             sim,
             tmp,
             CODES,
-            subscribe={"klines": CODES[:1], "kline_types": [1]},
+            subscribe={"klines": CODES[:1], "kline_types": [1, 1001]},
             gaps={"backfill": False},
         )
+        # until the reference data (with the decimals of each code) is stored too
         recorder = run_recorder(
-            config, until=lambda r: r.stats.frames[Stream.TRADES] >= 90, timeout=30
+            config,
+            until=lambda r: (
+                r.stats.frames[Stream.TRADES] >= 90
+                and r.writer.stats.rows.get("instruments", 0) >= len(CODES)
+            ),
+            timeout=40,
         )
         # TCP keeps order: the recorder received exactly the first frames that were sent
         # (the simulator may have pushed a few more as it stopped reading)
@@ -82,29 +91,52 @@ def test_ndjson_round_trip_equals_what_was_pushed(recording: Recording) -> None:
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(set(line) >= {"tp", "c", "ts"} and isinstance(line["ts"], int) for line in lines)
-    replayed = [_record(f) for f in lines if f["tp"] != "K"]
-    # every update is stored (identical ones too, numbered by k and n) and comes back
-    pushed = [_record(f) for f in recording.sent if f["tp"] != "K"]
-    assert replayed == pushed  # field by field, in order, no extras
-    # a bar's ts is its open time: ask for the range from the first bar's open
-    bars = {(b.code, b.kt, b.ts): b for b in (_record(f) for f in recording.sent if f["tp"] == "K")}
-    opened = min(ts for _, _, ts in bars) // NS
-    result = _cli(
+    # every update is stored (identical ones too, numbered by k and n) and comes back with
+    # the strings it was pushed with ("212.30" stays "212.30"), in order, with no extras
+    pushed = [f for f in recording.sent if f["tp"] != "K"]
+    assert [f for f in lines if f["tp"] != "K"] == pushed
+    keys = [f["ts"] for f in lines if f["tp"] != "K"]
+    assert keys == sorted(keys)  # time order
+
+
+def test_k_lines_are_replayed_when_they_closed_never_before(recording: Recording) -> None:
+    final: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for frame in recording.sent:  # the last push of each bar is its final version
+        if frame["tp"] == "K":
+            final[(frame["c"], frame["kt"], frame["ts"])] = frame
+    assert {kt for _, kt, _ in final} == {1, 1001}
+    later = recording.end + 2 * 86400  # past the close of every bar recorded (day bars too)
+    result = _cli("--source", str(recording.db), "--from", str(recording.start), "--to", str(later))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    bars = [f for f in lines if f["tp"] == "K"]
+    # each bar once, with the strings of its final push
+    assert {(b["c"], b["kt"], b["ts"]): b for b in bars} == final and len(bars) == len(final)
+    for i, line in enumerate(lines):
+        if line["tp"] != "K":
+            continue
+        close = bar_end(line["ts"], line["kt"])
+        # no trade of its code from before its close comes after it: a strategy sees a
+        # bar's values only once every trade in it has been seen
+        assert not any(
+            f["tp"] == "T" and f["c"] == line["c"] and f["ts"] < close for f in lines[i + 1 :]
+        )
+        assert any(f["tp"] == "T" and f["c"] == line["c"] for f in lines[:i])
+    # a bar that opened before --from and closed inside the range is inside it
+    minute = max(b["ts"] for b in bars if b["kt"] == 1)
+    inside = _cli(
         "--source",
         str(recording.db),
         "--from",
-        str(opened),
+        str(minute + 30),
         "--to",
-        str(recording.end),
+        str(minute + 61),
         "--streams",
         "klines",
     )
-    replayed_bars = [_record(json.loads(line)) for line in result.stdout.splitlines()]
-    assert {(b.code, b.kt, b.ts): b for b in replayed_bars} == bars
-    assert len(replayed_bars) == len(bars)
-    # time order with the documented tie-break
-    keys = [(r.ts,) for r in (_record(f) for f in lines)]
-    assert keys == sorted(keys)
+    assert [json.loads(line) for line in inside.stdout.splitlines()] == [
+        final[("US:AAPL", 1, minute)]
+    ]
 
 
 def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
@@ -119,7 +151,7 @@ def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
     ]
     ordered = [(r.ts, r.recv_ts) for r in replay(recording.db, start, end)]
     assert ordered == sorted(ordered)
-    bars = list(replay(recording.db, start - 3600 * NS, end, streams=["klines"]))
+    bars = list(replay(recording.db, start - 3600 * NS, end + 2 * 86400 * NS, streams=["klines"]))
     assert bars and all(isinstance(b, Kline) for b in bars)
     # an hour before the recording: before any bar opened too
     assert list(replay(recording.db, start - 7200 * NS, start - 3600 * NS)) == []
@@ -139,6 +171,95 @@ def test_bad_arguments_and_empty_ranges_are_one_line_errors(recording: Recording
     assert missing.returncode == 2 and "no such file" in missing.stderr
     code = _cli("--source", str(recording.db), "--from", "0", "--to", "1", "--codes", "XX:1")
     assert code.returncode == 2 and "unknown market 'XX'" in code.stderr
+
+
+def _serve(recording: Recording, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``qos-recorder replay --serve`` on a free port, listening."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recorder",
+            "replay",
+            "--source",
+            str(recording.db),
+            "--serve",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    assert wait_for(listening, timeout=20)
+    return proc, f"ws://127.0.0.1:{port}/ws"
+
+
+def test_late_subscriptions_start_at_the_beginning_and_the_socket_stays_open(
+    recording: Recording,
+) -> None:
+    proc, url = _serve(
+        recording, "--from", str(recording.start), "--to", str(recording.end), "--speed", "max"
+    )
+    try:
+        with connect(url, additional_headers={"key": "any"}) as ws:
+            ws.send(json.dumps({"type": "T", "codes": ["US:AAPL"]}))
+            time.sleep(3)  # the vendor's Go example spaces its commands 2-3 s apart
+            ws.send(json.dumps({"type": "S", "codes": ["HK:700"]}))
+            frames: list[dict[str, Any]] = []
+            expected = [
+                f
+                for f in recording.sent
+                if (f["tp"], f["c"]) in (("T", "US:AAPL"), ("S", "HK:700"))
+            ]
+            while len(frames) < len(expected):
+                frame = json.loads(ws.recv(timeout=20))
+                if "tp" in frame:
+                    frames.append(frame)
+            assert frames == expected  # the later subscription too, from the range start
+            ws.send(json.dumps({"type": "H", "reqid": 9}))  # after the range: still open
+            reply = json.loads(ws.recv(timeout=10))
+            assert (reply["type"], reply["msg"], reply["reqid"]) == ("H", "OK", 9)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert b"replay_range_done" in out
+
+
+def test_long_idle_stretches_are_shortened_and_logged(tmp_path: Path) -> None:
+    db = tmp_path / "gap.sqlite"
+    hour_ago = (int(time.time()) - 3600) * NS
+    sink = SQLiteSink(db)
+    trades = [Trade("US:AAPL", hour_ago + i * 3000 * NS, 1.5, 10.0, 1, hour_ago) for i in range(2)]
+    sink.write(Batch.of(trades, 1))  # two trades 50 minutes apart
+    sink.close()
+    proc, url = _serve(
+        Recording(db, [], 0, 0),
+        "--from",
+        str(hour_ago // NS),
+        "--to",
+        str(hour_ago // NS + 3601),
+        "--speed",
+        "1",
+        "--settle",
+        "0",
+        "--max-idle",
+        "1",
+    )
+    try:
+        with connect(url, additional_headers={"key": "any"}) as ws:
+            ws.send(json.dumps({"type": "T", "codes": ["US:AAPL"]}))
+            got = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert [f.get("p") for f in got if "tp" in f] == ["1.5", "1.5"]  # not 50 minutes later
+    assert b"replay_idle_skipped" in out
 
 
 def _free_port() -> int:
@@ -168,6 +289,9 @@ def test_replay_server_plays_the_subscribed_frames_at_speed(
             str(port),
             "--speed",
             str(speed),
+            "--settle",
+            "1",
+            "--close-at-end",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder.protocol import Depth, Kline, SessionQuote, Snapshot, Trade
+from recorder.protocol import NS, Depth, Kline, SessionQuote, Snapshot, Trade
+from recorder.replay import SCALES_SQL, Query, questdb_sql
 from recorder.schema import TABLES, depth_row, kline_row, record_of, snapshot_row, trade_row
 from recorder.sinks.questdb import after_sql, anchor_sql
 
@@ -49,7 +50,14 @@ def test_the_checker_rejects_bad_sql() -> None:
 def test_ddl_and_readme_sql_parse_with_questdb_grammar() -> None:
     migrations = [s for t in TABLES for s in t.questdb_migrations()]
     assert len(migrations) == 6  # depth n + keys, snapshots n + keys, gaps' two columns
-    queries = [anchor_sql("US:AAPL"), after_sql("US:AAPL", 1_795_618_800_000_000, 17)]
+    query = Query(1_795_618_800 * NS, 1_795_622_400 * NS, ("US:AAPL", "HK:700"))
+    queries = [
+        anchor_sql("US:AAPL"),
+        after_sql("US:AAPL", 1_795_618_800_000_000, 17),
+        questdb_sql("trades", query),
+        questdb_sql("klines", query, 1001),
+        SCALES_SQL,
+    ]
     statements = [t.questdb_ddl() for t in TABLES] + migrations + queries + _readme_sql()
     assert len(statements) >= len(TABLES) + 8
     for result in _check(statements):

@@ -19,8 +19,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
+from recorder.markets import bar_open
 from recorder.sim import Faults
-from recorder.sim.market import bar_open
 
 SimFactory = Callable[..., SimulatorThread]
 
@@ -109,10 +109,13 @@ def test_product_limit(make_sim: SimFactory) -> None:
         assert _reply(ws, "T")["msg"] == "product limit exceeded: plan allows 10"
 
 
-def test_unknown_code_and_unknown_type_are_refused(sim: SimulatorThread) -> None:
+def test_unknown_markets_and_malformed_codes_are_refused(sim: SimulatorThread) -> None:
     with _ws(sim) as ws:
-        ws.send(json.dumps({"type": "T", "codes": ["US:NOPE"]}))
-        assert _reply(ws, "T")["msg"] == "invalid code: US:NOPE"
+        ws.send(json.dumps({"type": "T", "codes": ["XX:NOPE"]}))
+        assert _reply(ws, "T")["msg"] == "invalid code: XX:NOPE"
+        time.sleep(1.05)
+        ws.send(json.dumps({"type": "T", "codes": ["US:no spaces"]}))
+        assert _reply(ws, "T")["msg"] == "invalid code: US:no spaces"
 
 
 def test_http_limit_per_minute(sim: SimulatorThread) -> None:
@@ -164,14 +167,19 @@ def test_market_is_consistent_across_streams(make_sim: SimFactory) -> None:
         volume = Decimal(0)
         turnover = Decimal(0)
         index = 0
+        base: tuple[Decimal, Decimal] | None = None  # the day's volume before the start
         for frame in (f for f in truth if f["c"] == code):
             if frame["tp"] == "T":
                 volume += Decimal(frame["v"])
                 turnover += Decimal(frame["p"]) * Decimal(frame["v"])
                 index += 1
             elif frame["tp"] == "S":
-                # a snapshot's cumulative v and t are exactly the trades before it
-                assert Decimal(frame["v"]) == volume and Decimal(frame["t"]) == turnover
+                if base is None:
+                    base = (Decimal(frame["v"]) - volume, Decimal(frame["t"]) - turnover)
+                # a snapshot's cumulative v and t are the day before the start plus exactly
+                # the trades before it
+                assert Decimal(frame["v"]) == base[0] + volume
+                assert Decimal(frame["t"]) == base[1] + turnover
             elif frame["tp"] == "D":
                 assert Decimal(frame["b"][0]["p"]) <= Decimal(
                     trades[index - 1]["p"] if index else frame["a"][0]["p"]
@@ -280,3 +288,32 @@ def test_export_truth(sim: SimulatorThread, tmp_path: Path) -> None:
     sim.call(lambda: sim.sim.export_truth(str(path)))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) >= 10 and all("truth" in line or "sent" in line for line in lines)
+
+
+def test_any_past_range_is_served_consistently_across_intervals(make_sim: SimFactory) -> None:
+    sim = make_sim(trades_per_second=10, seed=8)
+    assert wait_for(lambda: sim.call(lambda: len(sim.sim.truth)) > 200)
+    market = sim.sim.market
+    long_ago = int(time.time()) - 40 * 86400
+
+    def bars(kt: int, count: int, end: int | None) -> list[dict[str, Any]]:
+        return sim.call(lambda: market.bars("HK:700", kt, count, end))
+
+    ones, fives = bars(1, 60, long_ago), bars(5, 12, long_ago)
+    assert len(ones) == 60 and len(fives) == 12 and fives[-1]["ts"] <= long_ago
+    assert bars(1, 60, long_ago) == ones  # deterministic
+    for five in fives[-10:]:
+        inside = [b for b in ones if five["ts"] <= b["ts"] < five["ts"] + 300]
+        if len(inside) == 5:  # a 5-minute bar aggregates its five 1-minute bars
+            assert (five["o"], five["cl"]) == (inside[0]["o"], inside[-1]["cl"])
+            assert Decimal(five["v"]) == sum(Decimal(b["v"]) for b in inside)
+            assert Decimal(five["h"]) == max(Decimal(b["h"]) for b in inside)
+    (day,) = bars(1001, 1, None)  # today's bar: the past minutes and the live ones
+    (snapshot,) = _post(sim, "/snapshot", {"codes": ["HK:700"]})[1]["data"]
+    assert day["o"] == snapshot["o"] and Decimal(day["h"]) <= Decimal(snapshot["h"])
+    assert Decimal(day["v"]) <= Decimal(snapshot["v"])  # the snapshot is newer or the same
+    weeks = bars(1007, 3, long_ago)
+    days = bars(1001, 21, long_ago)
+    week = weeks[-2]  # a whole week in the past
+    inside = [d for d in days if week["ts"] <= d["ts"] < week["ts"] + 7 * 86400]
+    assert len(inside) == 7 and Decimal(week["v"]) == sum(Decimal(d["v"]) for d in inside)

@@ -5,16 +5,26 @@ cumulative volume and turnover of exactly those trades (kept as integers, so the
 K-lines aggregate them, depth brackets the last price, and the recent trades and bars are
 kept for ``/trade`` and ``/history``. Several trades of one code share a second, identical
 ones included. No I/O: the server pushes what :meth:`Market.step` returns.
+
+Before a code's market starts (when the simulator first serves it), its past is a
+deterministic function of the seed, the code and the minute: a random walk run backwards
+from the starting price, one generator per (code, day). ``/kline`` and ``/history`` serve
+any past range from it; every bar aggregates the minutes inside it (so bars of different
+intervals agree with each other), and the live day's bars, snapshot open, high, low, volume
+and turnover include the minutes of that day before the start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from collections import deque
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
+from ..markets import bar_end, bar_open
 from ..protocol import KLINE_TYPES, MAX_TRADE_COUNT, market_of, split_codes
 
 DEFAULT_CODES: Final = ("US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT")
@@ -28,6 +38,18 @@ _MARKET_SHAPE: Final[dict[str, tuple[int, int, int, tuple[int, ...]]]] = {
     "CF": (1, 3, 830000, (1, 10, 25, 100, 1000)),
 }
 _DEFAULT_SHAPE: Final = (4, 0, 10000, (1, 2, 5, 10))
+#: /instrument-info per market: exchange, trading currency, lot size
+_INSTRUMENT: Final[dict[str, tuple[str, str, int]]] = {
+    "US": ("NASDAQ", "USD", 1),
+    "HK": ("HKEX", "HKD", 100),
+    "SH": ("SSE", "CNY", 100),
+    "SZ": ("SZSE", "CNY", 100),
+    "CF": ("BINANCE", "USDT", 1),
+    "FX": ("FX", "USD", 1000),
+    "CM": ("COMEX", "USD", 1),
+    "IX": ("INDEX", "USD", 1),
+    "SI": ("INDEX", "USD", 1),
+}
 
 
 @dataclass
@@ -37,6 +59,7 @@ class _Code:
     size_dp: int
     price: int
     sizes: tuple[int, ...]
+    rng: random.Random
     day: int = -1
     open: int = 0
     high: int = 0
@@ -47,6 +70,19 @@ class _Code:
     last_trade: tuple[int, int, int] | None = None
     trades: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     bars: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    #: the minute the live market began (unix s), and its price then
+    started: int = 0
+    start_price: int = 0
+    #: the past: whole days (permanent, small) and the minutes of the days last used
+    day_bar: dict[int, Minute] = field(default_factory=dict)
+    minutes: OrderedDict[int, dict[int, Minute]] = field(default_factory=OrderedDict)
+
+
+#: one minute of the past, in integer units: open, high, low, close, volume, turnover
+Minute: TypeAlias = tuple[int, int, int, int, int, int]
+_DAY: Final = 86400
+_KEEP_DAYS: Final = 16  # days of minutes kept per code; older ones are made again
+_EARLIEST: Final = 20 * 365 * _DAY  # how far back bars are served
 
 
 def _dec(units: int, dp: int) -> str:
@@ -58,18 +94,19 @@ def _dec(units: int, dp: int) -> str:
     return f"{sign}{digits[:-dp]}.{digits[-dp:]}"
 
 
-def bar_open(ts: int, kt: int) -> int:
-    """The open time (unix s) of the ``kt`` bar holding ``ts``."""
-    if kt < 1000:
-        return ts - ts % (kt * 60)
-    day = dt.datetime.fromtimestamp(ts, dt.UTC).replace(hour=0, minute=0, second=0)
-    if kt == 1007:
-        day -= dt.timedelta(days=day.weekday())
-    elif kt == 1030:
-        day = day.replace(day=1)
-    elif kt == 2001:
-        day = day.replace(month=1, day=1)
-    return int(day.timestamp())
+def _aggregate(parts: Iterable[Minute | None]) -> Minute | None:
+    """Consecutive minutes (or bars) as one bar."""
+    got = [p for p in parts if p is not None]
+    if not got:
+        return None
+    return (
+        got[0][0],
+        max(p[1] for p in got),
+        min(p[2] for p in got),
+        got[-1][3],
+        sum(p[4] for p in got),
+        sum(p[5] for p in got),
+    )
 
 
 class Market:
@@ -82,17 +119,146 @@ class Market:
         trades_per_second: float = 4.0,
         tick: float = 0.1,
         depth_levels: int = 5,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.clock = clock
+        self.seed = seed
         self.trades_per_second = trades_per_second
         self.tick = tick
         self.depth_levels = depth_levels
         self.codes = {c: self._new_code(c) for c in split_codes(list(codes))}
 
+    def ensure(self, code: str) -> None:
+        """Serve ``code`` from now on (any well-formed code of a known market is served)."""
+        if code not in self.codes:
+            self.codes[code] = self._new_code(code)
+
     def _new_code(self, code: str) -> _Code:
+        # one generator per code, seeded by the seed and the code: a code's market is the
+        # same whichever codes were asked for before it
+        rng = random.Random(f"{self.seed}/{code}")
         price_dp, size_dp, price, sizes = _MARKET_SHAPE.get(market_of(code), _DEFAULT_SHAPE)
-        price += self.rng.randrange(0, price // 10 + 1)
-        return _Code(code, price_dp, size_dp, price, sizes, prev_close=price)
+        price += rng.randrange(0, price // 10 + 1)
+        now = int(self.clock())
+        c = _Code(code, price_dp, size_dp, price, sizes, rng, prev_close=price)
+        c.started, c.start_price = now - now % 60, price
+        self._join_the_past(c)
+        return c
+
+    # --- the past -------------------------------------------------------------------------
+
+    def _join_the_past(self, c: _Code) -> None:
+        """Start the live day and the live bars where the past left them."""
+        day = c.started // _DAY
+        today = list(self._day_minutes(c, day).values())
+        c.day, c.open, c.high, c.low = day, c.price, c.price, c.price
+        if today:
+            c.open = c.prev_close = today[0][0]
+            c.high = max(c.price, *(m[1] for m in today))
+            c.low = min(c.price, *(m[2] for m in today))
+            c.volume = sum(m[4] for m in today)
+            c.turnover = sum(m[5] for m in today)
+        for kt in KLINE_TYPES:
+            opened = bar_open(c.started, kt)
+            past = self._synthetic_bar(c, kt, opened)
+            if past is not None:
+                o, h, lo, cl, v, _ = past
+                c.bars.setdefault(kt, {})[opened] = {"o": o, "h": h, "l": lo, "cl": cl, "v": v}
+
+    def _day_minutes(self, c: _Code, day: int) -> dict[int, Minute]:
+        """The minutes of ``day`` before the live market began (empty after that)."""
+        first_day = c.started // _DAY
+        if day > first_day:
+            return {}
+        cached = c.minutes.get(day)
+        if cached is not None:
+            c.minutes.move_to_end(day)
+            return cached
+        minutes = self._first_day(c) if day == first_day else self._bridge(c, day)
+        c.minutes[day] = minutes
+        while len(c.minutes) > _KEEP_DAYS:
+            c.minutes.popitem(last=False)
+        return minutes
+
+    def _first_day(self, c: _Code) -> dict[int, Minute]:
+        """The minutes of the first day before the start: a walk backwards from the start."""
+        day = c.started // _DAY
+        rng = random.Random(f"{self.seed}/{c.code}/{day}")
+        close, out = c.start_price, {}
+        for opened in range(c.started - 60, day * _DAY - 1, -60):
+            o = max(1, close + rng.choice((-2, -1, 0, 0, 1, 2)))
+            h = max(o, close) + rng.randrange(0, 3)
+            lo = max(1, min(o, close) - rng.randrange(0, 3))
+            v = rng.choice(c.sizes) * rng.randrange(1, 20)
+            out[opened] = (o, h, lo, close, v, v * close)
+            close = o
+        return dict(sorted(out.items()))
+
+    def _day_bar(self, c: _Code, day: int) -> Minute | None:
+        """A whole day of the past, made at the day's level (cheap: no minutes): each day
+        closes where the next one opened."""
+        first_day = c.started // _DAY
+        if day >= first_day:
+            return _aggregate(self._day_minutes(c, day).values()) if day == first_day else None
+        if day in c.day_bar:
+            return c.day_bar[day]
+        d = day + 1
+        while d < first_day and d not in c.day_bar:
+            d += 1
+        if d < first_day:
+            bar = c.day_bar[d]
+            close = bar[0] if bar is not None else c.start_price
+        else:
+            today = self._day_minutes(c, first_day)
+            close = next(iter(today.values()))[0] if today else c.start_price
+        for past in range(d - 1, day - 1, -1):  # backwards to the day asked for
+            rng = random.Random(f"{self.seed}/{c.code}/{past}")
+            o = max(1, close + rng.randint(-40, 40))
+            h = max(o, close) + rng.randrange(1, 30)
+            lo = max(1, min(o, close) - rng.randrange(1, 30))
+            v = sum(c.sizes) * rng.randrange(200, 800)
+            c.day_bar[past] = (o, h, lo, close, v, v * (o + close) // 2)
+            close = o
+        return c.day_bar[day]
+
+    def _bridge(self, c: _Code, day: int) -> dict[int, Minute]:
+        """The minutes of a whole past day: a walk from its open to its close that stays
+        inside its high and low, touches both, and splits its volume exactly."""
+        bar = self._day_bar(c, day)
+        assert bar is not None
+        o, h, lo, cl, v, _ = bar
+        rng = random.Random(f"{self.seed}/{c.code}/{day}/minutes")
+        n = _DAY // 60
+        walk = [0]
+        for _ in range(n):
+            walk.append(walk[-1] + rng.choice((-2, -1, 0, 0, 1, 2)))
+        drift = walk[-1] - (cl - o)
+        closes = [min(h, max(lo, o + walk[i] - drift * i // n)) for i in range(n + 1)]
+        closes[-1] = cl
+        weights = [rng.random() + 0.1 for _ in range(n)]
+        total = sum(weights)
+        volumes = [int(v * w / total) for w in weights]
+        for i in range(v - sum(volumes)):
+            volumes[i % n] += 1
+        top, bottom = rng.randrange(n), rng.randrange(n)
+        out: dict[int, Minute] = {}
+        for i in range(n):
+            first, last = closes[i], closes[i + 1]
+            high = h if i == top else max(first, last)
+            low = lo if i == bottom else min(first, last)
+            out[day * _DAY + i * 60] = (first, high, low, last, volumes[i], volumes[i] * last)
+        return out
+
+    def _synthetic_bar(self, c: _Code, kt: int, opened: int) -> Minute | None:
+        """The part of a bar before the live market began, or None if there is none."""
+        end = min(bar_end(opened, kt), c.started)
+        if opened >= end:
+            return None
+        if kt < 1000:
+            minutes = self._day_minutes(c, opened // _DAY)
+            return _aggregate(m for t, m in minutes.items() if opened <= t < end)
+        days = range(opened // _DAY, (end - 1) // _DAY + 1)
+        return _aggregate(self._day_bar(c, d) for d in days)
 
     def step(self, now: float) -> list[dict[str, Any]]:
         """Advance the market one tick at wall time ``now``; the push frames it produced."""
@@ -103,11 +269,11 @@ class Market:
             if c.day != ts // 86400:
                 self._new_day(c, ts)
             traded: list[tuple[int, int]] = []
-            for _ in range(int(rate + self.rng.random())):
+            for _ in range(int(rate + c.rng.random())):
                 frames.append(self._trade(c, ts))
                 assert c.last_trade is not None
                 traded.append(c.last_trade[:2])
-            if traded or self.rng.random() < self.tick:
+            if traded or c.rng.random() < self.tick:
                 frames.append(self.snapshot(c.code, ts))
                 frames.append(self.depth(c.code, ts))
             if traded:
@@ -121,7 +287,7 @@ class Market:
         c.volume = c.turnover = 0
 
     def _trade(self, c: _Code, ts: int) -> dict[str, Any]:
-        rng = self.rng
+        rng = c.rng
         if c.last_trade is not None and rng.random() < 0.3:
             price, size, side = c.last_trade  # an identical trade in the same second
         else:
@@ -129,6 +295,8 @@ class Market:
                 c.price = max(1, c.price + rng.choice((-2, -1, 1, 2)))
             price, size, side = c.price, rng.choice(c.sizes), rng.choice((1, 2, 1, 2, 0))
         c.last_trade = (price, size, side)
+        if c.volume == 0:  # the day's first trade opens it, as its day bar does
+            c.open = c.high = c.low = price
         c.high, c.low = max(c.high, price), min(c.low, price)
         c.volume += size
         c.turnover += price * size
@@ -168,8 +336,8 @@ class Market:
                 "h": _dec(c.open, p),
                 "l": _dec(c.open, p),
                 "ts": ts - ts % 86400,
-                "v": "0",
-                "t": "0",
+                "v": _dec(0, c.size_dp),
+                "t": _dec(0, p + c.size_dp),
             }
         return frame
 
@@ -177,7 +345,7 @@ class Market:
         """A depth push of ``code`` at ``ts``: levels bracketing the last price."""
         c = self.codes[code]
         levels, p = self.depth_levels, c.price_dp
-        sizes = [self.rng.choice(c.sizes) * (i + 1) for i in range(2 * levels)]
+        sizes = [c.rng.choice(c.sizes) * (i + 1) for i in range(2 * levels)]
         return {
             "tp": "D",
             "c": c.code,
@@ -228,28 +396,45 @@ class Market:
         return list(self.codes[code].trades)[-count:]
 
     def bars(self, code: str, kt: int, count: int, end: int | None) -> list[dict[str, Any]]:
-        """The latest ``count`` bar pushes of ``code`` opened at or before ``end``."""
+        """The latest ``count`` bar pushes of ``code`` opened at or before ``end`` (now when
+        None): live bars since the market began, the deterministic past before."""
         c = self.codes[code]
-        bars = sorted(c.bars.get(kt, {}).items())
-        if end is not None:
-            bars = [(o, b) for o, b in bars if o <= end]
-        return [self._bar_frame(c, kt, o, b) for o, b in bars[-count:]]
+        now = int(self.clock())
+        live = c.bars.get(kt, {})
+        found: list[dict[str, Any]] = []
+        opened = bar_open(now if end is None else min(end, now), kt)
+        while len(found) < count and opened > c.started - _EARLIEST:
+            bar = live.get(opened)
+            if bar is None:
+                past = self._synthetic_bar(c, kt, opened)
+                if past is not None:
+                    o, h, lo, cl, v, _ = past
+                    bar = {"o": o, "h": h, "l": lo, "cl": cl, "v": v}
+            if bar is not None:
+                found.append(self._bar_frame(c, kt, opened, bar))
+            opened = bar_open(opened - 1, kt)
+        return found[::-1]
 
     def info(self, code: str) -> dict[str, Any]:
-        """``/instrument-info`` of one code."""
-        market = market_of(code)
-        info: dict[str, Any] = {"c": code, "e": market, "tc": "USDT" if market == "CF" else "USD"}
-        if market != "CF":
-            info.update(
-                nc=code,
-                ne=code,
-                ls=100,
-                ts="1000000000",
-                os="1000000000",
-                ep="1.5",
-                na="10.2",
-                dy="0.01",
-            )
+        """``/instrument-info`` of one code, with the reference's types: ``ls``, ``ts`` and
+        ``os`` integers, ``ep``, ``na``, ``dy`` decimal strings; crypto only ``c, e, tc``."""
+        market, _, symbol = code.partition(":")
+        exchange, currency, lot = _INSTRUMENT.get(market, ("OTC", "USD", 1))
+        info: dict[str, Any] = {"c": code, "e": exchange, "tc": currency}
+        if market == "CF":
+            return info
+        rng = random.Random(f"{self.seed}/{code}/info")  # the same answer every time
+        shares = rng.randrange(100, 20000) * 1_000_000
+        info.update(
+            nc=f"{symbol}股份",
+            ne=f"{symbol} Holdings",
+            ls=lot,
+            ts=shares,
+            os=shares - rng.randrange(0, shares // 10),
+            ep=_dec(rng.randrange(-200, 2000), 2),
+            na=_dec(rng.randrange(100, 20000), 2),
+            dy=_dec(rng.randrange(0, 600), 4),
+        )
         return info
 
     @staticmethod
