@@ -148,8 +148,9 @@ class Backfiller:
             self.rows += len(new)
             oldest = min((t.ts for t in returned), default=None)
             if len(returned) >= self.trade_count and oldest is not None and oldest > gap.start:
-                # an internal sweep that could not be filled is a hole like any other
-                gap.record = True
+                # an internal sweep that could not be filled is a hole like any other (but a
+                # code a reload added was never recorded before: nothing of it was lost)
+                gap.record = gap.record or gap.cause != "added"
                 gap.status = "partial"
                 lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
                 gap.missing = (lost_to - gap.start) / NS

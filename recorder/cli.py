@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,7 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def go() -> None:
         stop = asyncio.Event()
         runtime.stop_on_signals(stop)
-        await Recorder(cfg, key).run(stop)
+        recorder = Recorder(cfg, key)
+        # systemctl reload: read the config again and apply the subscriptions live
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, recorder.reload)
+        await recorder.run(stop)
 
     runtime.tune()
     runtime.run(go)

@@ -8,6 +8,7 @@ writes or spools everything within ``shutdown_timeout`` before the process exits
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 import structlog
 
+from . import config as config_mod
 from .backfill import Backfiller
 from .batching import Batch, Batcher
 from .config import Config, Secret
@@ -41,7 +43,7 @@ from .protocol import (
 from .rest import RestClient
 from .schema import gap_of, instrument_row
 from .serving import serve
-from .session import run_upstream
+from .session import Target, run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
 from .status import RateMeter, Status
@@ -72,6 +74,9 @@ class Stats:
     #: receive time (wall-clock ns) of the last frame per code
     last_frame: dict[str, int] = field(default_factory=dict)
     last_disconnect_reason: str | None = None
+    reloads: int = 0
+    #: why the last reload was refused, until one succeeds
+    reload_error: str | None = None
 
 
 class Recorder:
@@ -114,6 +119,7 @@ class Recorder:
         )
         self.rest = RestClient(config.upstream, key, budget=self.spool.dir / "rest-budget.json")
         self._reopened: list[Gap] = []
+        self.target = Target(config.subscribe)  # what the session subscribes; reload moves it
         self._last_seen_path = self.spool.dir / "last-seen.json"
         self.backfiller = Backfiller(
             self.rest,
@@ -171,7 +177,7 @@ class Recorder:
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
-        self.detector.on_subscribed(stream, kt)
+        self.detector.on_subscribed(stream, kt, codes)
         if not self._ready:
             self._ready = True
             self.notifier.ready()
@@ -191,6 +197,43 @@ class Recorder:
         self.stats.last_disconnect_reason = reason
         self.detector.on_disconnect(reason)
         self._hold_pending()
+
+    # --- reload ---------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again. The subscriptions are applied by difference
+        on the live session; other changed settings are named as needing a restart; an
+        invalid file changes nothing."""
+        try:
+            new = config_mod.load(self.config.path)
+        except ConfigError as exc:
+            self.stats.reload_error = str(exc)
+            log.error("config_reload_failed", error=str(exc), kept="the running config")
+            return
+        old = self.config
+        self.stats.reloads += 1
+        self.stats.reload_error = None
+        restart = _changed(old, dataclasses.replace(new, subscribe=old.subscribe))
+        if restart:
+            log.warning("config_needs_restart", settings=restart)
+        before, after = set(old.subscribe.all_codes()), set(new.subscribe.all_codes())
+        self.config = dataclasses.replace(old, subscribe=new.subscribe)
+        self.detector.resubscribe(new.subscribe)
+        self.target.set(new.subscribe)
+        now = time.time_ns()
+        for code in new.subscribe.codes(Stream.TRADES):
+            if code not in old.subscribe.codes(Stream.TRADES) and self.config.gaps.backfill:
+                # a new code starts with its recent trades (what /trade still has)
+                detail = "added by a reload: its recent trades"
+                sweep = Gap(now - 60 * NS, now, code, "trades", "added", now, detail=detail)
+                sweep.record = False
+                self.backfiller.submit(sweep)
+        log.info(
+            "config_reloaded",
+            added=sorted(after - before),
+            removed=sorted(before - after),
+            needs_restart=restart,
+        )
 
     # --- gaps -----------------------------------------------------------------------
 
@@ -264,6 +307,8 @@ class Recorder:
             spool_max_bytes=spool.max_bytes,
             spool_segments=spool.segments,
             spool_rejected_rows=spool.rejected_rows,
+            reloads=stats.reloads,
+            reload_error=stats.reload_error,
             # still lasting, or ended and not backfilled yet
             open_gaps=len(det.open_gaps()) + bf.submitted - bf.resolved,
             oldest_open_gap=min((g.detected_ts for g in det.open_gaps()), default=None),
@@ -423,7 +468,7 @@ class Recorder:
         try:
             async with self.rest, asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(run_upstream(up, sub, self.key, self)),
+                    tg.create_task(run_upstream(up, self.target, self.key, self)),
                     tg.create_task(self.batcher.run()),
                     tg.create_task(self.backfiller.run()),
                     tg.create_task(self._every_second()),
@@ -453,3 +498,21 @@ class Recorder:
             spool_bytes=self.spool.total_bytes,
             lost_rows=self.writer.stats.lost_rows,
         )
+
+
+def _changed(old: Config, new: Config) -> list[str]:
+    """The settings (``section.key``) that differ between two configs."""
+    out = []
+    for section in dataclasses.fields(old):
+        a, b = getattr(old, section.name), getattr(new, section.name)
+        if section.name == "path" or a == b:
+            continue
+        if not dataclasses.is_dataclass(a):
+            out.append(section.name)
+            continue
+        out += [
+            f"{section.name}.{f.name}"
+            for f in dataclasses.fields(a)
+            if getattr(a, f.name) != getattr(b, f.name)
+        ]
+    return out

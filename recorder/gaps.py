@@ -20,7 +20,7 @@ from the records. Times are integer nanoseconds (exchange time unless said other
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .config import GapsConfig, SubscribeConfig
@@ -119,15 +119,8 @@ class GapDetector:
         self.calendar = calendar or Calendar()
         self.clock = clock
         self.streams: dict[str, list[str]] = {}  # gap stream -> codes
-        for stream in STREAMS:
-            codes = subscribe.codes(stream)
-            if stream is Stream.KLINES:
-                for kt in subscribe.kline_types:
-                    self.streams[f"klines:{kt}"] = codes
-            elif codes:
-                self.streams[stream.value] = codes
-        both = set(subscribe.codes(Stream.TRADES)) & set(subscribe.codes(Stream.SNAPSHOTS))
-        self._volume_codes = both
+        self._volume_codes: set[str] = set()
+        self._watch(subscribe)
         self.last: dict[tuple[str, str], int] = {}  # (code, stream) -> exchange ts
         self.last_trade: dict[str, int] = {}  # code -> exchange ts (the trades stream)
         self.last_trade_seen: dict[str, int] = {}  # code -> receive time (ns)
@@ -144,6 +137,30 @@ class GapDetector:
         self.subscribed_at: int | None = None  # receive-clock ns
         self.trades_since: int | None = None
         self.emitted = 0
+
+    def _watch(self, subscribe: SubscribeConfig) -> None:
+        self.streams = {}
+        for stream in STREAMS:
+            codes = subscribe.codes(stream)
+            if stream is Stream.KLINES:
+                for kt in subscribe.kline_types:
+                    self.streams[f"klines:{kt}"] = codes
+            elif codes:
+                self.streams[stream.value] = codes
+        both = set(subscribe.codes(Stream.TRADES)) & set(subscribe.codes(Stream.SNAPSHOTS))
+        self._volume_codes = both
+
+    def resubscribe(self, subscribe: SubscribeConfig) -> None:
+        """The subscriptions changed (a reload): watch the new ones. A removed code's
+        recording simply ends; a hole it had open when it was removed ends now."""
+        self._watch(subscribe)
+        now = self.clock()
+        for key in [k for k in self.pending if k[0] not in self.streams.get(k[1], ())]:
+            self._close(self.pending.pop(key), now)
+        for code in [c for c in self.silent if c not in self.streams.get("trades", ())]:
+            gap = self.silent.pop(code)
+            gap.end = now
+            self._emit(gap)
 
     def _emit(self, gap: Gap) -> None:
         self.emitted += 1
@@ -193,15 +210,20 @@ class GapDetector:
             self._check_bar(record)
         self.last[key] = ts
 
-    def on_subscribed(self, stream: str, kt: int | None = None) -> None:
-        """A stream is subscribed again: its open disconnect gaps end now."""
+    def on_subscribed(
+        self, stream: str, kt: int | None = None, codes: Iterable[str] | None = None
+    ) -> None:
+        """A stream is subscribed (again) for ``codes`` (all when None): their open
+        disconnect gaps end now."""
         now = self.subscribed_at = self.clock()
         name = f"klines:{kt}" if stream == "klines" else str(stream)
+        only = None if codes is None else set(codes)
         if stream == "trades":
             # the volume baseline must come after the trades subscription
             self.trades_since = now - NS
-            self.volume.clear()
-        for key in [k for k in self.pending if k[1] == name]:
+            for code in list(self.volume) if only is None else only:
+                self.volume.pop(code, None)
+        for key in [k for k in self.pending if k[1] == name and (only is None or k[0] in only)]:
             self._close(self.pending.pop(key), now)
 
     def on_disconnect(self, detail: str | None = None) -> None:

@@ -128,6 +128,14 @@ class _Scraped(Collector):
             value=1 if st.writer_failed else 0,
         )
         yield CounterMetricFamily("qos_reconnects", "Sessions that ended", value=st.reconnects)
+        yield CounterMetricFamily(
+            "qos_config_reloads", "Config reloads applied (SIGHUP)", value=st.reloads
+        )
+        yield GaugeMetricFamily(
+            "qos_config_reload_failed",
+            "1 while the last reload was refused (the running config is kept)",
+            value=1 if st.reload_error else 0,
+        )
         yield GaugeMetricFamily(
             "qos_connected", "1 while the session is connected", value=1 if st.connected else 0
         )

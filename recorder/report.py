@@ -151,6 +151,8 @@ def format_health(h: dict[str, Any]) -> str:
         f"last frame: {'-' if age is None else f'{age:.1f} s ago'}; "
         f"reconnects: {h.get('reconnects', 0)}"
     )
+    if h.get("config_reload_error"):
+        lines.append(f"config reload failed: {h['config_reload_error']}")
     rows = ", ".join(f"{k} {v}" for k, v in h.get("rows_written", {}).items()) or "-"
     lines.append(f"rows written: {rows}")
     lines.append(

@@ -86,15 +86,44 @@ class CommandGate:
             self._last = time.monotonic()
 
 
+Unit = tuple[Stream, int | None]  # a stream (and K-line type) one command subscribes
+
+
+def units(sub: SubscribeConfig) -> dict[Unit, tuple[str, ...]]:
+    """The codes of each subscription command a config asks for, in the config's order."""
+    out: dict[Unit, tuple[str, ...]] = {}
+    for stream in STREAMS:
+        codes = tuple(sub.codes(stream))
+        if not codes:
+            continue
+        for kt in sub.kline_types if stream is Stream.KLINES else (None,):
+            out[(stream, kt)] = codes
+    return out
+
+
+class Target:
+    """What the sessions should be subscribed to. A reload changes it; the live session
+    applies the difference, and every later session starts from it."""
+
+    def __init__(self, sub: SubscribeConfig) -> None:
+        self.sub = sub
+        self.changed = asyncio.Event()
+
+    def set(self, sub: SubscribeConfig) -> None:
+        self.sub = sub
+        self.changed.set()
+
+
 class Session:
     """One connection: subscribe, heartbeat, watchdog and the frame loop."""
 
     def __init__(
-        self, ws: ClientConnection, up: UpstreamConfig, sub: SubscribeConfig, handler: Handler
+        self, ws: ClientConnection, up: UpstreamConfig, target: Target, handler: Handler
     ) -> None:
         self.ws = ws
         self.up = up
-        self.sub = sub
+        self.target = target
+        self.active: dict[Unit, set[str]] = {}  # what this connection is subscribed to
         self.handler = handler
         self.gate = CommandGate(up.request_interval)
         self.frames = 0
@@ -107,7 +136,7 @@ class Session:
         """Until the session dies; raises SessionEnded (or the socket's own error)."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._read())
-            tg.create_task(self._subscribe_all())
+            tg.create_task(self._follow())
             tg.create_task(self._heartbeat())
             tg.create_task(self._watchdog())
 
@@ -128,15 +157,37 @@ class Session:
         finally:
             self._pending.pop(reqid, None)
 
-    async def _subscribe_all(self) -> None:
-        for stream in STREAMS:
-            codes = self.sub.codes(stream)
-            if not codes:
-                continue
-            kts: tuple[int | None, ...] = self.sub.kline_types if stream == "klines" else (None,)
-            for kt in kts:
-                await self._subscribe(stream, codes, kt)
+    async def _follow(self) -> None:
+        """Subscribe to the target, then follow its changes (a reload) on this connection:
+        cancel what was removed, subscribe what was added, through the same gate."""
+        self.target.changed.clear()
+        await self._apply(units(self.target.sub))
         self.subscribed = True
+        while True:
+            await self.target.changed.wait()
+            self.target.changed.clear()
+            await self._apply(units(self.target.sub))
+
+    async def _apply(self, wanted: dict[Unit, tuple[str, ...]]) -> None:
+        for unit in list(self.active):  # in the order they were subscribed
+            gone = sorted(self.active[unit] - set(wanted.get(unit, ())))
+            if gone:  # first, so a swap stays inside the plan's product limit
+                await self._cancel(unit[0], gone, unit[1])
+                self.active[unit] -= set(gone)
+        for unit, codes in wanted.items():  # trades first: the volume check's baseline
+            new = [c for c in codes if c not in self.active.get(unit, ())]
+            if new:
+                await self._subscribe(unit[0], new, unit[1])
+                self.active.setdefault(unit, set()).update(new)
+
+    async def _cancel(self, stream: Stream, codes: list[str], kt: int | None) -> None:
+        reply = await self.request(
+            stream.cancel, lambda reqid: protocol.cancel(stream, codes, kt, reqid)
+        )
+        if reply.ok:
+            log.info("unsubscribed", stream=stream, codes=codes, kt=kt)
+        else:  # the codes stop being recorded either way: they are no longer wanted
+            self.handler.on_rejected(f"cancel {stream}", reply.msg)
 
     async def _subscribe(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         for _attempt in range(5):
@@ -218,7 +269,7 @@ def _close_reason(ws: ClientConnection) -> str:
 
 async def run_upstream(
     up: UpstreamConfig,
-    sub: SubscribeConfig,
+    target: Target,
     key: Secret,
     handler: Handler,
     rng: random.Random | None = None,
@@ -227,7 +278,7 @@ async def run_upstream(
     delays = backoff(up.backoff_initial, up.backoff_max, rng)
     while True:
         started = time.monotonic()
-        reason = await _one_session(up, sub, key, handler)
+        reason = await _one_session(up, target, key, handler)
         healthy = time.monotonic() - started >= up.healthy_after
         if healthy:
             delays = backoff(up.backoff_initial, up.backoff_max, rng)
@@ -237,9 +288,7 @@ async def run_upstream(
         await asyncio.sleep(delay)
 
 
-async def _one_session(
-    up: UpstreamConfig, sub: SubscribeConfig, key: Secret, handler: Handler
-) -> str:
+async def _one_session(up: UpstreamConfig, target: Target, key: Secret, handler: Handler) -> str:
     """One connection from connect to its end; returns why it ended."""
     try:
         async with connect(
@@ -254,7 +303,7 @@ async def _one_session(
             handler.on_connected()
             log.info("connected", url=up.ws_url)
             try:
-                await Session(ws, up, sub, handler).run()
+                await Session(ws, up, target, handler).run()
             except ExceptionGroup as group:
                 exc = _root(group)
                 if not retryable(exc):

@@ -49,6 +49,8 @@ class Status:
     spool_max_bytes: int
     spool_segments: int
     spool_rejected_rows: int
+    reloads: int
+    reload_error: str | None
     open_gaps: int
     #: when the oldest gap that still lasts was found
     oldest_open_gap: int | None
@@ -101,6 +103,8 @@ class Status:
             "backfilled_rows": self.backfilled_rows,
             "decode_errors": self.decode_errors,
             "lost_rows": self.lost_rows,
+            "config_reloads": self.reloads,
+            "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,
             "writer_error": self.writer_error,
         }

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 from conftest import (
     KEY,
     make_config,
@@ -149,3 +154,77 @@ def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_pa
     )
     started = time.time_ns() - 3600 * NS
     assert all(r[1] > started for r in seeded)
+
+
+def test_sighup_applies_a_new_subscription_list_on_the_live_session(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=10, seed=12)
+    config = tmp_path / "recorder.toml"
+
+    def subscribe(codes: str) -> None:
+        write_config(
+            config,
+            sim,
+            f"""[subscribe]
+trades = [{codes}]
+snapshots = [{codes}]
+[sink]
+sqlite_path = "ticks.sqlite"
+""",
+        )
+
+    subscribe('"US:AAPL", "HK:700"')
+    log = tmp_path / "recorder.log"
+    db = tmp_path / "ticks.sqlite"
+
+    def stored(code: str, source: str = "live") -> int:
+        try:
+            (n,) = rows(
+                db, "SELECT count(*) FROM trades WHERE code = ? AND source = ?", code, source
+            )
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+        return int(n[0])
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recorder", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "QOS_TEST_KEY": KEY},
+        )
+    try:
+        assert wait_for(lambda: stored("US:AAPL") > 20 and stored("HK:700") > 20, timeout=30)
+        subscribe('"US:AAPL", "CF:BTCUSDT"')  # HK:700 removed, CF:BTCUSDT added
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: b'"config_reloaded"' in log.read_bytes(), timeout=10)
+        reloaded = time.time_ns()
+        assert wait_for(lambda: stored("CF:BTCUSDT") > 20, timeout=30)
+        assert stored("CF:BTCUSDT", "backfill") > 0  # it started with its recent trades
+        # an invalid edit changes nothing and says so in one line
+        config.write_text(config.read_text() + "bogus = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: b'"config_reload_failed"' in log.read_bytes(), timeout=10)
+        before = stored("CF:BTCUSDT")
+        assert wait_for(lambda: stored("CF:BTCUSDT") > before + 10, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+    events = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    (done,) = [e for e in events if e["event"] == "config_reloaded"]
+    assert (done["added"], done["removed"], done["needs_restart"]) == (
+        ["CF:BTCUSDT"],
+        ["HK:700"],
+        [],
+    )
+    (failed,) = [e for e in events if e["event"] == "config_reload_failed"]
+    assert "bogus: unknown key" in failed["error"]
+    assert sim.call(lambda: sim.sim.connections_opened) == 1  # one session the whole time
+    kinds = sim.call(lambda: [k for _, _, k in sim.sim.commands])
+    assert "TC" in kinds and "SC" in kinds  # the removed code was cancelled
+    (last_hk,) = rows(db, "SELECT max(recv_ts) FROM trades WHERE code = 'HK:700'")[0]
+    assert last_hk < reloaded  # its recording simply ended...
+    assert rows(db, "SELECT code, stream, cause FROM gaps WHERE cause != 'startup'") == []
+    # ...and neither it nor the codes kept have a gap

@@ -21,7 +21,7 @@ from recorder.config import SubscribeConfig, UpstreamConfig
 from recorder.daemon import Recorder
 from recorder.exceptions import ApiError, DecodeError
 from recorder.protocol import Record, Stream, Trade
-from recorder.session import Session, SessionEnded, backoff, retryable
+from recorder.session import Session, SessionEnded, Target, backoff, retryable
 from recorder.sim import Faults
 
 SimFactory = Callable[..., SimulatorThread]
@@ -214,7 +214,7 @@ def _session(events: Events, **upstream: Any) -> tuple[Session, FakeConnection]:
     fake = FakeConnection()
     up = UpstreamConfig(**{"request_interval": 0.0, "heartbeat_timeout": 2.0, **upstream})
     sub = SubscribeConfig(trades=("US:AAPL",), depth=("US:AAPL",))
-    return Session(cast(ClientConnection, fake), up, sub, events), fake
+    return Session(cast(ClientConnection, fake), up, Target(sub), events), fake
 
 
 def test_replies_are_matched_by_reqid_and_a_heartbeat_reply_without_one_by_type() -> None:
