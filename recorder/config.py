@@ -142,6 +142,27 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Days of data to keep per table (unset: forever). Whole UTC days are kept: with 0,
+    everything before today goes."""
+
+    trades: float | None = None
+    depth: float | None = None
+    snapshots: float | None = None
+    klines: float | None = None
+    gaps: float | None = None
+    instruments: float | None = None
+
+    def days(self) -> dict[str, float]:
+        """The tables with a limit, and their days."""
+        return {
+            name: days
+            for name in ("trades", "depth", "snapshots", "klines", "gaps", "instruments")
+            if (days := getattr(self, name)) is not None
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; ``path`` is the file it came from."""
 
@@ -153,6 +174,7 @@ class Config:
     gaps: GapsConfig = field(default_factory=GapsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def resolve(self, relative: str) -> Path:
         """A path from the config: relative ones are relative to ``$STATE_DIRECTORY`` under
@@ -172,6 +194,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "gaps": GapsConfig,
     "log": LogConfig,
     "metrics": MetricsConfig,
+    "retention": RetentionConfig,
 }
 
 

@@ -110,6 +110,7 @@ class Recorder:
             sc.max_pending_batches,
             sc.retry_interval,
             on_flush=self._flushed,
+            retention=config.retention.days(),
         )
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,7 +30,7 @@ import structlog
 
 from .batching import Batch
 from .exceptions import SinkError, SinkRejected, SpoolError
-from .sinks import Sink
+from .sinks import EXPIRE_ROWS, Sink
 from .spool import Spool
 
 log = structlog.get_logger("recorder.writer")
@@ -70,8 +70,16 @@ class Writer:
         retry_interval: float = 2.0,
         on_flush: Callable[[Batch, float], None] | None = None,
         max_crashes: int = 5,
+        retention: Mapping[str, float] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``retention``: days to keep per table; old rows go in small slices while the
+        writer has nothing else to do."""
         self.sink = sink
+        self.retention = dict(retention or {})
+        self._clock = clock
+        self._next_expiry = 0.0  # monotonic time of the next retention pass
+        self.expired_rows = 0
         self.spool = spool
         self.retry_interval = retry_interval
         self.max_crashes = max_crashes
@@ -169,6 +177,25 @@ class Writer:
                 self._in_hand = None
             if self.spool and time.monotonic() >= self._next_try:
                 self._drain()
+            elif self.retention and time.monotonic() >= self._next_expiry:
+                self._expire()  # a slice at a time, between batches: never the event loop
+
+    def _expire(self) -> None:
+        """One slice of retention per table with a limit; again soon while rows are left,
+        else in a minute. Whole UTC days are kept."""
+        now = self._clock()
+        today = int(now) - int(now) % 86400
+        more = False
+        for table, days in self.retention.items():
+            before = (today - int(days) * 86400) * 1_000_000_000
+            try:
+                gone = self.sink.expire(table, before)
+            except SinkError as exc:
+                log.warning("retention_failed", table=table, error=str(exc))
+                continue
+            self.expired_rows += gone
+            more = more or gone >= EXPIRE_ROWS
+        self._next_expiry = time.monotonic() + (0.0 if more else 60.0)
 
     def _wait(self) -> float:
         if not self.spool:

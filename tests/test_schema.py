@@ -13,7 +13,7 @@ import pytest
 from recorder.protocol import NS, Depth, Kline, SessionQuote, Snapshot, Trade
 from recorder.replay import SCALES_SQL, Query, questdb_sql
 from recorder.schema import TABLES, depth_row, kline_row, record_of, snapshot_row, trade_row
-from recorder.sinks.questdb import after_sql, anchor_sql
+from recorder.sinks.questdb import after_sql, anchor_sql, drop_partitions_sql
 
 ROOT = Path(__file__).parent.parent
 CHECKER = ROOT / "tests" / "sqlcheck"
@@ -56,6 +56,7 @@ def test_ddl_and_readme_sql_parse_with_questdb_grammar() -> None:
         after_sql("US:AAPL", 1_795_618_800_000_000, 17),
         questdb_sql("trades", query),
         questdb_sql("klines", query, 1001),
+        drop_partitions_sql("depth", 1_795_618_800 * NS),
         SCALES_SQL,
     ]
     statements = [t.questdb_ddl() for t in TABLES] + migrations + queries + _readme_sql()

@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from truth import check_trades
 from recorder.batching import Batch
 from recorder.daemon import Recorder
 from recorder.exceptions import WriterFailed
-from recorder.protocol import Stream
+from recorder.protocol import NS, Stream
 from recorder.sim.ilp import IlpServer, Receiver
 from recorder.sinks.null import NullSink
 from recorder.sinks.sqlite import SQLiteSink
@@ -311,3 +312,41 @@ def test_a_writer_that_keeps_crashing_stops_the_recorder_with_an_error_and_spool
     stored = rows(tmp_path / "ticks.sqlite", "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == received > 0
     check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
+
+
+def test_retention_deletes_whole_old_days_and_keeps_today(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=10, seed=36)
+    db = tmp_path / "ticks.sqlite"
+    today = int(time.time()) // 86400 * 86400
+    old = [  # 12,000 trades and a gap, two and three days ago
+        (
+            (today - 86400 * (2 + i % 2)) * NS + i,
+            "US:AAPL",
+            "US",
+            1.0,
+            1.0,
+            1,
+            0,
+            "live",
+            0,
+        )
+        for i in range(12_000)
+    ]
+    sink = SQLiteSink(db)
+    sink.write(Batch({"trades": old}, seq=1))
+    sink.close()
+    config = make_config(
+        sim, tmp_path, ["US:AAPL"], retention={"trades": 0, "depth": 1, "gaps": 365}
+    )
+    recorder = run_recorder(
+        config,
+        timeout=30,
+        until=lambda r: r.writer.expired_rows >= 12_000 and r.stats.frames[Stream.TRADES] > 20,
+    )
+    (before_today,) = rows(db, "SELECT count(*) FROM trades WHERE ts < ?", today * NS)[0]
+    sql = "SELECT count(*) FROM trades WHERE ts >= ? AND source = 'live'"
+    (live,) = rows(db, sql, today * NS)[0]
+    assert before_today == 0 and recorder.writer.expired_rows == 12_000
+    assert live == recorder.stats.frames[Stream.TRADES] > 20  # today's rows all stay

@@ -14,6 +14,9 @@ from ..batching import Batch
 from ..identity import Identity
 from ..schema import Row
 
+#: rows a sink deletes per :meth:`Sink.expire` call, so retention never holds the writer
+EXPIRE_ROWS = 5000
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -40,6 +43,10 @@ class Sink(Protocol):
         """Per code, its newest stored snapshot's day volume and ``ts``, and minus the
         volume of the live trades stored after it: where a lost-volume estimate across
         the time the recorder was not running starts."""
+
+    def expire(self, table: str, before_ns: int) -> int:
+        """Delete a slice of the rows of ``table`` older than ``before_ns`` (retention);
+        how many went (at most ``EXPIRE_ROWS``: call again while it returns that)."""
 
     def close(self) -> None:
         """Release connections; pending data was already written or spooled."""

@@ -35,5 +35,8 @@ class NullSink:
     def volume_anchors(self, codes: Iterable[str]) -> dict[str, tuple[float, int, float]]:
         return {}
 
+    def expire(self, table: str, before_ns: int) -> int:
+        return 0
+
     def close(self) -> None:
         pass

@@ -215,10 +215,23 @@ class QuestDBSink:
             out[code] = (volume, micros * 1000, -(after[0][0] or 0.0))
         return out
 
+    def expire(self, table: str, before_ns: int) -> int:
+        # whole day partitions go at once; the next call finds nothing more to drop
+        self.execute(drop_partitions_sql(table, before_ns))
+        return 0
+
     def close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.close(flush=False)
+
+
+def drop_partitions_sql(table: str, before_ns: int) -> str:
+    """Retention: the day partitions of ``table`` wholly before ``before_ns``."""
+    return (
+        f"ALTER TABLE {table} DROP PARTITION "
+        f"WHERE ts < cast({int(before_ns) // 1000} AS TIMESTAMP);"
+    )
 
 
 def anchor_sql(code: str) -> str:

@@ -16,6 +16,7 @@ from ..batching import Batch
 from ..exceptions import SinkError, SinkRejected
 from ..identity import Identity
 from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
+from . import EXPIRE_ROWS
 
 #: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
 #: while the event loop thread is busy each re-acquire can wait a whole switch interval
@@ -71,6 +72,8 @@ class SQLiteSink:
             db = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
+            # a new file returns the space retention frees (older files reuse it instead)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             for table in TABLES:
@@ -172,6 +175,25 @@ class SQLiteSink:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: query failed: {exc}") from None
         return out
+
+    def expire(self, table: str, before_ns: int) -> int:
+        if self._db is None:
+            self.open()
+        db = self._db
+        assert db is not None and table in BY_NAME
+        try:
+            # rowid order is arrival order, so the oldest rows come first and the scan
+            # stops after a slice
+            deleted = db.execute(
+                f"DELETE FROM {table} WHERE rowid IN "
+                f"(SELECT rowid FROM {table} WHERE ts < ? LIMIT {EXPIRE_ROWS})",
+                (before_ns,),
+            ).rowcount
+            if deleted:
+                db.execute("PRAGMA incremental_vacuum(2000)")
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: retention of {table}: {exc}") from None
+        return max(deleted, 0)
 
     def close(self) -> None:
         if self._db is not None:
