@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
     gaps.set_defaults(func=cmd_gaps)
 
+    cov = subs.add_parser("coverage", help="picture one day of the record as an HTML file")
+    cov.add_argument("--config", "-c", required=True, help="the TOML config file")
+    cov.add_argument("--day", required=True, help="the UTC day, such as 2026-11-26")
+    cov.add_argument("--out", required=True, help="the HTML file to write")
+    cov.set_defaults(func=cmd_coverage)
+
     rep = subs.add_parser("replay", help="replay recorded data as NDJSON or a QOS WebSocket")
     rep.add_argument(
         "--source",
@@ -217,6 +223,23 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     since = parse_time(args.since) if args.since else 0
     print(format_gaps(read_gaps(cfg, since)))
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .coverage import build, render
+
+    cfg = config_mod.load(args.config)
+    try:
+        day = dt.date.fromisoformat(args.day)
+    except ValueError:
+        raise ConfigError(f"--day: {args.day!r} is not a date such as 2026-11-26") from None
+    picture = build(cfg, day)
+    Path(args.out).write_text(render(picture))
+    gaps = sum(picture.gaps.values())
+    print(f"wrote {args.out} ({len(picture.lines)} lines, {gaps} gaps)")
     return 0
 
 

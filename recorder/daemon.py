@@ -25,7 +25,7 @@ from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
 from .gaps import Gap, GapDetector
 from .identity import Ordinals, TradeCounter
-from .markets import Calendar
+from .markets import Calendar, is_open
 from .metrics import Metrics
 from .notify import Notifier
 from .protocol import (
@@ -278,8 +278,9 @@ class Recorder:
         """The recorder's state now, for ``/metrics``, ``/healthz`` and ``status``."""
         stats, wstats, spool = self.stats, self.writer.stats, self.spool
         det, bf = self.detector, self.backfiller
+        now = time.time_ns()
         return Status(
-            now=time.time_ns(),
+            now=now,
             connected=stats.connected,
             connected_since=stats.connected_since,
             subscribed=stats.subscribed,
@@ -293,6 +294,13 @@ class Recorder:
             rejected_requests=stats.rejected,
             rest_requests=self.rest.requests,
             last_frame=dict(stats.last_frame),
+            last_trade=dict(det.last_trade_seen),
+            market_open={
+                code: is_open(market_of(code), now, self.calendar)
+                for code in self.config.subscribe.codes(Stream.TRADES)
+            },
+            rest_budget_remaining=self.rest.limiter.remaining(),
+            gap_outcomes=dict(bf.outcomes),
             rows_written=dict(wstats.rows),
             writer_queue=self.writer.pending,
             batcher_rows=len(self.batcher),

@@ -106,6 +106,25 @@ class _Scraped(Collector):
         yield GaugeMetricFamily(
             "qos_spool_segments", "Segment files in the spool", value=st.spool_segments
         )
+        yield GaugeMetricFamily(
+            "qos_spool_max_bytes",
+            "The spool's size limit (spool.max_bytes)",
+            value=st.spool_max_bytes,
+        )
+        yield GaugeMetricFamily(
+            "qos_rest_budget_remaining",
+            "REST requests the plan's per-minute budget allows now",
+            value=st.rest_budget_remaining,
+        )
+        gaps = CounterMetricFamily(
+            "qos_gaps",
+            "Gaps backfilled as far as the API allows, by stream and how they ended",
+            labels=["stream", "status"],
+        )
+        for table in ("trades", "depth", "snapshots", "klines"):
+            for status in ("filled", "partial", "unrecoverable"):
+                gaps.add_metric([table, status], st.gap_outcomes.get((table, status), 0))
+        yield gaps
         yield CounterMetricFamily(
             "qos_spool_rejected_rows",
             "Rows a full spool could not keep",
@@ -160,3 +179,18 @@ class _Scraped(Collector):
         for code, seen in st.last_frame.items():
             age.add_metric([code], (st.now - seen) / 1e9)
         yield age
+        trade_age = GaugeMetricFamily(
+            "qos_last_trade_age_seconds", "Seconds since the last trade received", labels=["code"]
+        )
+        for code, seen in st.last_trade.items():
+            trade_age.add_metric([code], (st.now - seen) / 1e9)
+        yield trade_age
+        market = GaugeMetricFamily(
+            "qos_market_open",
+            "1 while the code's market is open, 0 while closed (absent: hours unknown)",
+            labels=["code"],
+        )
+        for code, is_open in st.market_open.items():
+            if is_open is not None:
+                market.add_metric([code], 1 if is_open else 0)
+        yield market

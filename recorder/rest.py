@@ -78,6 +78,11 @@ class RateLimiter:
             self._sent.append(time.monotonic())
             self._save()
 
+    def remaining(self) -> int:
+        """Requests that could go now without waiting."""
+        horizon = time.monotonic() - self.per
+        return self.rate - sum(1 for t in self._sent if t > horizon)
+
     async def ready(self) -> None:
         """Wait until a request could go now, without using it up."""
         async with self._lock:

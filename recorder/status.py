@@ -32,8 +32,12 @@ class Status:
     dead_letter_dropped: int
     rejected_requests: int
     rest_requests: int
-    #: receive time of the last frame per code
+    #: receive time of the last frame, and of the last trade, per code
     last_frame: Mapping[str, int]
+    last_trade: Mapping[str, int]
+    #: whether each code's market is open now (None: unknown)
+    market_open: Mapping[str, bool | None]
+    rest_budget_remaining: int
     rows_written: Mapping[str, int]
     writer_queue: int
     batcher_rows: int
@@ -47,6 +51,8 @@ class Status:
     lost_rows: int
     spool_bytes: int
     spool_max_bytes: int
+    #: recorded gaps backfilled so far, per (stream, status)
+    gap_outcomes: Mapping[tuple[str, str], int]
     spool_segments: int
     spool_rejected_rows: int
     reloads: int

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import make_config, rows, run_recorder, start_recorder, wait_for, write_config
+from conftest import (
+    KEY,
+    make_config,
+    rows,
+    run_recorder,
+    start_recorder,
+    wait_for,
+    write_config,
+)
 from simulated import SimulatorThread
 from truth import check_trades, trade_key
 
+from recorder.backfill import Backfiller
+from recorder.config import Secret, UpstreamConfig
 from recorder.daemon import Recorder
-from recorder.protocol import NS, Stream
+from recorder.gaps import Gap
+from recorder.identity import TradeCounter
+from recorder.protocol import NS, Record, Stream
+from recorder.rest import RestClient
 from recorder.sim import Faults
 
 SimFactory = Callable[..., SimulatorThread]
@@ -315,3 +330,29 @@ def test_a_long_outage_is_in_the_ledger_while_it_lasts_and_every_loss_is_inside_
         actual = sum(k[3] * n for k, n in lost.items() if k[0] == code)
         assert gap[3] == "partial" and gap[4] is not None
         assert abs(gap[4] - actual) <= 0.1 * actual, (code, gap[4], actual)
+
+
+def test_a_full_window_that_starts_in_the_gaps_first_second_is_partial(
+    make_sim: SimFactory,
+) -> None:
+    # /trade's latest 50 reach back into a gap's first second: that second's earlier trades
+    # may be cut off, so the gap is partial; a gap starting after that second is filled
+    sim = make_sim(trades_per_second=20, seed=19)
+    assert wait_for(
+        lambda: len(sim.call(lambda: sim.sim.market.recent_trades("US:AAPL", 50))) == 50
+    )
+    sim.call(lambda: setattr(sim.sim.market, "trades_per_second", 0.0))  # hold the window still
+    oldest = sim.call(lambda: sim.sim.market.recent_trades("US:AAPL", 50))[0]["ts"] * NS
+    up = UpstreamConfig(http_url=sim.http_url, backoff_initial=0.05)
+    written: list[Record] = []
+
+    async def backfill(start: int) -> Gap:
+        gap = Gap(start, time.time_ns(), "US:AAPL", "trades", "disconnect", start)
+        async with RestClient(up, Secret(KEY)) as rest:
+            await Backfiller(rest, TradeCounter(), written.append, lambda g: None).round([gap])
+        return gap
+
+    at_oldest = asyncio.run(backfill(oldest))
+    after_oldest = asyncio.run(backfill(oldest + NS))
+    assert at_oldest.status == "partial" and after_oldest.status == "filled"
+    assert written  # both merged what the window had

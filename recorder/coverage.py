@@ -1,0 +1,279 @@
+"""``qos-recorder coverage``: one day of the record as a picture.
+
+Per code and stream, a time line of the UTC day in minutes, coloured by what the store
+and the gap ledger say: recorded, a gap filled by backfill, partial, unrecoverable, still
+open, the market closed, or nothing at all. With the day's totals (rows per table, gaps by
+status, estimated lost volume). The output is one self-contained HTML file (inline SVG and
+CSS, no script, nothing fetched) that opens in any browser.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .exceptions import ConfigError, SinkError
+from .markets import Calendar, is_open
+from .protocol import NS, Stream, market_of
+
+MINUTES = 1440
+#: what a minute shows, drawn in this order (later ones on top), and its colour
+KINDS: dict[str, tuple[str, str]] = {
+    "closed": ("market closed", "#c9ced6"),
+    "recorded": ("recorded", "#2e9e5b"),
+    "filled": ("gap filled by backfill", "#3b7dd8"),
+    "partial": ("gap, partly recovered", "#f0a020"),
+    "unrecoverable": ("gap, not recoverable", "#d64545"),
+    "open": ("gap still open", "#8e44ad"),
+}
+EMPTY = "#eef0f3"
+
+
+@dataclass
+class Line:
+    """One code and stream over the day: the kind of each minute (None: nothing)."""
+
+    code: str
+    stream: str
+    minutes: list[str | None] = field(default_factory=lambda: [None] * MINUTES)
+
+    def paint(self, kind: str, first: int, last: int) -> None:
+        for m in range(max(first, 0), min(last, MINUTES - 1) + 1):
+            self.minutes[m] = kind
+
+    def runs(self) -> list[tuple[int, int, str | None]]:
+        """(first minute, length, kind) of each run of equal minutes."""
+        out: list[tuple[int, int, str | None]] = []
+        for m, kind in enumerate(self.minutes):
+            if out and out[-1][2] == kind:
+                first, length, _ = out[-1]
+                out[-1] = (first, length + 1, kind)
+            else:
+                out.append((m, 1, kind))
+        return out
+
+
+@dataclass
+class Day:
+    """Everything the picture shows."""
+
+    day: dt.date
+    lines: list[Line]
+    rows: dict[str, int]
+    gaps: dict[str, int]
+    lost_volume: dict[str, float]
+
+
+def streams_of(config: Config) -> list[tuple[str, str, list[str]]]:
+    """(table, gap stream, codes) for each recorded stream; K-lines as their 1-minute bars."""
+    sub = config.subscribe
+    out = [
+        (s.value, s.value, sub.codes(s)) for s in (Stream.TRADES, Stream.DEPTH, Stream.SNAPSHOTS)
+    ]
+    if 1 in sub.kline_types:
+        out.append(("klines", "klines:1", sub.codes(Stream.KLINES)))
+    return [(table, stream, codes) for table, stream, codes in out if codes]
+
+
+def build(config: Config, day: dt.date, calendar: Calendar | None = None) -> Day:
+    """Read the store and the ledger for ``day`` (UTC) and lay out the picture."""
+    start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
+    store = _store(config)
+    lines: list[Line] = []
+    rows: dict[str, int] = {}
+    for table, stream, codes in streams_of(config):
+        for code in codes:
+            line = Line(code, stream)
+            for m in range(MINUTES):
+                if is_open(market_of(code), start + m * 60 * NS, calendar) is False:
+                    line.minutes[m] = "closed"
+            minutes = store.minutes(table, code, start)
+            for m in minutes:
+                line.minutes[m] = "recorded"
+            rows[table] = rows.get(table, 0) + store.count(table, code, start)
+            lines.append(line)
+    gaps: dict[str, int] = {}
+    lost: dict[str, float] = {}
+    by_key = {(line.code, line.stream): line for line in lines}
+    for code, stream, first, end, status, lost_volume in store.gaps(start):
+        gaps[status] = gaps.get(status, 0) + 1
+        if lost_volume:
+            lost[code] = lost.get(code, 0.0) + lost_volume
+        hit = by_key.get((code, stream))
+        if hit is not None and status in KINDS:
+            last = MINUTES - 1 if end is None else (end - start) // (60 * NS)
+            hit.paint(status, (first - start) // (60 * NS), last)
+    return Day(day, lines, rows, gaps, lost)
+
+
+# --- reading the store ----------------------------------------------------------------------
+
+
+class _SQLite:
+    def __init__(self, path: str) -> None:
+        try:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {path}: {exc}") from None
+        self.path = path
+
+    def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite {self.path}: {exc}") from None
+
+    def minutes(self, table: str, code: str, start: int) -> list[int]:
+        sql = f"SELECT DISTINCT (ts - ?) / ? FROM {table} WHERE code = ? AND ts >= ? AND ts < ?"
+        return [m for (m,) in self._query(sql, start, 60 * NS, code, start, start + 86400 * NS)]
+
+    def count(self, table: str, code: str, start: int) -> int:
+        sql = f"SELECT count(*) FROM {table} WHERE code = ? AND ts >= ? AND ts < ?"
+        return int(self._query(sql, code, start, start + 86400 * NS)[0][0])
+
+    def gaps(self, start: int) -> Iterable[tuple[str, str, int, int | None, str, float | None]]:
+        sql = (
+            "SELECT code, stream, ts, end_ts, status, lost_volume FROM gaps "
+            "WHERE ts < ? AND (end_ts IS NULL OR end_ts >= ?) ORDER BY ts"
+        )
+        return [
+            (code, stream, ts, end, status, lost)
+            for code, stream, ts, end, status, lost in self._query(sql, start + 86400 * NS, start)
+        ]
+
+
+class _QuestDB:
+    def __init__(self, config: Config) -> None:
+        from .sinks.questdb import QuestDBSink
+
+        self.sink = QuestDBSink(config.sink.questdb, http=config.sink.questdb_http)
+
+    def _rows(self, sql: str) -> list[list[Any]]:
+        rows: list[list[Any]] = self.sink.execute(sql).get("dataset", [])
+        return rows
+
+    def minutes(self, table: str, code: str, start: int) -> list[int]:
+        return [int(m) for (m,) in self._rows(minutes_sql(table, code, start))]
+
+    def count(self, table: str, code: str, start: int) -> int:
+        rows = self._rows(count_sql(table, code, start))
+        return int(rows[0][0]) if rows else 0
+
+    def gaps(self, start: int) -> Iterable[tuple[str, str, int, int | None, str, float | None]]:
+        return [
+            (code, stream, ts * 1000, None if end is None else end * 1000, status, lost)
+            for code, stream, ts, end, status, lost in self._rows(gaps_sql(start))
+        ]
+
+
+def _window(start: int) -> str:
+    # only integers from this process go into the statements; codes passed the config's
+    # check (letters, digits, '.', '_', '-' and one ':'), so quoting cannot break out
+    return (
+        f"ts >= cast({start // 1000} AS TIMESTAMP) AND "
+        f"ts < cast({(start + 86400 * NS) // 1000} AS TIMESTAMP)"
+    )
+
+
+def minutes_sql(table: str, code: str, start: int) -> str:
+    return (
+        f"SELECT DISTINCT (cast(ts AS LONG) - {start // 1000}) / 60000000 FROM {table} "
+        f"WHERE code = '{code}' AND {_window(start)}"
+    )
+
+
+def count_sql(table: str, code: str, start: int) -> str:
+    return f"SELECT count() FROM {table} WHERE code = '{code}' AND {_window(start)}"
+
+
+def gaps_sql(start: int) -> str:
+    return (
+        "SELECT code, stream, cast(ts AS LONG), cast(end_ts AS LONG), status, lost_volume "
+        f"FROM gaps WHERE ts < cast({(start + 86400 * NS) // 1000} AS TIMESTAMP) AND "
+        f"(end_ts IS NULL OR end_ts >= cast({start // 1000} AS TIMESTAMP)) ORDER BY ts"
+    )
+
+
+def _store(config: Config) -> _SQLite | _QuestDB:
+    if config.sink.kind == "questdb":
+        return _QuestDB(config)
+    if config.sink.kind != "sqlite":
+        raise ConfigError(f"{config.path}: sink.kind: the null sink stores nothing to picture")
+    path = config.resolve(config.sink.sqlite_path)
+    if not path.exists():
+        raise SinkError(f"sqlite {path}: no such database yet")
+    return _SQLite(str(path))
+
+
+# --- drawing ------------------------------------------------------------------------------
+
+_LABEL, _WIDTH, _ROW, _TOP = 210, 960, 20, 36
+
+
+def render(picture: Day) -> str:
+    """The day as a self-contained HTML page."""
+    height = _TOP + _ROW * len(picture.lines) + 10
+    scale = _WIDTH / MINUTES
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_LABEL + _WIDTH + 20}" '
+        f'height="{height}" font-family="sans-serif" font-size="12">'
+    ]
+    for hour in range(25):
+        x = _LABEL + hour * 60 * scale
+        svg.append(
+            f'<line x1="{x:.1f}" y1="{_TOP - 6}" x2="{x:.1f}" y2="{height - 10}" '
+            'stroke="#999" stroke-width="0.5"/>'
+        )
+        if hour % 3 == 0:
+            svg.append(
+                f'<text x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle">{hour:02d}:00</text>'
+            )
+    for i, line in enumerate(picture.lines):
+        y = _TOP + i * _ROW
+        label = html.escape(f"{line.code}  {line.stream}")
+        svg.append(f'<text x="{_LABEL - 8}" y="{y + 14}" text-anchor="end">{label}</text>')
+        for first, length, kind in line.runs():
+            colour = EMPTY if kind is None else KINDS[kind][1]
+            title = "nothing" if kind is None else KINDS[kind][0]
+            svg.append(
+                f'<rect x="{_LABEL + first * scale:.2f}" y="{y + 2}" width="{length * scale:.2f}" '
+                f'height="{_ROW - 4}" fill="{colour}"><title>{_hhmm(first)}-'
+                f"{_hhmm(first + length)} {title}</title></rect>"
+            )
+    svg.append("</svg>")
+    legend = "".join(
+        f'<span class="key"><i style="background:{colour}"></i>{html.escape(name)}</span>'
+        for name, colour in [*KINDS.values(), ("nothing recorded", EMPTY)]
+    )
+    rows = ", ".join(f"{table} {n:,}" for table, n in picture.rows.items()) or "none"
+    gaps = ", ".join(f"{status} {n}" for status, n in sorted(picture.gaps.items())) or "none"
+    lost = ", ".join(f"{code} {v:,.6g}" for code, v in sorted(picture.lost_volume.items()))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>qos-recorder coverage {picture.day}</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; }}
+h1 {{ font-size: 20px; margin: 0 0 4px; }}
+p {{ margin: 4px 0; }}
+.key {{ margin-right: 16px; white-space: nowrap; }}
+.key i {{ display: inline-block; width: 14px; height: 14px; margin-right: 5px;
+  vertical-align: -2px; border: 1px solid #888; }}
+</style></head>
+<body>
+<h1>Coverage of {picture.day} (UTC), minute by minute</h1>
+<p>{legend}</p>
+{"".join(svg)}
+<p><b>Rows:</b> {rows}</p>
+<p><b>Gaps:</b> {gaps}</p>
+<p><b>Estimated lost volume:</b> {lost or "none"}</p>
+</body></html>
+"""
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"

@@ -1,0 +1,148 @@
+"""``qos-recorder coverage``: a real recording with gaps, rendered, and looked at in a real
+browser (Debian's ``chromium``, headless)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import KEY, make_config, rows, run_recorder
+from PIL import Image
+from simulated import SimulatorThread
+
+from recorder.coverage import EMPTY, KINDS, MINUTES, build, count_sql, gaps_sql, minutes_sql
+from recorder.daemon import Recorder
+from recorder.protocol import Stream
+
+CHROMIUM = shutil.which("chromium")
+COVERAGE = [sys.executable, "-m", "recorder", "coverage"]
+
+
+def _recording(sim: SimulatorThread, tmp_path: Path) -> Path:
+    """A recording with a disconnect in it: the config file's path."""
+    config = make_config(sim, tmp_path, ["US:AAPL", "CF:BTCUSDT"])
+    dropped: list[float] = []
+
+    def drop(recorder: Recorder, elapsed: float) -> None:
+        if not dropped and recorder.stats.frames[Stream.TRADES] > 40:
+            dropped.append(elapsed)
+            sim.run(sim.sim.disconnect_all("for the picture"))
+
+    run_recorder(
+        config,
+        during=drop,
+        timeout=40,
+        until=lambda r: bool(dropped) and r.backfiller.resolved >= 6 and r.stats.subscribed,
+    )
+    db = tmp_path / "ticks.sqlite"
+    path = tmp_path / "recorder.toml"
+    path.write_text(
+        f'[upstream]\nkey_env = "QOS_TEST_KEY"\n[subscribe]\n'
+        f'trades = ["US:AAPL", "CF:BTCUSDT"]\ndepth = ["US:AAPL", "CF:BTCUSDT"]\n'
+        f'snapshots = ["US:AAPL", "CF:BTCUSDT"]\n[sink]\nsqlite_path = "{db}"\n'
+    )
+    return path
+
+
+def test_a_recording_with_gaps_is_pictured_and_totalled(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=10)
+    config_path = _recording(sim, tmp_path)
+    today = dt.datetime.now(dt.UTC).date()
+    out = tmp_path / "coverage.html"
+    result = subprocess.run(
+        [*COVERAGE, "--config", str(config_path), "--day", str(today), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={"QOS_TEST_KEY": KEY, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {out}")
+    page = out.read_text()
+    assert "<script" not in page and "http" not in page.replace('xmlns="http', "")  # offline
+    for text in ("US:AAPL  trades", "CF:BTCUSDT  snapshots", "gap filled by backfill", "Rows:"):
+        assert text in page, text
+    # the picture says what the store says
+    from recorder import config as config_mod
+
+    picture = build(config_mod.load(config_path), today)
+    trades = next(
+        line for line in picture.lines if (line.code, line.stream) == ("CF:BTCUSDT", "trades")
+    )
+    stored = rows(tmp_path / "ticks.sqlite", "SELECT count(*) FROM trades")[0][0]
+    assert sum(picture.rows.values()) >= stored and picture.rows["trades"] == stored
+    # (a short recording: its minutes may all carry the filled gap, drawn on top)
+    assert {"recorded", "filled"} & set(trades.minutes) and len(trades.minutes) == MINUTES
+    depth = next(line for line in picture.lines if line.stream == "depth")
+    assert "unrecoverable" in depth.minutes  # a disconnect loses the books in between
+    assert picture.gaps.get("unrecoverable", 0) >= 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_the_picture_in_a_headless_browser(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    assert CHROMIUM is not None
+    sim = make_sim(trades_per_second=10)
+    config_path = _recording(sim, tmp_path)
+    out = tmp_path / "coverage.html"
+    day = str(dt.datetime.now(dt.UTC).date())
+    subprocess.run(
+        [*COVERAGE, "--config", str(config_path), "--day", day, "--out", str(out)],
+        check=True,
+        capture_output=True,
+        env={"QOS_TEST_KEY": KEY, "PATH": "/usr/bin:/bin"},
+    )
+    shot = tmp_path / "coverage.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            f"--screenshot={shot}",
+            "--window-size=1240,520",
+            out.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1240, 520)
+    colours = {c for _, c in image.getcolors(maxcolors=1 << 20) or []}
+
+    def rgb(hexa: str) -> tuple[int, int, int]:
+        return int(hexa[1:3], 16), int(hexa[3:5], 16), int(hexa[5:7], 16)
+
+    # the browser drew the time lines: recorded minutes, the gaps, the empty rest
+    for kind in ("recorded", "unrecoverable"):
+        assert rgb(KINDS[kind][1]) in colours, kind
+    assert rgb(EMPTY) in colours
+
+
+def test_the_questdb_queries_parse_with_questdb_grammar() -> None:
+    from test_schema import _check
+
+    start = 1_795_651_200 * 1_000_000_000
+    for result in _check(
+        [
+            minutes_sql("trades", "US:AAPL", start),
+            count_sql("depth", "HK:700", start),
+            gaps_sql(start),
+        ]
+    ):
+        assert result["errors"] == [], result
