@@ -138,13 +138,17 @@ async def stall(run: Run) -> str:
     return f"server stalled {seconds:.0f} s"
 
 
+async def _cut_off(run: Run, fault: str, seconds: float, reason: str) -> None:
+    """Switch a fault on, drop every connection (so the next one meets it), wait, clear."""
+    setattr(run.sim.faults, fault, True)
+    await run.sim.disconnect_all(reason)
+    await asyncio.sleep(seconds)
+    setattr(run.sim.faults, fault, False)
+
+
 async def refuse(run: Run) -> str:
     seconds = run.rng.uniform(20, 60)
-    f = run.sim.faults
-    f.refuse_connections = True
-    await run.sim.disconnect_all("chaos: outage")
-    await asyncio.sleep(seconds)
-    f.refuse_connections = False
+    await _cut_off(run, "refuse_connections", seconds, "chaos: outage")
     return f"outage, handshakes refused {seconds:.0f} s"
 
 
@@ -164,11 +168,7 @@ async def malformed(run: Run) -> str:
 
 async def refused_commands(run: Run) -> str:
     seconds = run.rng.uniform(5, 20)
-    f = run.sim.faults
-    f.error_replies = True
-    await run.sim.disconnect_all("chaos: resubscribe refused")
-    await asyncio.sleep(seconds)
-    f.error_replies = False
+    await _cut_off(run, "error_replies", seconds, "chaos: resubscribe refused")
     return f"commands refused {seconds:.0f} s"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -272,40 +271,21 @@ def _free_port() -> int:
 def test_replay_server_plays_the_subscribed_frames_at_speed(
     recording: Recording, speed: float
 ) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recorder",
-            "replay",
-            "--source",
-            str(recording.db),
-            "--from",
-            str(recording.start),
-            "--to",
-            str(recording.end),
-            "--serve",
-            str(port),
-            "--speed",
-            str(speed),
-            "--settle",
-            "1",
-            "--close-at-end",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
+    proc, url = _serve(
+        recording,
+        "--from",
+        str(recording.start),
+        "--to",
+        str(recording.end),
+        "--speed",
+        str(speed),
+        "--settle",
+        "1",
+        "--close-at-end",
     )
     received: list[tuple[float, dict[str, Any]]] = []
     try:
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        assert wait_for(listening, timeout=20)
-        with connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"key": "any"}) as ws:
+        with connect(url, additional_headers={"key": "any"}) as ws:
             ws.send(json.dumps({"type": "T", "codes": ["US:AAPL,TS:LA"], "reqid": 1}))
             assert "invalid code" in json.loads(ws.recv(timeout=10))["msg"]
             ws.send(json.dumps({"type": "T", "codes": ["US:AAPL", "CF:BTCUSDT"], "reqid": 2}))
