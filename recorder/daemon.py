@@ -226,9 +226,18 @@ class Recorder:
             if code not in old.subscribe.codes(Stream.TRADES) and self.config.gaps.backfill:
                 # a new code starts with its recent trades (what /trade still has)
                 detail = "added by a reload: its recent trades"
-                sweep = Gap(now - 60 * NS, now, code, "trades", "added", now, detail=detail)
-                sweep.record = False
-                self.backfiller.submit(sweep)
+                self.backfiller.submit(
+                    Gap(
+                        now - 60 * NS,
+                        now,
+                        code,
+                        "trades",
+                        "added",
+                        now,
+                        detail=detail,
+                        record=False,
+                    )
+                )
         log.info(
             "config_reloaded",
             added=sorted(after - before),
