@@ -138,14 +138,19 @@ def write_config(path: Path, sim: SimulatorThread, body: str) -> Path:
     return path
 
 
-def start_recorder(config: Path, **env: str) -> subprocess.Popen[bytes]:
-    """The real ``qos-recorder run`` process, its output captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "QOS_TEST_KEY": KEY, **env},
-    )
+def start_recorder(
+    config: Path, *, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The real ``qos-recorder run`` process, its output captured (or, for a long run that
+    is read while it goes on, written to ``log``)."""
+    command = [sys.executable, "-m", "recorder", "run", "--config", str(config)]
+    environ = {**os.environ, "QOS_TEST_KEY": KEY, **(env or {})}
+    if log is None:
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
+        )
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ)
 
 
 def sigterm(proc: subprocess.Popen[bytes], timeout: float = 20) -> tuple[dict[str, Any], str]:

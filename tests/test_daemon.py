@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,13 +185,7 @@ sqlite_path = "ticks.sqlite"
             return 0
         return int(n[0])
 
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "QOS_TEST_KEY": KEY},
-        )
+    proc = start_recorder(config, log=log)
     try:
         assert wait_for(lambda: stored("US:AAPL") > 20 and stored("HK:700") > 20, timeout=30)
         subscribe('"US:AAPL", "CF:BTCUSDT"')  # HK:700 removed, CF:BTCUSDT added

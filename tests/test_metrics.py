@@ -49,7 +49,7 @@ sqlite_path = "ticks.sqlite"
 
 @contextmanager
 def _running(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_recorder(config, **(env or {}))
+    proc = start_recorder(config, env=env)
     try:
         yield proc
     finally:

@@ -8,7 +8,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import KEY, wait_for, write_config
+from conftest import start_recorder, wait_for, write_config
 from simulated import SimulatorThread
 
 ROOT = Path(__file__).parent.parent
@@ -110,13 +109,7 @@ listen = "127.0.0.1:{metrics_port}"
         result: list[Any] = answer["data"]["result"]
         return result
 
-    with (tmp_path / "recorder.log").open("wb") as log:
-        recorder = subprocess.Popen(
-            [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={"QOS_TEST_KEY": KEY, "PATH": "/usr/bin:/bin"},
-        )
+    recorder = start_recorder(config, log=tmp_path / "recorder.log")
     prometheus = subprocess.Popen(
         [
             PROMETHEUS,

@@ -6,14 +6,13 @@ import asyncio
 import dataclasses
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import KEY, wait_for, write_config
+from conftest import start_recorder, wait_for, write_config
 from simulated import SimulatorThread
 
 from recorder.config import Secret, UpstreamConfig
@@ -112,13 +111,7 @@ sqlite_path = "ticks.sqlite"
         return sim.call(lambda: len(sim.sim.http_requests))
 
     def start(log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "recorder", "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={"QOS_TEST_KEY": KEY, "PATH": "/usr/bin:/bin"},
-            )
+        return start_recorder(config, log=log)
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
