@@ -255,8 +255,9 @@ class Recorder:
             self.backfiller.submit(gap)
 
     def _on_gap_opened(self, gap: Gap) -> None:
-        """A gap was found, or changed, while it lasts: the ledger shows it now."""
-        if gap.lost_volume is None and gap.unexplained is None:
+        """A gap was found while it lasts, or its row changed (its lost volume became known):
+        the ledger shows it now."""
+        if gap.end is None:  # found, not a later change
             self._log_gap("gap_open", gap)
         self._update_gap(gap)
 
@@ -287,6 +288,7 @@ class Recorder:
         """The recorder's state now, for ``/metrics``, ``/healthz`` and ``status``."""
         stats, wstats, spool = self.stats, self.writer.stats, self.spool
         det, bf = self.detector, self.backfiller
+        lasting = det.open_gaps()
         now = time.time_ns()
         return Status(
             now=now,
@@ -328,8 +330,8 @@ class Recorder:
             reloads=stats.reloads,
             reload_error=stats.reload_error,
             # still lasting, or ended and not backfilled yet
-            open_gaps=len(det.open_gaps()) + bf.submitted - bf.resolved,
-            oldest_open_gap=min((g.detected_ts for g in det.open_gaps()), default=None),
+            open_gaps=len(lasting) + bf.submitted - bf.resolved,
+            oldest_open_gap=min((g.detected_ts for g in lasting), default=None),
             backfilled_rows=bf.rows,
         )
 

@@ -158,9 +158,7 @@ class GapDetector:
         for key in [k for k in self.pending if k[0] not in self.streams.get(k[1], ())]:
             self._close(self.pending.pop(key), now)
         for code in [c for c in self.silent if c not in self.streams.get("trades", ())]:
-            gap = self.silent.pop(code)
-            gap.end = now
-            self._emit(gap)
+            self._end_silence(code, now)
 
     def _emit(self, gap: Gap) -> None:
         self.emitted += 1
@@ -179,11 +177,8 @@ class GapDetector:
             gap = self.pending.pop((code, "trades"), None)
             if gap is not None:
                 self._close(gap, trade.ts)
-        if self.silent:
-            silent = self.silent.pop(code, None)
-            if silent is not None:
-                silent.end = trade.ts
-                self._emit(silent)
+        if self.silent and code in self.silent:
+            self._end_silence(code, trade.ts)
         self.last_trade_seen[code] = trade.recv_ts
         self.live_volume[code] = self.live_volume.get(code, 0.0) + trade.size
         vol = self.volume.get(code)
@@ -313,6 +308,11 @@ class GapDetector:
                 self._before[id(gap)] = anchor
         if write:
             self.update(gap)
+
+    def _end_silence(self, code: str, ts: int) -> None:
+        gap = self.silent.pop(code)
+        gap.end = ts
+        self._emit(gap)
 
     def _close(self, gap: Gap, ts: int) -> None:
         gap.end = max(gap.start, ts)

@@ -8,7 +8,7 @@ subscribed and fresh, and 503 with the reasons otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import orjson
 from aiohttp import web
@@ -173,18 +173,10 @@ class _Scraped(Collector):
         yield CounterMetricFamily(
             "qos_backfilled_rows", "Rows recovered by backfill", value=st.backfilled_rows
         )
-        age = GaugeMetricFamily(
-            "qos_last_frame_age_seconds", "Seconds since the last frame", labels=["code"]
+        yield _ages("qos_last_frame_age_seconds", "Seconds since the last frame", st.last_frame, st)
+        yield _ages(
+            "qos_last_trade_age_seconds", "Seconds since the last trade received", st.last_trade, st
         )
-        for code, seen in st.last_frame.items():
-            age.add_metric([code], (st.now - seen) / 1e9)
-        yield age
-        trade_age = GaugeMetricFamily(
-            "qos_last_trade_age_seconds", "Seconds since the last trade received", labels=["code"]
-        )
-        for code, seen in st.last_trade.items():
-            trade_age.add_metric([code], (st.now - seen) / 1e9)
-        yield trade_age
         market = GaugeMetricFamily(
             "qos_market_open",
             "1 while the code's market is open, 0 while closed (absent: hours unknown)",
@@ -194,3 +186,11 @@ class _Scraped(Collector):
             if is_open is not None:
                 market.add_metric([code], 1 if is_open else 0)
         yield market
+
+
+def _ages(name: str, doc: str, times: Mapping[str, int], st: Status) -> Metric:
+    """A gauge per code: seconds from each receive time to the status's ``now``."""
+    family = GaugeMetricFamily(name, doc, labels=["code"])
+    for code, seen in times.items():
+        family.add_metric([code], (st.now - seen) / 1e9)
+    return family

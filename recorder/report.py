@@ -106,8 +106,7 @@ def format_gaps(rows: list[tuple[Any, ...]], now_ns: int | None = None) -> str:
     lines = [header]
     counts: dict[str, int] = {}
     for row in rows:
-        ts, end, code, stream, cause, status, backfilled, missing, unit, _detail = row[:10]
-        lost_volume = row[10] if len(row) > 10 else None
+        ts, end, code, stream, cause, status, backfilled, missing, unit, _, lost_volume, _ = row
         counts[status] = counts.get(status, 0) + 1
         length = f"{(end - ts) / NS:.0f}s" if end is not None else f"open {(now - ts) / NS:.0f}s"
         lost = "-" if missing is None or not missing else f"{missing:g} {unit or ''}".strip()
