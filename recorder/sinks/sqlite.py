@@ -16,7 +16,7 @@ from ..batching import Batch
 from ..exceptions import SinkError, SinkRejected
 from ..identity import Identity
 from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
-from . import EXPIRE_ROWS
+from .base import EXPIRE_ROWS
 
 #: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
 #: while the event loop thread is busy each re-acquire can wait a whole switch interval
