@@ -1,0 +1,107 @@
+"""The health verdict on a :class:`Status`: healthy exactly when no condition holds, and a
+reason a person can read for each one that does."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recorder.config import MetricsConfig
+from recorder.protocol import NS, Stream
+from recorder.status import RateMeter, Status
+
+NOW = 1_800_000_000 * NS
+LIMITS = MetricsConfig()
+
+
+def _default(annotation: str) -> Any:
+    if "None" in annotation:
+        return None
+    if annotation.startswith("Mapping"):
+        return {}
+    return {"int": 0, "float": 0.0, "bool": False, "str": ""}[annotation]
+
+
+def healthy(**changes: Any) -> Status:
+    """A recorder that is connected, subscribed, fresh and writing; fields added later to
+    Status default to their type's zero, so this follows the class."""
+    fields = {f.name: _default(str(f.type)) for f in dataclasses.fields(Status)}
+    fields.update(
+        now=NOW,
+        connected=True,
+        connected_since=NOW / NS - 60,
+        subscribed=True,
+        frames={Stream.TRADES: 10},
+        last_frame={"US:AAPL": NOW - NS},
+        last_trade={"US:AAPL": NOW - NS},
+        sink_healthy=True,
+        spool_max_bytes=1 << 30,
+    )
+    fields.update(changes)
+    return Status(**fields)
+
+
+#: one change that makes the recorder unhealthy, and a word its reason must contain
+CONDITIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "disconnected": ({"connected": False, "last_disconnect_reason": "HTTP 503"}, "HTTP 503"),
+    "unsubscribed": ({"subscribed": False}, "not subscribed"),
+    "stale": ({"last_frame": {"US:AAPL": NOW - 3600 * NS}}, "stale"),
+    "spool": ({"spool_bytes": 1 << 30}, "spool"),
+    "database": ({"sink_healthy": False, "sink_error": "refused"}, "refused"),
+    "writer failed": ({"writer_failed": True, "writer_error": "boom"}, "boom"),
+    "writer restarted": ({"writer_recovering": True, "writer_error": "boom"}, "restarted"),
+}
+
+
+def test_a_healthy_recorder_is_ok_with_no_reason() -> None:
+    ok, summary = healthy().health(LIMITS)
+    assert ok
+    assert summary["status"] == "ok"
+    assert summary["reasons"] == []
+    assert summary["frames"] == {"trades": 10}
+    assert summary["last_frame_age_seconds"] == 1.0
+
+
+def test_no_frame_at_all_is_unhealthy() -> None:
+    ok, summary = healthy(last_frame={}).health(LIMITS)
+    assert not ok
+    assert summary["reasons"] == ["no frame received"]
+    assert summary["last_frame_age_seconds"] is None
+
+
+@given(st.sets(st.sampled_from(sorted(CONDITIONS))))
+def test_unhealthy_exactly_when_a_condition_holds_with_its_reason(chosen: set[str]) -> None:
+    changes: dict[str, Any] = {}
+    for name in chosen:
+        changes.update(CONDITIONS[name][0])
+    ok, summary = healthy(**changes).health(LIMITS)
+    assert ok == (not chosen)
+    assert summary["status"] == ("ok" if not chosen else "unhealthy")
+    text = " | ".join(summary["reasons"])
+    for name in chosen:
+        if name == "unsubscribed" and "disconnected" in chosen:
+            continue  # not subscribed follows from not connected: one reason says it
+        if name == "writer restarted" and "writer failed" in chosen:
+            continue  # a writer that gave up is reported as failed, not as recovering
+        assert CONDITIONS[name][1] in text, (name, text)
+
+
+def test_ages_are_seconds_from_now() -> None:
+    status = healthy(oldest_open_gap=NOW - 42 * NS)
+    assert status.oldest_open_gap_age() == 42.0
+    assert status.last_frame_age() == 1.0
+    assert healthy(oldest_open_gap=None).oldest_open_gap_age() is None
+
+
+def test_the_rate_meter_reports_the_rate_over_its_samples() -> None:
+    meter = RateMeter(samples=3)
+    assert meter.rate() == 0.0
+    meter.sample(0.0, 0)
+    assert meter.rate() == 0.0
+    for at, total in ((1.0, 10), (2.0, 30), (3.0, 60)):
+        meter.sample(at, total)
+    # the oldest sample fell out: (60 - 10) over 2 s
+    assert meter.rate() == 25.0
