@@ -171,6 +171,8 @@ def _sim_codes() -> tuple[str, ...]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     config_mod.read_key(cfg)
+    for note in config_mod.check_paths(cfg):
+        print(f"qos-recorder: note: {note}", file=sys.stderr)
     warning = config_mod.key_file_warning(cfg)
     if warning:
         print(f"qos-recorder: warning: {warning}", file=sys.stderr)
@@ -185,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     key = config_mod.read_key(cfg)
+    config_mod.check_paths(cfg)
     logs.configure(cfg.log.level)
     import structlog
 

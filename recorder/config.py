@@ -12,7 +12,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Final, Literal, Union, cast, get_args, get_origin, get_type_hints
@@ -221,6 +221,10 @@ def parse(doc: Mapping[str, Any], name: str = "<config>") -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{name}: [{section}]: must be a table")
         sections[section] = _section(name, section, cls, table)
+    upstream = doc.get("upstream", {})
+    if "key_file" in upstream and "key_env" not in upstream:
+        # a key_file given alone wins over key_env's default
+        sections["upstream"] = replace(sections["upstream"], key_env=None)
     config = Config(path=name, **sections)
     _check(config)
     return config
@@ -355,6 +359,46 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"{name}: sink.questdb: not a client conf string such as 'http::addr=host:9000;'"
         )
+
+
+def check_paths(config: Config) -> list[str]:
+    """Every file and folder the recorder writes: each must exist with the right kind and be
+    writable, or be makeable under a writable folder. Raises on the first that is not;
+    returns a note per path whose missing folders ``run`` will create."""
+    paths: list[tuple[str, str, bool]] = [
+        ("spool.dir", config.spool.dir, True),
+        ("log.dead_letter", config.log.dead_letter, False),
+    ]
+    if config.sink.kind == "sqlite":
+        paths.insert(0, ("sink.sqlite_path", config.sink.sqlite_path, False))
+    notes = []
+    for key, value, is_dir in paths:
+        path = config.resolve(value)
+        problem, missing = _path_problem(path, is_dir)
+        if problem:
+            raise ConfigError(f"{config.path}: {key}: {path}: {problem}")
+        if missing is not None and missing != path.parent:
+            notes.append(f"{key}: {path} will be created (under {missing})")
+    return notes
+
+
+def _path_problem(path: Path, is_dir: bool) -> tuple[str | None, Path | None]:
+    """(what is wrong with ``path``, the nearest existing folder when it must be made)."""
+    kind = "folder" if is_dir else "file"
+    if path.exists():
+        if is_dir != path.is_dir():
+            return f"is not a {kind}", None
+        if not os.access(path, os.W_OK | (os.X_OK if is_dir else 0)):
+            return f"the {kind} is not writable", None
+        return None, None
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be made: {parent} is a file, not a folder", None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be made: {parent} is not writable", None
+    return None, parent
 
 
 def read_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret:

@@ -132,8 +132,16 @@ def test_key_file_from_systemd_credentials(tmp_path: Path) -> None:
 
 
 def test_exactly_one_key_source() -> None:
-    message = _error(_doc(upstream={"key_file": "/k"}))
+    message = _error(_doc(upstream={"key_env": "QOS_K", "key_file": "/k"}))
     assert "set exactly one of key_env and key_file" in message
+    assert "set exactly one" in _error(_doc(upstream={"key_env": ""}))
+
+
+def test_key_file_alone_wins_over_the_default_key_env(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("file-secret\n")
+    cfg = config.parse(_doc(upstream={"key_file": str(tmp_path / "key")}), "rec.toml")
+    assert cfg.upstream.key_env is None
+    assert config.read_key(cfg, {"QOS_API_KEY": "env-secret"}).reveal() == "file-secret"
 
 
 # --- hypothesis -------------------------------------------------------------------------
@@ -185,3 +193,45 @@ def test_valid_subscriptions_parse_to_the_same_codes(trades: list[str], hb: int)
     cfg = config.parse(doc)
     assert cfg.subscribe.codes(Stream.TRADES) == expected
     assert cfg.upstream.heartbeat_interval == hb
+
+
+def _paths(tmp: Path, **sections: dict[str, Any]) -> config.Config:
+    doc = _doc(
+        sink={"sqlite_path": str(tmp / "ticks.sqlite")},
+        spool={"dir": str(tmp / "spool")},
+        log={"dead_letter": str(tmp / "dead.ndjson")},
+    )
+    for name, values in sections.items():
+        doc[name].update(values)
+    return config.parse(doc, "rec.toml")
+
+
+def test_paths_that_exist_or_can_be_made_pass_with_a_note(tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()
+    assert config.check_paths(_paths(tmp_path)) == []
+    cfg = _paths(tmp_path, sink={"sqlite_path": str(tmp_path / "new" / "dir" / "t.sqlite")})
+    (note,) = config.check_paths(cfg)
+    assert note == f"sink.sqlite_path: {tmp_path}/new/dir/t.sqlite will be created (under {tmp_path})"
+
+
+def test_a_path_that_cannot_be_written_names_its_key(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    cfg = _paths(tmp_path, spool={"dir": str(tmp_path / "file" / "spool")})
+    with pytest.raises(ConfigError) as info:
+        config.check_paths(cfg)
+    assert str(info.value) == (
+        f"rec.toml: spool.dir: {tmp_path}/file/spool: cannot be made: "
+        f"{tmp_path}/file is a file, not a folder"
+    )
+    cfg = _paths(tmp_path, spool={"dir": str(tmp_path / "file")})
+    with pytest.raises(ConfigError, match=r"spool\.dir: .*: is not a folder"):
+        config.check_paths(cfg)
+    cfg = _paths(tmp_path, sink={"sqlite_path": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"sink\.sqlite_path: .*: is not a file"):
+        config.check_paths(cfg)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cfg = _paths(tmp_path, log={"dead_letter": str(locked / "dead.ndjson")})
+        with pytest.raises(ConfigError, match=r"log\.dead_letter: .*locked is not writable"):
+            config.check_paths(cfg)
