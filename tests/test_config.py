@@ -211,7 +211,9 @@ def test_paths_that_exist_or_can_be_made_pass_with_a_note(tmp_path: Path) -> Non
     assert config.check_paths(_paths(tmp_path)) == []
     cfg = _paths(tmp_path, sink={"sqlite_path": str(tmp_path / "new" / "dir" / "t.sqlite")})
     (note,) = config.check_paths(cfg)
-    assert note == f"sink.sqlite_path: {tmp_path}/new/dir/t.sqlite will be created (under {tmp_path})"
+    assert note == (
+        f"sink.sqlite_path: {tmp_path}/new/dir/t.sqlite will be created (under {tmp_path})"
+    )
 
 
 def test_a_path_that_cannot_be_written_names_its_key(tmp_path: Path) -> None:
