@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,12 @@ def test_bench_quick_runs_every_part_and_prints_the_table() -> None:
     ):
         assert line in table, line
     assert "cores" in table.splitlines()[0]  # says which machine it ran on
+    # every part measured something: a row of the table carries a positive rate, and every
+    # figure line a number (no speed is asserted, only that each part ran and counted)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    for row in rows[1:]:
+        rate = row.split("|")[2].strip().replace(",", "")
+        assert float(rate) > 0, row
+    for line in table.splitlines():
+        if line.startswith("- "):
+            assert re.search(r"\d", line), line
