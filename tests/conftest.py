@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from hostile import Hostile
 from hypothesis import HealthCheck, settings
 from simulated import SimulatorThread
 
@@ -58,10 +59,16 @@ def sim(make_sim: Callable[..., SimulatorThread]) -> SimulatorThread:
 
 
 def make_config(
-    sim: SimulatorThread, tmp: Path, codes: list[str] | None = None, **sections: dict[str, Any]
+    sim: SimulatorThread | Hostile,
+    tmp: Path,
+    codes: list[str] | None = None,
+    **sections: dict[str, Any],
 ) -> Config:
-    """A config recording ``codes`` (default: all the simulator's) into SQLite under ``tmp``."""
-    codes = codes if codes is not None else list(sim.sim.codes)
+    """A config recording ``codes`` (default: all the simulator's) into SQLite under ``tmp``;
+    ``sim`` may also be the scripted :class:`~hostile.Hostile` server (then name ``codes``)."""
+    if codes is None:
+        assert isinstance(sim, SimulatorThread), "name the codes a Hostile server records"
+        codes = list(sim.sim.codes)
     doc: dict[str, Any] = {
         "upstream": {
             "ws_url": sim.ws_url,
