@@ -301,17 +301,63 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: Symbol forms per market, after the reference's examples (HK:700, SH:600519,
+#: SZ:000001, US:AAPL, CF:BTCUSDT); other markets take ``_SYMBOL``. A symbol in another
+#: form (HK:0700.HK) would be subscribed as a different instrument, so it is refused.
+_FORMS: Final[dict[str, tuple[re.Pattern[str], str]]] = {
+    "HK": (re.compile(r"[1-9][0-9]{0,4}"), "digits without leading zeros, such as 700"),
+    "SH": (re.compile(r"[0-9]{6}"), "six digits, such as 600519"),
+    "SZ": (re.compile(r"[0-9]{6}"), "six digits, such as 000001"),
+    "US": (
+        re.compile(r"[A-Z]{1,8}(\.[A-Z]{1,4})?"),
+        "capital letters, a dot before a class, such as AAPL or BRK.B",
+    ),
+    "CF": (re.compile(r"[0-9]*[A-Z][A-Z0-9]{0,31}"), "capital letters, such as BTCUSDT"),
+}
+_SUFFIX = re.compile(r"\.(HK|SH|SS|SZ|US)$")
+
+
 def check_code_entry(entry: str) -> str | None:
-    """Why a subscription entry such as ``"US:AAPL,TSLA"`` is malformed, or ``None``."""
+    """Why a subscription entry such as ``"US:AAPL,TSLA"`` is malformed, or ``None``;
+    where a close form is valid, the message suggests it."""
     market, colon, symbols = entry.partition(":")
     if not colon:
         return f"{entry!r} is not MARKET:SYMBOL"
     if market not in MARKETS:
+        if market.strip().upper() in MARKETS:
+            close = _close_entry(market.strip().upper(), symbols)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            return f"{entry!r}: unknown market {market!r}: market names are capitals{hint}"
         return f"{entry!r}: unknown market {market!r} (known: {', '.join(sorted(MARKETS))})"
     for symbol in symbols.split(","):
-        if not _SYMBOL.fullmatch(symbol.strip()):
-            return f"{entry!r}: malformed symbol {symbol!r}"
+        if _symbol_ok(market, symbol.strip()):
+            continue
+        form = _FORMS.get(market)
+        why = f": {market} symbols are {form[1]}" if form else ""
+        close = _close_entry(market, symbols)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        return f"{entry!r}: malformed symbol {symbol!r}{why}{hint}"
     return None
+
+
+def _symbol_ok(market: str, symbol: str) -> bool:
+    form = _FORMS.get(market)
+    return bool((form[0] if form else _SYMBOL).fullmatch(symbol))
+
+
+def _close_entry(market: str, symbols: str) -> str | None:
+    """``market:symbols`` with each symbol in its market's form, when that can be guessed."""
+    out = []
+    for symbol in symbols.split(","):
+        s = _SUFFIX.sub("", symbol.strip().upper())
+        if market in ("HK", "SH", "SZ") and s.isdigit():
+            s = s.lstrip("0") if market == "HK" else s.zfill(6)
+        elif market == "CF":
+            s = re.sub(r"[-_/]", "", s)
+        if not _symbol_ok(market, s):
+            return None
+        out.append(s)
+    return f"{market}:{','.join(out)}"
 
 
 def _check(config: Config) -> None:

@@ -73,6 +73,51 @@ def test_malformed_codes(entry: str, reason: str) -> None:
     assert "subscribe.depth[0]" in message and reason in message
 
 
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            "HK:0700.HK",
+            "'HK:0700.HK': malformed symbol '0700.HK': HK symbols are digits without leading "
+            "zeros, such as 700 (did you mean 'HK:700'?)",
+        ),
+        (
+            "hk:700",
+            "'hk:700': unknown market 'hk': market names are capitals (did you mean 'HK:700'?)",
+        ),
+        (
+            "SZ:1,2594",
+            "'SZ:1,2594': malformed symbol '1': SZ symbols are six digits, such as 000001 "
+            "(did you mean 'SZ:000001,002594'?)",
+        ),
+        ("SH:600519.SS", "(did you mean 'SH:600519'?)"),
+        ("US:aapl,TSLA", "(did you mean 'US:AAPL,TSLA'?)"),
+        ("CF:btc-usdt", "(did you mean 'CF:BTCUSDT'?)"),
+        ("SZ:1234567", "'SZ:1234567': malformed symbol '1234567': SZ symbols are six digits"),
+    ],
+)
+def test_codes_in_another_form_than_the_markets_suggest_the_close_one(
+    entry: str, message: str
+) -> None:
+    problem = config.check_code_entry(entry)
+    assert problem is not None and message in problem
+
+
+@pytest.mark.parametrize(
+    "entry", ["HK:700,9988", "SH:600519", "SZ:000001", "US:BRK.B", "CF:1000PEPEUSDT", "FX:EURUSD"]
+)
+def test_the_references_forms_pass(entry: str) -> None:
+    assert config.check_code_entry(entry) is None
+
+
+@given(st.sampled_from(sorted(config.MARKETS)), st.text(max_size=12))
+def test_a_suggested_code_is_always_valid(market: str, symbol: str) -> None:
+    problem = config.check_code_entry(f"{market}:{symbol}") or ""
+    if "did you mean" in problem:
+        suggestion = problem.rsplit("did you mean ", 1)[1].removesuffix("?)")
+        assert config.check_code_entry(suggestion.strip("'\"")) is None
+
+
 def test_bad_kline_types() -> None:
     message = _error(_doc(subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1, 7]}))
     assert "subscribe.kline_types: 7 is not a K-line type" in message
@@ -80,7 +125,7 @@ def test_bad_kline_types() -> None:
 
 
 def test_more_codes_than_the_plan_allows() -> None:
-    codes = [f"US:S{i}" for i in range(11)]
+    codes = [f"US:S{chr(65 + i)}" for i in range(11)]
     assert "11 distinct codes, the plan allows 10" in _error(_doc(subscribe={"trades": codes}))
     cfg = config.parse(_doc(subscribe={"trades": codes}, upstream={"max_products": 20}))
     assert len(cfg.subscribe.all_codes()) == 11
@@ -174,10 +219,11 @@ def test_any_document_parses_or_raises_config_error_in_one_line(doc: dict[str, A
         assert cfg.subscribe.all_codes()
 
 
-entries = st.builds(
-    lambda m, syms: f"{m}:{','.join(syms)}",
-    st.sampled_from(["US", "HK", "CF"]),
-    st.lists(st.from_regex(r"[A-Z][A-Z0-9]{0,5}", fullmatch=True), min_size=1, max_size=3),
+FORMS = {"US": r"[A-Z]{1,5}", "HK": r"[1-9][0-9]{0,4}", "CF": r"[A-Z][A-Z0-9]{0,5}"}
+entries = st.sampled_from(sorted(FORMS)).flatmap(
+    lambda m: st.lists(st.from_regex(FORMS[m], fullmatch=True), min_size=1, max_size=3).map(
+        lambda syms: f"{m}:{','.join(syms)}"
+    )
 )
 
 

@@ -103,9 +103,9 @@ def test_one_request_per_second(sim: SimulatorThread) -> None:
 
 
 def test_product_limit(make_sim: SimFactory) -> None:
-    sim = make_sim(codes=tuple(f"US:S{i}" for i in range(11)))
+    sim = make_sim(codes=tuple(f"US:S{chr(65 + i)}" for i in range(11)))
     with _ws(sim) as ws:
-        ws.send(json.dumps({"type": "T", "codes": [f"US:S{i}" for i in range(11)]}))
+        ws.send(json.dumps({"type": "T", "codes": [f"US:S{chr(65 + i)}" for i in range(11)]}))
         assert _reply(ws, "T")["msg"] == "product limit exceeded: plan allows 10"
 
 
