@@ -1,13 +1,15 @@
 """The ``qos-recorder`` command line.
 
 User errors (a bad config, a missing key, a refused port) print one line to stderr and
-exit 2; a bug still shows its traceback.
+exit 2; a bug still shows its traceback. A reader that closes the pipe (``| head``) is a
+normal end: exit 0, no message.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:
+        return _pipe_closed()
     except RecorderError as exc:
         print(f"qos-recorder: error: {exc}", file=sys.stderr)
         return 2
@@ -45,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _pipe_closed() -> int:
+    # the reader went away (``| head``): a normal end; stdout points at /dev/null so the
+    # interpreter's last flush cannot complain about the pipe again
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for exc in group.exceptions:
@@ -53,7 +66,12 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qos-recorder", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="qos-recorder",
+        description="Record the QOS market-data API (trades, depth, snapshots, K-lines) into "
+        "QuestDB or SQLite, with every hole filled or written to the gaps table.",
+        epilog="Start with `qos-recorder demo`; then `qos-recorder COMMAND --help`.",
+    )
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = subs.add_parser("run", help="record the configured streams until stopped")
@@ -100,12 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve a QOS-compatible WebSocket on PORT instead of printing NDJSON",
     )
-    rep.add_argument("--host", default="127.0.0.1", help="address for --serve")
-    rep.add_argument("--speed", default="1", help="pace factor for --serve, or max")
+    # the --serve options default to None so that one given without --serve is refused
+    rep.add_argument("--host", help="--serve: address to listen on (default 127.0.0.1)")
+    rep.add_argument("--speed", help="--serve: pace factor, or max (default 1)")
     rep.add_argument(
         "--settle",
         type=float,
-        default=5.0,
         help="--serve: subscriptions within this many seconds of a client's first one all "
         "start at the beginning of the range (default 5)",
     )
@@ -118,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--close-at-end",
         action="store_true",
+        default=None,
         help="--serve: close the socket after the range (the live service never does)",
     )
     rep.set_defaults(func=cmd_replay)
@@ -257,6 +276,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         tuple(args.streams),
     )
     check(query)
+    serve_only = ("host", "speed", "settle", "max_idle", "close_at_end")
+    if args.serve is None:
+        given = [f"--{n.replace('_', '-')}" for n in serve_only if getattr(args, n) is not None]
+        if given:
+            raise ConfigError(f"{given[0]}: applies to --serve PORT only (NDJSON is not paced)")
     records = replay(args.source, query.start, query.end, query.codes, query.streams)
     first = next(records, None)
     if first is None:
@@ -281,6 +305,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _serve_replay(args: argparse.Namespace, query: Any) -> int:
     from .replay import ReplayServer
 
+    args.host = args.host or "127.0.0.1"
+    args.speed = args.speed or "1"
+    args.settle = 5.0 if args.settle is None else args.settle
     if args.speed == "max":
         speed = None
     else:
@@ -299,7 +326,7 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
         query,
         speed,
         settle=args.settle,
-        close_at_end=args.close_at_end,
+        close_at_end=bool(args.close_at_end),
         max_idle=args.max_idle,
     )
     run(

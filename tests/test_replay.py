@@ -172,6 +172,27 @@ def test_bad_arguments_and_empty_ranges_are_one_line_errors(recording: Recording
     assert code.returncode == 2 and "unknown market 'XX'" in code.stderr
 
 
+def test_a_closed_pipe_is_a_normal_end_and_serve_options_need_serve(
+    recording: Recording,
+) -> None:
+    args = ["--source", str(recording.db), "--from", str(recording.start)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "replay", *args, "--to", str(recording.end)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # as `| head` does once it has its lines: every write is EPIPE
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, b"")
+    for flag in (["--speed", "max"], ["--settle", "1"], ["--close-at-end"], ["--host", "::"]):
+        refused = _cli(*args, "--to", str(recording.end), *flag)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert refused.stderr == (
+            f"qos-recorder: error: {flag[0]}: applies to --serve PORT only (NDJSON is not paced)\n"
+        )
+
+
 def _serve(recording: Recording, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """``qos-recorder replay --serve`` on a free port, listening."""
     port = _free_port()
