@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from recorder import config
 from recorder.exceptions import ConfigError
-from recorder.protocol import Stream, split_codes
+from recorder.protocol import MARKETS, Stream, split_codes
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "recorder.example.toml"
 
@@ -110,7 +110,7 @@ def test_the_references_forms_pass(entry: str) -> None:
     assert config.check_code_entry(entry) is None
 
 
-@given(st.sampled_from(sorted(config.MARKETS)), st.text(max_size=12))
+@given(st.sampled_from(sorted(MARKETS)), st.text(max_size=12))
 def test_a_suggested_code_is_always_valid(market: str, symbol: str) -> None:
     problem = config.check_code_entry(f"{market}:{symbol}") or ""
     if "did you mean" in problem:
