@@ -86,6 +86,29 @@ def _time(ns: int | None) -> str:
     return dt.datetime.fromtimestamp(ns / NS, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _span(ns: float) -> str:
+    """Seconds as whole seconds, the same way in every column (``41s``)."""
+    return f"{ns / NS:.0f}s"
+
+
+def _missing(missing: float | None, unit: str | None) -> str:
+    if not missing:
+        return "-"
+    if unit == "seconds":
+        return _span(missing * NS)
+    return f"{missing:g} {unit or ''}".strip()
+
+
+def _backfilled(stream: str, n: int | None) -> str:
+    """What a backfill brought: trades and bars are counted; depth and snapshots have no
+    history, so a backfill there refreshes the current state only."""
+    if not n:
+        return "-"
+    if stream in ("depth", "snapshots"):
+        return "state refreshed"
+    return f"{n} {'trades' if stream == 'trades' else 'bars'}"
+
+
 def format_gaps(rows: list[tuple[Any, ...]], now_ns: int | None = None) -> str:
     """An aligned table, one gap a line, with a count per status at the end. A gap that
     still lasts shows how long it has lasted so far (``open 42s``)."""
@@ -108,11 +131,20 @@ def format_gaps(rows: list[tuple[Any, ...]], now_ns: int | None = None) -> str:
     for row in rows:
         ts, end, code, stream, cause, status, backfilled, missing, unit, _, lost_volume, _ = row
         counts[status] = counts.get(status, 0) + 1
-        length = f"{(end - ts) / NS:.0f}s" if end is not None else f"open {(now - ts) / NS:.0f}s"
-        lost = "-" if missing is None or not missing else f"{missing:g} {unit or ''}".strip()
+        length = _span(end - ts) if end is not None else f"open {_span(now - ts)}"
         volume = "-" if lost_volume is None else f"{lost_volume:g}"
         lines.append(
-            (_time(ts), length, code, stream, cause, status, str(backfilled or 0), lost, volume)
+            (
+                _time(ts),
+                length,
+                code,
+                stream,
+                cause,
+                status,
+                _backfilled(stream, backfilled),
+                _missing(missing, unit),
+                volume,
+            )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = [

@@ -4,6 +4,7 @@ health summary."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from hypothesis import given
@@ -63,6 +64,24 @@ def test_one_line_a_gap_then_a_count_per_status() -> None:
     statuses = ["partial", "filled", "filled"]
     offsets = {line.index(status) for line, status in zip(lines[1:4], statuses, strict=True)}
     assert len(offsets) == 1
+
+
+def test_spans_are_whole_seconds_and_a_state_refresh_says_so() -> None:
+    trades = (T0, T0 + 46 * NS, "HK:700", "trades", "disconnect", "partial", 50, 41.1501)
+    depth = (T0, T0 + 46 * NS, "HK:700", "depth", "disconnect", "unrecoverable", 1, 46.0)
+    kline = (T0, T0 + 46 * NS, "HK:700", "klines:1", "disconnect", "filled", 2, 0.0)
+    rows = [
+        (*trades, "seconds", "", 500.0, 0),
+        (*depth, "seconds", "", None, None),
+        (*kline, "bars", "", None, None),
+    ]
+    lines = format_gaps(rows, now_ns=T0 + 100 * NS).splitlines()[1:4]
+    cells = [re.split(r"  +", line)[-4:] for line in lines]
+    assert cells == [
+        ["partial", "50 trades", "41s", "500"],
+        ["unrecoverable", "state refreshed", "46s", "-"],
+        ["filled", "2 bars", "-", "-"],
+    ]
 
 
 def test_a_gap_that_still_lasts_shows_how_long_so_far() -> None:
