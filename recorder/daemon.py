@@ -175,6 +175,9 @@ class Recorder:
         self.stats.connected = True
         self.stats.connected_since = time.time()
         self.stats.subscribed = False
+        # the rate is measured over this connection only, from its first second
+        self.rate.reset()
+        self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.stats.subscribed = True
@@ -300,6 +303,7 @@ class Recorder:
             heartbeat_rtt=stats.heartbeat_rtt,
             frames=dict(stats.frames),
             frames_per_second=self.rate.rate(),
+            frames_rate_window=self.rate.window(),
             decode_errors=stats.decode_errors,
             dead_letter_dropped=self.dead_letter.not_kept,
             rejected_requests=stats.rejected,
@@ -368,7 +372,8 @@ class Recorder:
             log.warning("state_not_saved", path=str(self._last_seen_path), error=str(exc))
 
     async def _every_second(self) -> None:
-        """Silence checks, the writer's health, and the frame rate every few seconds."""
+        """Silence checks, the writer's health and the frame rate every second; the last-seen
+        times every few seconds."""
         tick = 0
         while True:
             await asyncio.sleep(1.0)
@@ -378,9 +383,9 @@ class Recorder:
                     f"(last: {self.writer.stats.crash_error}); what it held is spooled"
                 )
             self.detector.check()
+            self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
             tick += 1
             if tick % 5 == 0:
-                self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
                 await asyncio.to_thread(self._save_last_seen, self._seen())
 
     async def _serve_metrics(self) -> None:

@@ -176,7 +176,13 @@ def format_health(h: dict[str, Any]) -> str:
     since = h.get("connected_since")
     lines.append(f"connected since: {_time(int(since * NS)) + ' UTC' if since else '-'}")
     frames = ", ".join(f"{k} {v}" for k, v in h["frames"].items())
-    lines.append(f"frames: {frames} ({h.get('frames_per_second', 0)}/s)")
+    window = h.get("frames_rate_window_seconds", 0)
+    rate = (
+        f"{h.get('frames_per_second', 0)}/s over the last {window} s"
+        if window
+        else "rate: measuring"
+    )
+    lines.append(f"frames: {frames} ({rate})")
     age = h.get("last_frame_age_seconds")
     lines.append(
         f"last frame: {'-' if age is None else f'{age:.1f} s ago'}; "

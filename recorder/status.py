@@ -61,6 +61,8 @@ class Status:
     #: when the oldest gap that still lasts was found
     oldest_open_gap: int | None
     backfilled_rows: int
+    #: seconds of samples ``frames_per_second`` is measured over (0: not measured yet)
+    frames_rate_window: float = 0.0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -99,6 +101,7 @@ class Status:
             "connected_since": self.connected_since,
             "frames": {stream.value: n for stream, n in self.frames.items()},
             "frames_per_second": round(self.frames_per_second, 1),
+            "frames_rate_window_seconds": round(self.frames_rate_window),
             "last_frame_age_seconds": None if age is None else round(age, 3),
             "reconnects": self.reconnects,
             "rows_written": dict(self.rows_written),
@@ -118,13 +121,22 @@ class Status:
 
 
 class RateMeter:
-    """A rate over the last minute or so, from samples of a running total."""
+    """A rate over the last ``samples - 1`` samples of a running total (a minute, sampled
+    every second), since the last :meth:`reset` (a new connection): the window it covers
+    is stated beside it, so a rate right after a start is not a misleading 0."""
 
-    def __init__(self, samples: int = 13) -> None:
+    def __init__(self, samples: int = 61) -> None:
         self._samples: deque[tuple[float, int]] = deque(maxlen=samples)
 
     def sample(self, at: float, total: int) -> None:
         self._samples.append((at, total))
+
+    def reset(self) -> None:
+        self._samples.clear()
+
+    def window(self) -> float:
+        """Seconds the rate is measured over; 0 before two samples."""
+        return self._samples[-1][0] - self._samples[0][0] if self._samples else 0.0
 
     def rate(self) -> float:
         if len(self._samples) < 2:

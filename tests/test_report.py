@@ -113,6 +113,14 @@ def test_health_lines_carry_reasons_and_figures() -> None:
         assert fact in text, fact
 
 
+def test_the_frame_rate_states_its_window() -> None:
+    base = {"status": "ok", "reasons": [], "frames": {"trades": 295}, "frames_per_second": 50.0}
+    measured = format_health({**base, "frames_rate_window_seconds": 60})
+    assert "frames: trades 295 (50.0/s over the last 60 s)" in measured.splitlines()
+    fresh = format_health({**base, "frames_per_second": 0.0, "frames_rate_window_seconds": 0})
+    assert "frames: trades 295 (rate: measuring)" in fresh.splitlines()
+
+
 def test_a_recorder_that_is_not_running_is_a_short_report() -> None:
     text = format_health({"status": "not running", "reasons": ["http://x/healthz: refused"]})
     assert text == "status: not running\n  - http://x/healthz: refused"

@@ -105,3 +105,15 @@ def test_the_rate_meter_reports_the_rate_over_its_samples() -> None:
         meter.sample(at, total)
     # the oldest sample fell out: (60 - 10) over 2 s
     assert meter.rate() == 25.0
+    assert meter.window() == 2.0
+
+
+def test_the_rate_meter_starts_again_at_a_reset() -> None:
+    meter = RateMeter()
+    for at in range(30):  # 10/s, then a disconnected minute with nothing
+        meter.sample(float(at), 10 * at)
+    meter.reset()
+    assert (meter.rate(), meter.window()) == (0.0, 0.0)
+    meter.sample(100.0, 290)
+    meter.sample(101.0, 340)
+    assert (meter.rate(), meter.window()) == (50.0, 1.0)
