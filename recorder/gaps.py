@@ -29,6 +29,13 @@ from .protocol import NS, STREAMS, Kline, Record, Snapshot, Stream, Trade, marke
 
 _MINUTE = 60 * NS
 _DAY = 86400 * NS
+#: how far ahead of the local clock an exchange time may be and still be believed; a time
+#: beyond it (a bad clock upstream, a ``ts`` in ms) is stored as received but never becomes
+#: the "last time" of a code, so it cannot move later gaps' starts into the future
+CLOCK_SKEW = 300 * NS
+#: skipped K-line intervals checked one by one against market hours (about 45 ms); a longer
+#: skip is one gap whose bar count is not known, so one frame cannot hold the loop
+MAX_SCANNED_BARS = 20_000
 
 
 @dataclass(slots=True)
@@ -379,6 +386,8 @@ class GapDetector:
         vol.prev_excess = excess
 
     def _check_bar(self, bar: Kline) -> None:
+        if bar.ts > self.clock() + CLOCK_SKEW:
+            return  # not a bar of now: tracking it would hide every later skip
         key = (bar.code, bar.kt)
         last = self.bars.get(key)
         if last is None or bar.ts > last:
@@ -389,6 +398,20 @@ class GapDetector:
         step = bar_interval(bar.kt, market)
         if step is None:
             return
+        stream = f"klines:{bar.kt}"
+        if (bar.ts - last) // step > MAX_SCANNED_BARS:
+            self._emit(
+                Gap(
+                    last + step,
+                    bar.ts,
+                    bar.code,
+                    stream,
+                    "kline_skip",
+                    self.clock(),
+                    detail=f"more than {MAX_SCANNED_BARS} intervals between two pushes",
+                )
+            )
+            return
         skipped = [
             t for t in range(last + step, bar.ts, step) if is_open(market, t, self.calendar) is True
         ]
@@ -398,7 +421,7 @@ class GapDetector:
                     skipped[0],
                     bar.ts,
                     bar.code,
-                    f"klines:{bar.kt}",
+                    stream,
                     "kline_skip",
                     self.clock(),
                     missing=len(skipped),

@@ -135,7 +135,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def write_config(path: Path, sim: SimulatorThread, body: str) -> Path:
+def write_config(path: Path, sim: SimulatorThread | Hostile, body: str) -> Path:
     """A TOML file for the real process: [upstream] pointing at ``sim`` (the test key in
     ``QOS_TEST_KEY``), then ``body``, which may go on with more [upstream] keys."""
     path.write_text(

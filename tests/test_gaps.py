@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from recorder.config import GapsConfig, SubscribeConfig
-from recorder.gaps import Gap, GapDetector
+from recorder.gaps import CLOCK_SKEW, MAX_SCANNED_BARS, Gap, GapDetector
 from recorder.markets import Calendar, is_open
 from recorder.protocol import NS, Depth, Kline, Snapshot, Trade
 
@@ -122,7 +125,9 @@ def test_volume_tolerance_and_new_day() -> None:
 
 
 def test_skipped_kline_bars_while_open_are_a_gap() -> None:
-    det, out = _detector(subscribe=SubscribeConfig(klines=("CF:BTCUSDT", "HK:700")))
+    det, out = _detector(
+        subscribe=SubscribeConfig(klines=("CF:BTCUSDT", "HK:700")), clock=lambda: T0 + 3600 * NS
+    )
 
     def bar(code: str, m: int) -> Kline:
         return Kline(code, 1, T0 + m * 60 * NS, 1, 1, 1, 1, 1, 0)
@@ -287,3 +292,42 @@ def test_a_new_day_between_the_sides_says_the_volume_is_unknown() -> None:
 
 def _lost(gap: Gap) -> tuple[float | None, int | None]:
     return gap.lost_volume, gap.lost_trades
+
+
+def _bar(code: str, ts: int) -> Kline:
+    return Kline(code, 1, ts, 1, 1, 1, 1, 1, 0)
+
+
+def test_a_bar_far_ahead_of_the_clock_neither_hangs_nor_hides_later_skips() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(klines=("CF:BTCUSDT",)))
+    det.on_record(_bar("CF:BTCUSDT", T0 - 60 * NS))
+    det.on_record(_bar("CF:BTCUSDT", 1741960243000 * NS))  # ts in ms: year 57000
+    assert out == []
+    det.on_record(_bar("CF:BTCUSDT", T0 + 120 * NS))  # two bars skipped since T0 - 60 s
+    (gap,) = out
+    assert (gap.start, gap.end, gap.missing) == (T0, T0 + 120 * NS, 2)
+
+
+def test_a_skip_too_long_to_count_is_one_gap_of_unknown_bars() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(klines=("CF:BTCUSDT",)))
+    year_ago = T0 - 365 * 86400 * NS
+    det.on_record(_bar("CF:BTCUSDT", year_ago))
+    det.on_record(_bar("CF:BTCUSDT", T0))
+    (gap,) = out
+    assert (gap.start, gap.end, gap.cause, gap.missing) == (
+        year_ago + 60 * NS,
+        T0,
+        "kline_skip",
+        None,
+    )
+    assert gap.detail is not None and str(MAX_SCANNED_BARS) in gap.detail
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**63 - 1), min_size=1, max_size=8))
+def test_any_bar_times_give_gaps_inside_the_pushed_range(times: list[int]) -> None:
+    det, out = _detector(subscribe=SubscribeConfig(klines=("CF:BTCUSDT",)))
+    for ts in times:
+        det.on_record(_bar("CF:BTCUSDT", ts))
+    believed = [t for t in times if t <= T0 + CLOCK_SKEW]
+    for gap in out:
+        assert gap.end is not None and min(believed) < gap.start <= gap.end <= max(believed)
