@@ -89,9 +89,10 @@ def test_a_kline_far_ahead_leaves_the_process_responsive(tmp_path: Path) -> None
             def both_frames_taken() -> bool:
                 answer = _healthz(port)
                 health = json.loads(answer[1]) if answer is not None else {}
-                return (
-                    health.get("frames", {}).get("klines", 0) + health.get("decode_errors", 0) >= 2
+                taken: int = health.get("frames", {}).get("klines", 0) + health.get(
+                    "decode_errors", 0
                 )
+                return taken >= 2
 
             # both bars were read (or the far one refused at decode), and it still answers
             assert wait_for(both_frames_taken, timeout=20)
