@@ -36,6 +36,7 @@ CLOCK_SKEW = 300 * NS
 #: skipped K-line intervals checked one by one against market hours (about 45 ms); a longer
 #: skip is one gap whose bar count is not known, so one frame cannot hold the loop
 MAX_SCANNED_BARS = 20_000
+_VOLUME_UNKNOWN = "lost volume unknown"
 
 
 @dataclass(slots=True)
@@ -66,10 +67,19 @@ class Gap:
     #: volume of the trades the backfill recovered inside the hole
     backfilled_volume: float = 0.0
 
+    def note_volume_unknown(self, why: str) -> None:
+        """Say why the lost volume cannot be estimated (it stays NULL, never 0); a filled
+        gap's loss is known (none), so it says nothing."""
+        if self.status != "filled":
+            self.detail = _join(self.detail, f"{why}: {_VOLUME_UNKNOWN}")
+
     def settle_volume(self) -> None:
         """``lost_volume`` from what is known: exact 0 once filled, else the estimate."""
         if self.status == "filled":
             self.lost_volume, self.lost_trades = 0.0, 0
+            if self.detail:  # a note that the volume was unknown is no longer so
+                kept = [n for n in self.detail.split("; ") if not n.endswith(_VOLUME_UNKNOWN)]
+                self.detail = "; ".join(kept) or None
         elif self.unexplained is not None:
             self.lost_volume = max(0.0, self.unexplained - self.backfilled_volume)
 
@@ -310,7 +320,7 @@ class GapDetector:
         if gap.stream == "trades":
             anchor = self.anchor.get(gap.code)
             if gap.code not in self._volume_codes:
-                gap.detail = _join(gap.detail, "no snapshots subscribed: lost volume unknown")
+                gap.note_volume_unknown("no snapshots subscribed")
             elif anchor is not None:
                 self._before[id(gap)] = anchor
         if write:
@@ -334,8 +344,11 @@ class GapDetector:
         waiting = self._awaiting.pop(snap.code, None)
         for gap in waiting or ():
             v0, ts0, live0 = self._before.pop(id(gap))
-            if snap.volume < v0 or snap.ts // _DAY != ts0 // _DAY:
-                gap.detail = _join(gap.detail, "a new trading day began: lost volume unknown")
+            if snap.ts // _DAY != ts0 // _DAY:
+                gap.note_volume_unknown("a new trading day began")
+            elif snap.volume < v0:
+                # the same day: the source's day volume went back (a restarted source)
+                gap.note_volume_unknown("the day volume went down across the hole")
             else:
                 gap.unexplained = (snap.volume - v0) - (live - live0)
                 gap.settle_volume()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -280,14 +281,35 @@ def test_lost_volume_across_a_restart_counts_what_the_store_holds() -> None:
     assert gap.lost_volume == 200.0  # 300 traded, 70 stored before and 30 live after
 
 
-def test_a_new_day_between_the_sides_says_the_volume_is_unknown() -> None:
+@pytest.mark.parametrize(
+    "after, why",
+    [
+        (2, "the day volume went down across the hole: lost volume unknown"),  # restarted
+        (9 * 3600 + 2, "a new trading day began: lost volume unknown"),  # past 00:00 UTC
+    ],
+)
+def test_a_day_volume_that_starts_again_says_why_the_volume_is_unknown(
+    after: int, why: str
+) -> None:
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_record(_snap("US:AAPL", 1, 1000))
     det.on_disconnect()
     det.on_subscribed("trades")
-    det.on_record(_snap("US:AAPL", 2, 10))  # the day volume started again
+    det.on_record(_snap("US:AAPL", after, 10))  # the day volume started again
     (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
-    assert gap.lost_volume is None and "new trading day" in (gap.detail or "")
+    assert gap.lost_volume is None and gap.detail == why
+
+
+def test_a_filled_gap_never_says_its_volume_is_unknown() -> None:
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
+    det.on_record(_snap("US:AAPL", 1, 1000))
+    det.on_disconnect()
+    det.on_subscribed("trades")
+    det.on_record(_snap("US:AAPL", 2, 10))
+    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
+    gap.status = "filled"  # the backfill proved every trade of the span stored
+    gap.settle_volume()
+    assert (gap.lost_volume, gap.detail) == (0.0, None)
 
 
 def _lost(gap: Gap) -> tuple[float | None, int | None]:
