@@ -172,6 +172,11 @@ def _parser() -> argparse.ArgumentParser:
         help="fault: refuse new WebSocket connections with HTTP 503",
     )
     sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
+    sim.add_argument(
+        "--config-out",
+        metavar="FILE",
+        help="write a recorder config for this simulator (its codes, SQLite beside FILE)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
@@ -341,6 +346,7 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from .demo import config_text, paste_lines
     from .runtime import run, stop_on_signals
     from .sim import Faults, SimConfig, Simulator
 
@@ -371,17 +377,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ),
     )
 
+    out = Path(args.config_out).resolve() if args.config_out else None
+
     async def go() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
         async with sim.serving(args.host, args.port) as port:
             print(f"simulator listening on ws://{args.host}:{port}/ws", flush=True)
+            # a wildcard address is reached on loopback from this host
+            host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+            host = f"[{host}]" if ":" in host else host
+            ws_url, http_url = f"ws://{host}:{port}/ws", f"http://{host}:{port}"
+            if out is not None:
+                await asyncio.to_thread(_write_config, out, config_text(ws_url, http_url, codes))
+                print(f"wrote {out}; record with:", flush=True)
+                print(f"  QOS_API_KEY=demo qos-recorder run --config {out}", flush=True)
+            else:
+                print(paste_lines(ws_url, http_url), flush=True)
             await stop.wait()
 
     run(go)
     if args.truth:
         sim.export_truth(args.truth)
     return 0
+
+
+def _write_config(out: Path, text: str) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"--config-out: cannot write {out}: {exc.strerror}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

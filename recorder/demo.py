@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +57,42 @@ async def _record(port: int, seconds: float, path: Path, log_file: BinaryIO) -> 
     finally:
         log_file.close()
     return config
+
+
+def config_text(ws_url: str, http_url: str, codes: Sequence[str]) -> str:
+    """A config file recording ``codes`` from the simulator at ``ws_url``/``http_url``
+    into SQLite beside the file; the key comes from ``QOS_API_KEY`` (the simulator's is
+    ``demo``)."""
+    listed = ", ".join(f'"{c}"' for c in codes)
+    return (
+        "# qos-recorder config for the simulator; its key is `demo`:\n"
+        "#   QOS_API_KEY=demo qos-recorder run --config THIS-FILE\n"
+        "# relative paths are relative to this file's folder\n"
+        "[upstream]\n"
+        f'ws_url = "{ws_url}"\n'
+        f'http_url = "{http_url}"\n'
+        'key_env = "QOS_API_KEY"\n\n'
+        "[subscribe]\n"
+        f"trades = [{listed}]\n"
+        f"depth = [{listed}]\n"
+        f"snapshots = [{listed}]\n\n"
+        "[sink]\n"
+        'kind = "sqlite"\n'
+        'sqlite_path = "ticks.sqlite"\n\n'
+        "[metrics]\n"
+        'listen = "127.0.0.1:9464"  # for `qos-recorder status`\n'
+    )
+
+
+def paste_lines(ws_url: str, http_url: str) -> str:
+    """What to put in one's own config to record from the simulator."""
+    return (
+        'to record from it, put in your config (the simulator\'s key is "demo"):\n'
+        "  [upstream]\n"
+        f'  ws_url = "{ws_url}"\n'
+        f'  http_url = "{http_url}"\n'
+        "then: QOS_API_KEY=demo qos-recorder run --config YOUR-CONFIG"
+    )
 
 
 def _open_log(path: Path) -> BinaryIO:

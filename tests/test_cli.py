@@ -1,0 +1,60 @@
+"""The command line as a user meets it: real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import rows, wait_for
+
+
+def _qos(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recorder", *args]
+
+
+def test_simulate_writes_a_config_that_records_from_it(tmp_path: Path) -> None:
+    config = tmp_path / "mine" / "recorder.toml"
+    sim = subprocess.Popen(
+        _qos("simulate", "--port", "0", "--codes", "CF:BTCUSDT", "--config-out", str(config)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    recorder = None
+    try:
+        assert wait_for(config.exists, timeout=30)
+        env = {**os.environ, "QOS_API_KEY": "demo"}
+        text = config.read_text().replace("127.0.0.1:9464", "127.0.0.1:0")
+        config.write_text(text)
+        checked = subprocess.run(
+            _qos("check-config", str(config)), capture_output=True, text=True, env=env
+        )
+        assert checked.stdout == f"{config}: OK, 1 codes, sink sqlite\n", checked.stderr
+        recorder = subprocess.Popen(
+            _qos("run", "--config", str(config)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        db = config.parent / "ticks.sqlite"
+
+        def recorded() -> bool:
+            try:
+                return rows(db, "SELECT count(*) FROM trades")[0][0] > 0
+            except sqlite3.Error:  # not created yet
+                return False
+
+        assert wait_for(recorded, timeout=40)
+    finally:
+        if recorder is not None:
+            recorder.send_signal(signal.SIGTERM)
+            assert recorder.wait(timeout=30) == 0
+        sim.send_signal(signal.SIGTERM)
+        out, _ = sim.communicate(timeout=30)
+    assert out.decode().splitlines()[1:] == [
+        f"wrote {config}; record with:",
+        f"  QOS_API_KEY=demo qos-recorder run --config {config}",
+    ]
