@@ -43,7 +43,7 @@ def test_simulate_writes_a_config_that_records_from_it(tmp_path: Path) -> None:
 
         def recorded() -> bool:
             try:
-                return rows(db, "SELECT count(*) FROM trades")[0][0] > 0
+                return bool(rows(db, "SELECT count(*) FROM trades")[0][0] > 0)
             except sqlite3.Error:  # not created yet
                 return False
 
