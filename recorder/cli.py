@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     key = config_mod.read_key(cfg)
     config_mod.check_paths(cfg)
-    logs.configure(cfg.log.level)
+    logs.configure(cfg.log.level, secret=key)
     import structlog
 
     log = structlog.get_logger("recorder")

@@ -36,6 +36,16 @@ class Secret:
     def reveal(self) -> str:
         return self._value
 
+    def scrub(self, text: str) -> str:
+        """``text`` (an exception's, on its way to the log, the ledger or ``/healthz``) with
+        the key, raw or escaped as ``repr`` shows it, replaced by ``***``."""
+        value = self._value
+        if not value:
+            return text
+        for form in (value, repr(value)[1:-1], value.encode("unicode_escape").decode()):
+            text = text.replace(form, "***")
+        return text
+
     def __repr__(self) -> str:
         return "Secret('***')"
 
@@ -456,18 +466,38 @@ def read_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret
             raise ConfigError(
                 f"{config.path}: upstream.key_env: environment variable {up.key_env} is not set"
             )
+        _check_key(f"{config.path}: upstream.key_env: ${up.key_env}", value)
         return Secret(value)
     assert up.key_file is not None
     path = _key_path(up.key_file, env)
     try:
-        value = path.read_text().strip()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
             f"{config.path}: upstream.key_file: cannot read {path}: {exc.strerror}"
         ) from None
+    where = f"{config.path}: upstream.key_file: {path}"
+    try:
+        # an editor's byte-order mark and the final newline are not part of the key
+        value = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: the key is not UTF-8 text") from None
     if not value:
-        raise ConfigError(f"{config.path}: upstream.key_file: {path} is empty")
+        raise ConfigError(f"{where} is empty")
+    _check_key(where, value)
     return Secret(value)
+
+
+def _check_key(where: str, value: str) -> None:
+    """Refuse a key an HTTP header cannot carry, naming the character's position only: the
+    WebSocket client would otherwise raise with the whole key in its message."""
+    for i, char in enumerate(value):
+        if not " " < char < "\x7f":
+            kind = "a control character" if char.isascii() else "not ASCII"
+            raise ConfigError(
+                f"{where}: character {i + 1} of the key is {kind}; "
+                "an API key is printable ASCII without spaces"
+            )
 
 
 def key_file_warning(config: Config, environ: Mapping[str, str] | None = None) -> str | None:

@@ -278,7 +278,9 @@ async def run_upstream(
     delays = backoff(up.backoff_initial, up.backoff_max, rng)
     while True:
         started = time.monotonic()
-        reason = await _one_session(up, target, key, handler)
+        # an exception's text may quote the key (a header it refused): it goes to the log,
+        # /healthz and the gaps table only scrubbed
+        reason = key.scrub(await _one_session(up, target, key, handler))
         healthy = time.monotonic() - started >= up.healthy_after
         if healthy:
             delays = backoff(up.backoff_initial, up.backoff_max, rng)

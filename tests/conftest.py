@@ -95,6 +95,7 @@ def run_recorder(
     timeout: float = 30.0,
     sink: Sink | None = None,
     during: Callable[[Recorder, float], None] | None = None,
+    key: str = KEY,
 ) -> Recorder:
     """Run a real Recorder in this thread for ``seconds``, or until ``until(recorder)``.
 
@@ -103,7 +104,7 @@ def run_recorder(
     assert seconds is not None or until is not None
 
     async def main() -> Recorder:
-        recorder = Recorder(config, Secret(KEY), sink=sink)
+        recorder = Recorder(config, Secret(key), sink=sink)
         stop = asyncio.Event()
 
         async def watch() -> None:

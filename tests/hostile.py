@@ -85,6 +85,8 @@ class Hostile:
         #: what clients sent: commands (parsed) and HTTP requests, in arrival order
         self.commands: list[dict[str, Any]] = []
         self.requests: list[Request] = []
+        #: the headers of every WebSocket handshake
+        self.handshakes: list[dict[str, str]] = []
         self.connections = 0
         self._clients: set[web.WebSocketResponse] = set()
         self._loop = asyncio.new_event_loop()
@@ -156,6 +158,7 @@ class Hostile:
             await runner.cleanup()
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.handshakes.append(dict(request.headers))
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections += 1

@@ -3,10 +3,12 @@ scripted hostile server (:mod:`hostile`), their log, database, ``/healthz`` and 
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,8 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import start_recorder, wait_for, write_config
+import pytest
+import structlog
+from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_for, write_config
 from hostile import Hostile
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recorder import logs
+from recorder.config import Secret
 
 
 def _free_port() -> int:
@@ -98,3 +107,120 @@ def test_a_kline_far_ahead_leaves_the_process_responsive(tmp_path: Path) -> None
             assert wait_for(both_frames_taken, timeout=20)
             assert _healthz(port) is not None
             assert _stop(proc) == 0
+
+
+# --- #21 item 8: a key a header cannot carry ---------------------------------------------
+
+BAD_KEYS = {
+    "non-ASCII": "tést-key-0123456789".encode(),
+    "control": b"test-key\x01-0123456789",
+    "inner newline": b"test-key\n0123456789",
+}
+
+
+def _key_config(tmp: Path, up: Hostile, key_file: Path, port: int) -> Path:
+    path = tmp / "recorder.toml"
+    path.write_text(
+        f'[upstream]\nws_url = "{up.ws_url}"\nhttp_url = "{up.http_url}"\n'
+        f'key_env = ""\nkey_file = "{key_file}"\n[subscribe]\ntrades = ["US:AAPL"]\n'
+        f'[sink]\nsqlite_path = "ticks.sqlite"\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    return path
+
+
+def test_a_key_file_with_a_bom_and_a_newline_sends_the_key_alone(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")
+    key_file.chmod(0o600)
+    with Hostile() as up:
+        config = _key_config(tmp_path, up, key_file, _free_port())
+        check = subprocess.run(
+            [sys.executable, "-m", "recorder", "check-config", str(config)],
+            capture_output=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
+        with _running(config, tmp_path / "log") as proc:
+            assert wait_for(lambda: len(up.handshakes) >= 1, timeout=20)
+            assert up.handshakes[0]["key"] == KEY
+            assert _stop(proc) == 0
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KEYS))
+def test_a_key_a_header_cannot_carry_is_refused_in_one_line_without_the_key(
+    tmp_path: Path, kind: str
+) -> None:
+    raw = BAD_KEYS[kind]
+    key_file = tmp_path / "key"
+    key_file.write_bytes(raw + b"\n")
+    key_file.chmod(0o600)
+    with Hostile() as up:
+        config = _key_config(tmp_path, up, key_file, _free_port())
+        for command in (["check-config", str(config)], ["run", "--config", str(config)]):
+            done = subprocess.run(
+                [sys.executable, "-m", "recorder", *command],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 2
+            lines = done.stderr.decode().splitlines()
+            assert len(lines) == 1 and "upstream.key_file" in lines[0], lines
+            assert "of the key is" in lines[0]
+            for part in (raw, raw.decode("utf-8", "replace").encode()):
+                assert part not in done.stdout + done.stderr
+        assert up.handshakes == []
+    assert not (tmp_path / "ticks.sqlite").exists()
+
+
+def test_an_exception_quoting_the_key_is_scrubbed_from_ledger_health_and_log(
+    tmp_path: Path,
+) -> None:
+    # read_key refuses such a key; the Recorder is given it directly, as a defense in depth
+    secret = "leaky\x01key-0123456789"
+    with Hostile() as up:
+        # a crypto code needs no calendar, and no backfill: nothing asks REST with the key
+        config = make_config(
+            up,
+            tmp_path,
+            ["CF:BTCUSDT"],
+            subscribe={"depth": [], "snapshots": []},
+            gaps={"backfill": False},
+        )
+        with structlog.testing.capture_logs() as logs:
+            recorder = run_recorder(
+                config, until=lambda r: r.stats.reconnects >= 2, timeout=30, key=secret
+            )
+    assert recorder.stats.reconnects >= 2
+    _, health = recorder.status().health(config.metrics)
+    details = rows(tmp_path / "ticks.sqlite", "SELECT detail FROM gaps")
+    assert details and any("***" in (d or "") for (d,) in details)
+    for text in (repr(logs), repr(health), repr(details), recorder.stats.last_disconnect_reason):
+        for form in (secret, repr(secret)[1:-1], "leaky"):
+            assert form not in str(text)
+
+
+@given(
+    st.text(st.characters(blacklist_characters="*"), min_size=1, max_size=20),
+    st.text(max_size=20),
+    st.text(max_size=20),
+)
+def test_scrub_leaves_no_form_of_the_key(key: str, before: str, after: str) -> None:
+    secret = Secret(key)
+    for text in (before + key + after, f"{before}{key!r}{after}"):
+        if key not in before and key not in after:
+            assert key not in secret.scrub(text) and "***" in secret.scrub(text)
+
+
+def test_the_log_scrubs_the_key_from_every_event() -> None:
+    out = io.BytesIO()
+    secret = Secret("log-leak\x02key")
+    logs.configure("info", out, secret=secret)
+    try:
+        structlog.get_logger("t").error(
+            "boom", error=f"invalid key header: {secret.reveal()}", reasons=[secret.reveal()]
+        )
+    finally:
+        structlog.reset_defaults()
+    line = out.getvalue()
+    assert b"log-leak" not in line and line.count(b"***") == 2
