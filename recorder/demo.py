@@ -25,6 +25,10 @@ async def demo(seconds: float, path: Path) -> None:
         config = await _record(port, seconds, path, log_file)
     print(summary(config))
     print(f"log: {log_path}")
+    print(
+        "next, a config of your own: .venv/bin/qos-recorder simulate --config-out "
+        'mine/recorder.toml (README: "From the demo to a recording of your own")'
+    )
 
 
 async def _record(port: int, seconds: float, path: Path, log_file: BinaryIO) -> Config:
