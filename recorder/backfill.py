@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -28,12 +29,31 @@ from .exceptions import DecodeError, UpstreamError
 from .gaps import Gap
 from .identity import TradeCounter
 from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Trade, records_from
-from .rest import RestClient
+from .rest import Purpose, RestClient
+from .retry import Retry, classify_rest
 
 log = structlog.get_logger("recorder.backfill")
 
 
+#: internal sweeps: the span after a (re)subscription, and a code a reload added
+SWEEPS = frozenset({"startup", "added"})
+
+
+@dataclass
+class _Lane:
+    """Gaps waiting for one kind of round, and the event that wakes it."""
+
+    queue: list[Gap] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Backfiller:
+    """Backfills the gaps it is given, in two lanes: trades (whose trades leave ``/trade``'s
+    window within seconds on a busy code) and the rest (K-line history, snapshot and depth
+    refreshes), so a slow refresh never holds up the next trades gap. The REST scheduler
+    puts every trades request first; reference data waits while anything here is pending.
+    """
+
     def __init__(
         self,
         rest: RestClient,
@@ -42,22 +62,38 @@ class Backfiller:
         update_gap: Callable[[Gap], None],
         trade_count: int = MAX_TRADE_COUNT,
         settle: float = 1.0,
+        sweep_due: Callable[[], bool] = lambda: False,
+        sweep_wait: float = 3.0,
     ) -> None:
+        """``sweep_due()``: a start-up sweep is about to be submitted (the session has
+        subscribed trades, the first snapshot has not come): a trades round waits for it up
+        to ``sweep_wait`` seconds, so one ``/trade`` serves both."""
         self.rest = rest
         self.counter = counter
         self.write = write
         self.update_gap = update_gap
         self.trade_count = min(trade_count, MAX_TRADE_COUNT)
         self.settle = settle
-        self._queue: list[Gap] = []
+        self.sweep_due = sweep_due
+        self.sweep_wait = sweep_wait
+        self._trades_lane = _Lane()
+        self._other_lane = _Lane()
         self._held: dict[int, Gap] = {}  # id(gap) -> gap, for trades gaps not backfilled yet
+        self._in_round = 0  # gaps taken by a round that has not ended
         #: recorded gaps backfilled so far, per (stream, status)
         self.outcomes: dict[tuple[str, str], int] = {}
-        self._wake = asyncio.Event()
         self.rows = 0
         self.failed_rounds = 0
         self.submitted = 0
         self.resolved = 0
+        #: records an answer carried for codes that were not asked for (ignored)
+        self.unasked = 0
+        rest.scheduler.backlog = self.pending
+
+    def pending(self) -> bool:
+        """A backfill is pending: gaps held for it, queued, or in a round."""
+        lanes = (self._trades_lane, self._other_lane)
+        return bool(self._held) or self._in_round > 0 or any(lane.queue for lane in lanes)
 
     def hold(self, gap: Gap) -> None:
         """Keep the trade counts a trades gap's backfill will merge against until it ran
@@ -74,8 +110,9 @@ class Backfiller:
         """Queue a gap whose end is known."""
         self.hold(gap)
         self.submitted += 1
-        self._queue.append(gap)
-        self._wake.set()
+        lane = self._trades_lane if gap.stream == "trades" else self._other_lane
+        lane.queue.append(gap)
+        lane.wake.set()
 
     @property
     def idle(self) -> bool:
@@ -91,36 +128,81 @@ class Backfiller:
         self._release(gap)
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._serve(self._trades_lane))
+            tg.create_task(self._serve(self._other_lane))
+
+    async def _serve(self, lane: _Lane) -> None:
         while True:
-            await self._wake.wait()
+            await lane.wake.wait()
             # After a reconnect every code's gap closes within a moment: wait for them so
-            # one request serves them all. Then wait for the rate limit before taking the
-            # queue, so gaps that arrive meanwhile join this request instead of queueing
-            # behind it while /trade's window of 50 moves on.
+            # one request serves them all (and for the start-up sweep, which comes with the
+            # first snapshot). Then wait for the budget before taking the queue, so gaps
+            # that arrive meanwhile join this request instead of queueing behind it while
+            # /trade's window of 50 moves on.
             await asyncio.sleep(self.settle)
-            await self.rest.limiter.ready()
-            self._wake.clear()
-            gaps, self._queue = self._queue, []
-            if not gaps:
+            if lane is self._trades_lane:
+                await self._await_sweep(lane)
+            await self.rest.scheduler.ready()
+            lane.wake.clear()
+            taken, lane.queue = lane.queue, []
+            if not taken:
                 continue
+            gaps = self._fold(taken)
+            self._in_round += len(taken)
             try:
-                await self.round(gaps)
+                await self._round(gaps)
             except UpstreamError as exc:
-                # Still open: they go back in the queue for the next round.
-                self.failed_rounds += 1
-                log.error("backfill_failed", error=str(exc), gaps=len(gaps))
-                self._queue[:0] = gaps
-                await asyncio.sleep(self.rest.backoff_initial * 5)
-                self._wake.set()
+                left = [g for g in gaps if g.status == "open"]
+                if classify_rest(exc) is Retry.FINAL:
+                    self._refused(left, exc)
+                else:  # still open: they go back in the queue for the next round
+                    self.failed_rounds += 1
+                    log.error("backfill_failed", error=str(exc), gaps=len(left))
+                    lane.queue[:0] = left
+                    await asyncio.sleep(self.rest.backoff_initial * 5)
+                    lane.wake.set()
+            finally:
+                self._in_round -= len(taken)
+
+    async def _await_sweep(self, lane: _Lane) -> None:
+        deadline = time.monotonic() + self.sweep_wait
+        while self.sweep_due() and (left := deadline - time.monotonic()) > 0:
+            lane.wake.clear()
+            try:
+                async with asyncio.timeout(min(left, 0.1)):
+                    await lane.wake.wait()
+            except TimeoutError:
+                pass
+        lane.wake.set()
+
+    def _refused(self, gaps: list[Gap], exc: UpstreamError) -> None:
+        """The API refused a round for good (``classify_rest`` says final): the gaps end
+        unrecoverable, saying why; one request was spent, not one per retry."""
+        log.error("backfill_refused", error=str(exc), gaps=len(gaps))
+        for gap in gaps:
+            gap.record = gap.record or gap.cause != "added"
+            gap.status = "unrecoverable"
+            gap.detail = f"backfill refused: {exc}"
+            gap.settle_volume()
+            self._resolved(gap)
 
     async def round(self, gaps: list[Gap]) -> None:
         """One pass over a set of gaps: trades first (what can be recovered), then the rest."""
-        by_stream: dict[str, list[Gap]] = {}
+        await self._round(self._fold(gaps))
+
+    def _fold(self, gaps: list[Gap]) -> list[Gap]:
+        """Gaps with the same key are one row: the ones folded into another are resolved
+        with it."""
         merged = _coalesce(gaps)
         for gap in gaps:
-            if not any(gap is m for m in merged):  # folded into another: resolved with it
+            if not any(gap is m for m in merged):
                 self.resolved += 1
                 self._release(gap)
+        return merged
+
+    async def _round(self, merged: list[Gap]) -> None:
+        by_stream: dict[str, list[Gap]] = {}
         for gap in merged:
             by_stream.setdefault(gap.stream, []).append(gap)
         if "trades" in by_stream:
@@ -134,54 +216,79 @@ class Backfiller:
 
     async def _trades(self, gaps: list[Gap]) -> None:
         codes = sorted({g.code for g in gaps})
-        data = await self.rest.post("/trade", {"codes": codes, "count": self.trade_count})
-        got = self._decode("T", data)
-        by_code: dict[str, list[Trade]] = {}
-        for record in got:
-            assert isinstance(record, Trade)
-            record.source = "backfill"
-            by_code.setdefault(record.code, []).append(record)
+        urgent = any(g.cause not in SWEEPS for g in gaps)
+        purpose = Purpose.TRADES if urgent else Purpose.SWEEP
+        body = {"codes": codes, "count": self.trade_count}
+        data = await self.rest.post("/trade", body, purpose)
+        by_code = self._by_code("T", data, codes)
         for gap in sorted(gaps, key=lambda g: g.start):
-            returned = by_code.get(gap.code, [])
-            end = _end(gap)
-            inside = [t for t in returned if gap.start <= t.ts <= end]
-            new = self.counter.merge(inside)
-            for trade in new:
-                self.write(trade)
-            gap.backfilled += len(new)
-            gap.backfilled_volume += sum(t.size for t in new)
-            self.rows += len(new)
-            oldest = min((t.ts for t in returned), default=None)
+            self._settle_trades(gap, [r for r in by_code.get(gap.code, []) if type(r) is Trade])
+
+    def _settle_trades(self, gap: Gap, returned: list[Trade]) -> None:
+        """What ``/trade``'s answer for the gap's code proves about the gap."""
+        for trade in returned:
+            trade.source = "backfill"
+        end = _end(gap)
+        inside = [t for t in returned if gap.start <= t.ts <= end]
+        new = self.counter.merge(inside)
+        for trade in new:
+            self.write(trade)
+        gap.backfilled += len(new)
+        gap.backfilled_volume += sum(t.size for t in new)
+        self.rows += len(new)
+        oldest = min((t.ts for t in returned), default=None)
+        # an internal sweep that could not be filled is a hole like any other (but a code a
+        # reload added was never recorded before: nothing of it was lost)
+        if oldest is None:
+            # no trade of this code came back: nothing shows the span complete
+            gap.record = gap.record or gap.cause != "added"
+            gap.status = "unrecoverable"
+            gap.detail = f"/trade returned no trades of {gap.code}: the span cannot be checked"
+        elif len(returned) >= self.trade_count and oldest >= gap.start:
             # A full window whose oldest trade is in the gap's first second may have cut
             # that second short: its earlier trades could be missing, so only a window
             # reaching back past that second proves the gap filled (found by the chaos run).
-            if len(returned) >= self.trade_count and oldest is not None and oldest >= gap.start:
-                # an internal sweep that could not be filled is a hole like any other (but a
-                # code a reload added was never recorded before: nothing of it was lost)
-                gap.record = gap.record or gap.cause != "added"
-                gap.status = "partial"
-                lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
-                gap.missing = (lost_to - gap.start) / NS
-                gap.missing_unit = "seconds"
-                gap.detail = (
-                    f"/trade keeps the latest {self.trade_count} trades; trades from "
-                    f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
-                )
-            else:
-                # the window reaches back past the gap's start: every trade of the span is
-                # stored now (the merge keeps the union), whatever the estimate said
-                gap.status = "filled"
-                gap.missing = 0.0 if gap.missing is not None else None
-            gap.settle_volume()
-            self._resolved(gap)
-            log.info(
-                "backfilled",
-                code=gap.code,
-                stream="trades",
-                cause=gap.cause,
-                rows=len(new),
-                status=gap.status,
+            gap.record = gap.record or gap.cause != "added"
+            gap.status = "partial"
+            lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
+            gap.missing = (lost_to - gap.start) / NS
+            gap.missing_unit = "seconds"
+            gap.detail = (
+                f"/trade keeps the latest {self.trade_count} trades; trades from "
+                f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
             )
+        else:
+            # the window reaches back past the gap's start (or holds every trade the API
+            # has of the code): every trade of the span is stored now (the merge keeps the
+            # union), whatever the estimate said
+            gap.status = "filled"
+            gap.missing = 0.0 if gap.missing is not None else None
+        gap.settle_volume()
+        self._resolved(gap)
+        log.info(
+            "backfilled",
+            code=gap.code,
+            stream="trades",
+            cause=gap.cause,
+            rows=len(new),
+            status=gap.status,
+        )
+
+    def _by_code(self, kind: str, data: Any, codes: list[str]) -> dict[str, list[Record]]:
+        """An answer's records by code, for the codes asked for only (an answer may not add
+        to the record what was never asked for)."""
+        asked = set(codes)
+        out: dict[str, list[Record]] = {}
+        unasked = 0
+        for record in self._decode(kind, data):
+            if record.code in asked:
+                out.setdefault(record.code, []).append(record)
+            else:
+                unasked += 1
+        if unasked:
+            self.unasked += unasked
+            log.warning("rest_unasked_codes", kind=kind, records=unasked, asked=codes)
+        return out
 
     async def _klines(self, gaps: list[Gap]) -> None:
         reqs = []
@@ -192,8 +299,10 @@ class Backfiller:
             reqs.append(
                 {"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt, "e": end // NS}
             )
-        data = await self.rest.post("/history", {"kline_reqs": reqs})
-        bars = self._decode("K", data)
+        data = await self.rest.post("/history", {"kline_reqs": reqs}, Purpose.BACKFILL)
+        bars = [
+            b for group in self._by_code("K", data, [g.code for g in gaps]).values() for b in group
+        ]
         for gap in gaps:
             kt = int(gap.stream.partition(":")[2])
             inside = [
@@ -216,7 +325,8 @@ class Backfiller:
 
     async def _refresh(self, gaps: list[Gap], path: str, kind: str) -> None:
         codes = sorted({g.code for g in gaps})
-        records = self._decode(kind, await self.rest.post(path, {"codes": codes}))
+        data = await self.rest.post(path, {"codes": codes}, Purpose.BACKFILL)
+        records = [r for group in self._by_code(kind, data, codes).values() for r in group]
         for record in records:
             record.source = "backfill"
             self.write(record)

@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import structlog
@@ -33,15 +32,14 @@ from .protocol import (
     STREAMS,
     Depth,
     Record,
-    Scale,
     Snapshot,
     Stream,
     Trade,
-    instrument_from,
     market_of,
 )
+from .reference import ReferencePoller
 from .rest import RestClient
-from .schema import gap_of, instrument_row
+from .schema import gap_of
 from .serving import serve
 from .session import Target, run_upstream
 from .sinks import Sink, make_sink
@@ -53,8 +51,6 @@ log = structlog.get_logger("recorder")
 #: how far before the last time saved a gap starts when the database cannot say (the
 #: batcher and the writer's queue may have held a few seconds of rows at a crash)
 LAST_SEEN_MARGIN = 10 * NS
-#: seconds after start-up before the reference data is asked for (backfill goes first)
-INSTRUMENTS_AFTER = 5.0
 
 
 @dataclass
@@ -128,6 +124,10 @@ class Recorder:
             self.batcher.add,
             self._update_gap,
             config.gaps.max_trade_backfill,
+            sweep_due=self.detector.sweep_due,
+        )
+        self.reference = ReferencePoller(
+            self.rest, lambda: self.target.sub.all_codes(), self.calendar, self.batcher.add_row
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self._ready = False
@@ -224,6 +224,7 @@ class Recorder:
         self.config = dataclasses.replace(old, subscribe=new.subscribe)
         self.detector.resubscribe(new.subscribe)
         self.target.set(new.subscribe)
+        self.reference.retarget()
         now = time.time_ns()
         for code in new.subscribe.codes(Stream.TRADES):
             if code not in old.subscribe.codes(Stream.TRADES) and self.config.gaps.backfill:
@@ -308,6 +309,7 @@ class Recorder:
             dead_letter_dropped=self.dead_letter.not_kept,
             rejected_requests=stats.rejected,
             rest_requests=self.rest.requests,
+            rest_requests_by_purpose={p.value: n for p, n in self.rest.scheduler.sent.items()},
             last_frame=dict(stats.last_frame),
             last_trade=dict(det.last_trade_seen),
             market_open={
@@ -404,49 +406,6 @@ class Recorder:
         finally:
             await runner.cleanup()
 
-    async def _calendar(self) -> None:
-        """Trading days from /market-calendar, refreshed daily (a failure keeps Mon-Fri)."""
-        markets = sorted({market_of(c) for c in self.config.subscribe.all_codes()} - {"CF"})
-        while markets:
-            try:
-                self.calendar.load(await self.rest.post("/market-calendar", {"market": markets}))
-            except RecorderError as exc:
-                log.warning("calendar_unavailable", error=str(exc))
-            await asyncio.sleep(86400)
-
-    async def _instruments(self) -> None:
-        """Reference data from /instrument-info, and the decimals each code's strings carry
-        (from /snapshot), into ``instruments``: a row per code a day, refreshed daily. It
-        waits a little at start-up, so the backfill of the time away goes first."""
-        codes = self.config.subscribe.all_codes()
-        await asyncio.sleep(INSTRUMENTS_AFTER)
-        while True:
-            try:
-                infos = await self.rest.post("/instrument-info", {"codes": codes})
-                snapshots = await self.rest.post("/snapshot", {"codes": codes})
-                self._store_instruments(infos, snapshots)
-            except RecorderError as exc:
-                log.warning("instruments_unavailable", error=str(exc))
-            await asyncio.sleep(86400)
-
-    def _store_instruments(self, infos: Any, snapshots: Any) -> None:
-        scales = {
-            s["c"]: Scale.of_snapshot(s)
-            for s in snapshots or ()
-            if isinstance(s, dict) and isinstance(s.get("c"), str)
-        }
-        now = time.time_ns()
-        day = now - now % (86400 * NS)
-        for info in infos if isinstance(infos, list) else ():
-            try:
-                instrument = instrument_from(info)
-            except DecodeError as exc:
-                log.warning("instrument_unreadable", reason=exc.reason)
-                continue
-            instrument.scale = scales.get(instrument.code)
-            self.batcher.add_row("instruments", instrument_row(instrument, day, now))
-        log.info("instruments_refreshed", codes=len(scales))
-
     # --- life -----------------------------------------------------------------------
 
     def restore(self) -> None:
@@ -499,8 +458,7 @@ class Recorder:
                     tg.create_task(self._every_second()),
                     tg.create_task(self.notifier.keep_alive()),
                     tg.create_task(self._serve_metrics()),
-                    tg.create_task(self._calendar()),
-                    tg.create_task(self._instruments()),
+                    tg.create_task(self.reference.run()),
                 ]
                 await stop.wait()
                 for task in tasks:

@@ -8,6 +8,8 @@ command line can print one line for it instead of a traceback::
     ├── UpstreamError        the QOS service misbehaved or refused us
     │   ├── DecodeError      one frame could not be decoded (the frame is kept)
     │   ├── ApiError         a command or HTTP request came back with msg != "OK"
+    │   ├── TransportError   a REST request or its answer did not make it across
+    │   ├── HttpStatusError  a REST answer's HTTP status was not 200
     │   └── AuthError        the service refused the API key
     ├── SinkError            the database did not acknowledge a batch (try again later)
     │   ├── SinkRejected     the database refused this batch for good (bad data or schema)
@@ -46,6 +48,20 @@ class ApiError(UpstreamError):
         super().__init__(f"{what}: {msg}")
         self.what = what
         self.msg = msg
+
+
+class TransportError(UpstreamError):
+    """A REST request or its answer did not make it across (refused, cut, timed out)."""
+
+
+class HttpStatusError(UpstreamError):
+    """A REST answer's HTTP status was not 200; a redirect is one (it is never followed)."""
+
+    def __init__(self, what: str, status: int) -> None:
+        redirect = 300 <= status < 400
+        note = " (redirects are not followed: the key would go with them)" if redirect else ""
+        super().__init__(f"{what}: HTTP {status}{note}")
+        self.status = status
 
 
 class AuthError(UpstreamError):

@@ -181,6 +181,13 @@ class GapDetector:
         self.emitted += 1
         self.emit(gap)
 
+    def sweep_due(self) -> bool:
+        """A start-up sweep is coming: trades are subscribed and a code the volume check
+        watches has had no snapshot since (its first one emits the sweep)."""
+        if self.subscribed_at is None or self.trades_since is None:
+            return False
+        return any(code not in self.volume for code in self._volume_codes)
+
     def open_gaps(self) -> list[Gap]:
         """Gaps whose end is not known yet."""
         return [*self.pending.values(), *self.silent.values()]

@@ -10,7 +10,8 @@ their listing exchange) answer ``None``: unknown, so no silence gap is ever clai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from .protocol import NS
@@ -32,16 +33,54 @@ HOURS: Mapping[str, tuple[ZoneInfo, tuple[Session, ...]]] = {
 _FX_LIKE = frozenset({"FX", "CM"})
 
 
+_DAY = re.compile(r"(\d{8})(?:,[A-Za-z])?")
+
+
+def parse_calendar(data: object) -> dict[str, set[str]]:
+    """The trading days per market of a ``/market-calendar`` answer's ``data``
+    (``{"HK": ["20250606,F", ...]}``); ValueError naming what is wrong when it is not one.
+
+    Every market must list its days as ``YYYYMMDD`` with an optional ``,F``/``,H``: a list
+    of anything else (``null``, ``[1]``, a string) would silently turn silence detection off
+    for the market, so the whole answer is refused instead."""
+    if not isinstance(data, dict):
+        raise ValueError(f"data is {_kind(data)}, not an object of markets")
+    out: dict[str, set[str]] = {}
+    for market, days in data.items():
+        if not isinstance(days, list):
+            raise ValueError(f"data[{market!r}] is {_kind(days)}, not a list of days")
+        if not days:
+            raise ValueError(f"data[{market!r}] lists no trading day")
+        parsed = set()
+        for day in days:
+            match = _DAY.fullmatch(day) if isinstance(day, str) else None
+            if match is None:
+                raise ValueError(f"data[{market!r}] holds {day!r}, not a YYYYMMDD day")
+            try:
+                dt.datetime.strptime(match[1], "%Y%m%d")
+            except ValueError:
+                raise ValueError(f"data[{market!r}] holds {day!r}, not a date") from None
+            parsed.add(match[1])
+        out[market] = parsed
+    return out
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 class Calendar:
     """Trading days per market (``YYYYMMDD``); without a calendar, Monday to Friday."""
 
     def __init__(self) -> None:
         self._days: dict[str, set[str]] = {}
 
-    def load(self, data: Mapping[str, Iterable[str]]) -> None:
-        """Take a ``/market-calendar`` answer: ``{"HK": ["20250606,F", ...]}``."""
-        for market, days in data.items():
-            self._days[market] = {d.split(",")[0] for d in days}
+    def load(self, data: object) -> list[str]:
+        """Take a ``/market-calendar`` answer's ``data`` (see :func:`parse_calendar`);
+        returns the markets it held. A bad answer (ValueError) changes nothing."""
+        days = parse_calendar(data)
+        self._days.update(days)
+        return sorted(days)
 
     def known(self, market: str) -> bool:
         return market in self._days

@@ -87,9 +87,14 @@ class _Scraped(Collector):
         yield CounterMetricFamily(
             "qos_rejected_requests", "Commands and requests refused", value=st.rejected_requests
         )
-        yield CounterMetricFamily(
-            "qos_rest_requests", "REST requests made, retries included", value=st.rest_requests
+        rest = CounterMetricFamily(
+            "qos_rest_requests",
+            "REST requests made, retries included, by purpose",
+            labels=["purpose"],
         )
+        for purpose, n in st.rest_requests_by_purpose.items():
+            rest.add_metric([purpose], n)
+        yield rest
         rows = CounterMetricFamily(
             "qos_rows_written", "Rows acknowledged by the sink", labels=["table"]
         )

@@ -28,6 +28,7 @@ from . import protocol
 from .config import Secret, SubscribeConfig, UpstreamConfig
 from .exceptions import ApiError, AuthError, DecodeError, UpstreamError
 from .protocol import STREAMS, Record, Reply, Stream
+from .retry import Retry, classify_reply
 
 log = structlog.get_logger("recorder.session")
 
@@ -199,8 +200,9 @@ class Session:
                 self.handler.on_subscribed(stream, codes, kt)
                 return
             self.handler.on_rejected(f"subscribe {stream}", reply.msg)
-            if "frequent" not in reply.msg.lower():
+            if classify_reply(reply.msg) is not Retry.WINDOW:
                 break  # a real refusal: retrying the same request cannot help
+            # the rate limit: the gate spaces the next attempt by the command interval
         raise ApiError(f"subscription to {stream} {codes} rejected", reply.msg)
 
     async def _heartbeat(self) -> None:

@@ -32,6 +32,8 @@ class Status:
     dead_letter_dropped: int
     rejected_requests: int
     rest_requests: int
+    #: REST requests by purpose (trades, sweep, backfill, calendar, instruments, decimals)
+    rest_requests_by_purpose: Mapping[str, int]
     #: receive time of the last frame, and of the last trade, per code
     last_frame: Mapping[str, int]
     last_trade: Mapping[str, int]

@@ -22,6 +22,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from hostile import Answer, Hostile
 from simulated import SimulatorThread
 from truth import check_trades, trade_key
 
@@ -356,3 +357,62 @@ def test_a_full_window_that_starts_in_the_gaps_first_second_is_partial(
     after_oldest = asyncio.run(backfill(oldest + NS))
     assert at_oldest.status == "partial" and after_oldest.status == "filled"
     assert written  # both merged what the window had
+
+
+def _trade(code: str, ts: int, price: str = "1.5") -> dict[str, Any]:
+    return {"c": code, "p": price, "v": "10", "ts": ts, "d": 1}
+
+
+def test_trades_of_codes_not_asked_for_are_ignored_and_prove_nothing() -> None:
+    now = int(time.time())
+    written: list[Record] = []
+    with Hostile() as up:
+        # /trade answers only another code's trades, all inside the gap's span
+        up.http["/trade"] = Answer.ok([_trade("HK:700", now - 5 + i % 5) for i in range(20)])
+
+        async def backfill() -> tuple[Gap, Backfiller]:
+            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", "trades", "disconnect", now * NS)
+            up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
+            async with RestClient(up_config, Secret(KEY)) as rest:
+                backfiller = Backfiller(rest, TradeCounter(), written.append, lambda g: None)
+                await backfiller.round([gap])
+            return gap, backfiller
+
+        gap, backfiller = asyncio.run(backfill())
+    assert written == []  # nothing of HK:700 was asked for
+    assert backfiller.unasked == 20
+    assert gap.status != "filled" and gap.lost_trades is None
+    assert gap.detail is not None and "US:AAPL" in gap.detail
+
+
+def test_a_refused_backfill_spends_one_request_and_the_gap_says_why() -> None:
+    now = int(time.time())
+    updated: list[Gap] = []
+    with Hostile() as up:
+        up.http["/trade"] = Answer.json({"msg": "invalid code: US:AAPL"})
+
+        async def backfill() -> Backfiller:
+            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", "trades", "disconnect", now * NS)
+            up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
+            async with RestClient(up_config, Secret(KEY)) as rest:
+                resolved = asyncio.Event()
+
+                def update(gap: Gap) -> None:
+                    updated.append(gap)
+                    resolved.set()
+
+                backfiller = Backfiller(rest, TradeCounter(), lambda r: None, update, settle=0)
+                backfiller.submit(gap)
+                task = asyncio.create_task(backfiller.run())
+                await resolved.wait()
+                task.cancel()
+                assert backfiller.idle
+                assert not backfiller.pending()
+            return backfiller
+
+        backfiller = asyncio.run(asyncio.wait_for(backfill(), 20))
+        assert [r.path for r in up.requests] == ["/trade"]  # once, not five times
+    assert backfiller.failed_rounds == 0
+    (gap,) = updated
+    assert gap.status == "unrecoverable"
+    assert gap.detail == "backfill refused: /trade: invalid code: US:AAPL"
