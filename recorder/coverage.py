@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import Config
-from .exceptions import ConfigError, SinkError
 from .markets import Calendar, is_open
 from .protocol import NS, Stream, market_of
+from .schema import GAPS
+from .store import Reader, reader_for
 
 MINUTES = 1440
 #: what a minute shows, drawn in this order (later ones on top), and its colour
@@ -69,6 +67,11 @@ class Day:
     lost_volume: dict[str, float]
 
 
+_GAP_FIELDS = [
+    GAPS.names.index(n) for n in ("ts", "end_ts", "code", "stream", "status", "lost_volume")
+]
+
+
 def streams_of(config: Config) -> list[tuple[str, str, list[str]]]:
     """(table, gap stream, codes) for each recorded stream; K-lines as their 1-minute bars."""
     sub = config.subscribe
@@ -80,10 +83,14 @@ def streams_of(config: Config) -> list[tuple[str, str, list[str]]]:
     return [(table, stream, codes) for table, stream, codes in out if codes]
 
 
-def build(config: Config, day: dt.date, calendar: Calendar | None = None) -> Day:
-    """Read the store and the ledger for ``day`` (UTC) and lay out the picture."""
+def build(
+    config: Config, day: dt.date, calendar: Calendar | None = None, reader: Reader | None = None
+) -> Day:
+    """Read the store (the config's, or ``reader``: an archive, say) and the ledger for
+    ``day`` (UTC) and lay out the picture."""
     start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
-    store = _store(config)
+    end = start + 86400 * NS
+    store = reader or reader_for(config)
     lines: list[Line] = []
     rows: dict[str, int] = {}
     for table, stream, codes in streams_of(config):
@@ -92,122 +99,24 @@ def build(config: Config, day: dt.date, calendar: Calendar | None = None) -> Day
             for m in range(MINUTES):
                 if is_open(market_of(code), start + m * 60 * NS, calendar) is False:
                     line.minutes[m] = "closed"
-            minutes = store.minutes(table, code, start)
+            minutes = store.minutes(table, code, start, end)
             for m in minutes:
                 line.minutes[m] = "recorded"
-            rows[table] = rows.get(table, 0) + store.count(table, code, start)
+            rows[table] = rows.get(table, 0) + store.count(table, code, start, end)
             lines.append(line)
     gaps: dict[str, int] = {}
     lost: dict[str, float] = {}
     by_key = {(line.code, line.stream): line for line in lines}
-    for code, stream, first, end, status, lost_volume in store.gaps(start):
+    for row in store.gaps(start, end, overlapping=True):
+        first, last_ts, code, stream, status, lost_volume = (row[i] for i in _GAP_FIELDS)
         gaps[status] = gaps.get(status, 0) + 1
         if lost_volume:
             lost[code] = lost.get(code, 0.0) + lost_volume
         hit = by_key.get((code, stream))
         if hit is not None and status in KINDS:
-            last = MINUTES - 1 if end is None else (end - start) // (60 * NS)
+            last = MINUTES - 1 if last_ts is None else (last_ts - start) // (60 * NS)
             hit.paint(status, (first - start) // (60 * NS), last)
     return Day(day, lines, rows, gaps, lost)
-
-
-# --- reading the store ----------------------------------------------------------------------
-
-
-class _SQLite:
-    def __init__(self, path: str) -> None:
-        try:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise SinkError(f"sqlite {path}: {exc}") from None
-        self.path = path
-
-    def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        try:
-            return self.db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise SinkError(f"sqlite {self.path}: {exc}") from None
-
-    def minutes(self, table: str, code: str, start: int) -> list[int]:
-        sql = f"SELECT DISTINCT (ts - ?) / ? FROM {table} WHERE code = ? AND ts >= ? AND ts < ?"
-        return [m for (m,) in self._query(sql, start, 60 * NS, code, start, start + 86400 * NS)]
-
-    def count(self, table: str, code: str, start: int) -> int:
-        sql = f"SELECT count(*) FROM {table} WHERE code = ? AND ts >= ? AND ts < ?"
-        return int(self._query(sql, code, start, start + 86400 * NS)[0][0])
-
-    def gaps(self, start: int) -> Iterable[tuple[str, str, int, int | None, str, float | None]]:
-        sql = (
-            "SELECT code, stream, ts, end_ts, status, lost_volume FROM gaps "
-            "WHERE ts < ? AND (end_ts IS NULL OR end_ts >= ?) ORDER BY ts"
-        )
-        return [
-            (code, stream, ts, end, status, lost)
-            for code, stream, ts, end, status, lost in self._query(sql, start + 86400 * NS, start)
-        ]
-
-
-class _QuestDB:
-    def __init__(self, config: Config) -> None:
-        from .sinks.questdb import QuestDBSink
-
-        self.sink = QuestDBSink(config.sink.questdb, http=config.sink.questdb_http)
-
-    def _rows(self, sql: str) -> list[list[Any]]:
-        rows: list[list[Any]] = self.sink.execute(sql).get("dataset", [])
-        return rows
-
-    def minutes(self, table: str, code: str, start: int) -> list[int]:
-        return [int(m) for (m,) in self._rows(minutes_sql(table, code, start))]
-
-    def count(self, table: str, code: str, start: int) -> int:
-        rows = self._rows(count_sql(table, code, start))
-        return int(rows[0][0]) if rows else 0
-
-    def gaps(self, start: int) -> Iterable[tuple[str, str, int, int | None, str, float | None]]:
-        return [
-            (code, stream, ts * 1000, None if end is None else end * 1000, status, lost)
-            for code, stream, ts, end, status, lost in self._rows(gaps_sql(start))
-        ]
-
-
-def _window(start: int) -> str:
-    # only integers from this process go into the statements; codes passed the config's
-    # check (letters, digits, '.', '_', '-' and one ':'), so quoting cannot break out
-    return (
-        f"ts >= cast({start // 1000} AS TIMESTAMP) AND "
-        f"ts < cast({(start + 86400 * NS) // 1000} AS TIMESTAMP)"
-    )
-
-
-def minutes_sql(table: str, code: str, start: int) -> str:
-    return (
-        f"SELECT DISTINCT (cast(ts AS LONG) - {start // 1000}) / 60000000 FROM {table} "
-        f"WHERE code = '{code}' AND {_window(start)}"
-    )
-
-
-def count_sql(table: str, code: str, start: int) -> str:
-    return f"SELECT count() FROM {table} WHERE code = '{code}' AND {_window(start)}"
-
-
-def gaps_sql(start: int) -> str:
-    return (
-        "SELECT code, stream, cast(ts AS LONG), cast(end_ts AS LONG), status, lost_volume "
-        f"FROM gaps WHERE ts < cast({(start + 86400 * NS) // 1000} AS TIMESTAMP) AND "
-        f"(end_ts IS NULL OR end_ts >= cast({start // 1000} AS TIMESTAMP)) ORDER BY ts"
-    )
-
-
-def _store(config: Config) -> _SQLite | _QuestDB:
-    if config.sink.kind == "questdb":
-        return _QuestDB(config)
-    if config.sink.kind != "sqlite":
-        raise ConfigError(f"{config.path}: sink.kind: the null sink stores nothing to picture")
-    path = config.resolve(config.sink.sqlite_path)
-    if not path.exists():
-        raise SinkError(f"sqlite {path}: no such database yet")
-    return _SQLite(str(path))
 
 
 # --- drawing ------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +13,7 @@ from .daemon import Recorder
 from .report import format_gaps, read_gaps
 from .schema import TABLES
 from .sim import DEFAULT_CODES, SimConfig, Simulator
+from .store import reader_for
 
 
 async def demo(seconds: float, path: Path) -> None:
@@ -105,15 +105,15 @@ def _open_log(path: Path) -> BinaryIO:
 
 
 def summary(config: Config) -> str:
-    """Rows per table and the gaps, read back from the SQLite file."""
+    """Rows per table and the gaps, read back through the store's reader."""
     path = config.resolve(config.sink.sqlite_path)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    reader = reader_for(config)
     try:
         lines = [f"database: {path}", "rows per table:"]
         for table in TABLES:
-            (n,) = db.execute(f"SELECT count(*) FROM {table.name}").fetchone()
+            n = sum(reader.count(table.name, c, 0, 2**63 - 1) for c in reader.codes(table.name))
             lines.append(f"  {table.name:<12} {n:>8}")
+        lines += ["gaps:", format_gaps(read_gaps(reader, 0))]
     finally:
-        db.close()
-    lines += ["gaps:", format_gaps(read_gaps(config, 0))]
+        reader.close()
     return "\n".join(lines)

@@ -3,25 +3,20 @@
 :func:`replay` yields the same typed records the decoder produces, merged across tables in
 time order. Equal timestamps break ties by receive time, then stream (trades, depth,
 snapshots, klines), then code, so the order is stable and, for live data, exactly the order
-the frames arrived in. Memory stays bounded however long the range: every (table, code)
-is one database cursor read in chunks, and a heap merges them.
+the frames arrived in. Memory stays bounded however long the range: every stream is one
+cursor of the source's reader (:mod:`recorder.store`) read in chunks, and a heap merges
+them.
 
-Sources: a SQLite file, or a QuestDB HTTP address (``http://host:9000``), read through
-QuestDB's CSV export endpoint ``/exp``, which streams the result so it is never held whole
-(no extra client library; the PostgreSQL wire would need one and buys nothing here).
+Sources: whatever :func:`recorder.store.open_source` reads: a SQLite file, a QuestDB HTTP
+address (``http://host:9000``, streamed through ``/exp``), or a Parquet archive folder or
+URL written by ``qos-recorder export``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import heapq
-import io
-import sqlite3
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +30,6 @@ from .config import check_code_entry
 from .exceptions import ConfigError, SinkError
 from .markets import bar_end
 from .protocol import (
-    KLINE_TYPES,
     NS,
     STREAMS,
     Kline,
@@ -45,10 +39,10 @@ from .protocol import (
     push_frame,
     split_codes,
 )
-from .schema import BY_NAME, Row, record_of
+from .schema import Row, record_of
+from .store import Reader, open_source
 
 log = structlog.get_logger("recorder.replay")
-CHUNK = 2000
 _ORDER: dict[str, int] = {s.value: i for i, s in enumerate(STREAMS)}  # table -> tie-break
 
 
@@ -76,80 +70,51 @@ def check(query: Query) -> None:
 
 
 def replay(
-    source: str | Path,
+    source: str | Path | Reader,
     start: int,
     end: int,
     codes: Iterable[str] = (),
     streams: Iterable[str] = tuple(STREAMS),
 ) -> Iterator[Record]:
-    """Records from ``source`` with ``start <= ts < end`` (ns), in time order."""
+    """Records from ``source`` (a reader, or anything :func:`open_source` takes) with
+    ``start <= ts < end`` (ns), in time order."""
     query = Query(start, end, tuple(split_codes(list(codes))), tuple(streams))
     check(query)
-    text = str(source)
-    if text.startswith(("http://", "https://")):
-        cursors = _questdb_cursors(text, query)
-    else:
-        cursors = _sqlite_cursors(Path(text), query)
-    for _key, record in heapq.merge(*cursors):
+    reader = source if not isinstance(source, str | Path) else open_source(source)
+    for _key, record in heapq.merge(*_cursors(reader, query)):
         yield record
 
 
-# --- SQLite ---------------------------------------------------------------------------
-
-
-def _sqlite_cursors(path: Path, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
-    if not path.exists():
-        raise ConfigError(f"--source: {path}: no such file")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        cursors = []
-        for stream in query.streams:
-            table = BY_NAME[Stream(stream).value]
-            codes = query.codes or [
-                c for (c,) in db.execute(f"SELECT DISTINCT code FROM {table.name}")
-            ]
-            for code in codes:
-                if table.name == "klines":
-                    kts = db.execute("SELECT DISTINCT kt FROM klines WHERE code = ?", (code,))
-                    cursors += [_sqlite_bars(db, code, kt, query) for (kt,) in kts.fetchall()]
-                else:
-                    cursors.append(_sqlite_rows(db, table.name, code, query))
-    except sqlite3.Error as exc:
-        raise SinkError(f"sqlite {path}: {exc}") from None
+def _cursors(reader: Reader, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
+    """One time-ordered cursor per stream (per code and bar type for K-lines, whose bars
+    are replayed at their close)."""
+    cursors = []
+    for stream in query.streams:
+        table = Stream(stream).value
+        if table != "klines":
+            rows = reader.rows(table, query.start, query.end, query.codes)
+            cursors.append(_keyed_rows(table, rows))
+            continue
+        for code in query.codes or reader.codes("klines"):
+            for kt in reader.kline_types(code):
+                rows = reader.rows("klines", query.start - lookback(kt), query.end, [code], kt)
+                cursors.append(_closed_bars(rows, query))
     return cursors
 
 
-def _sqlite_rows(
-    db: sqlite3.Connection, table: str, code: str, query: Query
-) -> Iterator[tuple[tuple[Any, ...], Record]]:
-    # The unique index starts (code, ts): one code's rows come out in ts order without a
-    # sort of the whole range; only rows sharing a second are ordered by recv_ts.
-    cols = ", ".join(BY_NAME[table].names)
-    cur = db.execute(
-        f"SELECT {cols} FROM {table} WHERE code = ? AND ts >= ? AND ts < ? ORDER BY ts, recv_ts",
-        (code, query.start, query.end),
-    )
+def _keyed_rows(table: str, rows: Iterator[Row]) -> Iterator[tuple[tuple[Any, ...], Record]]:
     order = _ORDER[table]
-    while rows := cur.fetchmany(CHUNK):
-        for row in rows:
-            yield _keyed(table, order, row)
+    for row in rows:
+        yield _keyed(table, order, row)
 
 
-def _sqlite_bars(
-    db: sqlite3.Connection, code: str, kt: int, query: Query
-) -> Iterator[tuple[tuple[Any, ...], Record]]:
+def _closed_bars(rows: Iterator[Row], query: Query) -> Iterator[tuple[tuple[Any, ...], Record]]:
     """One code's bars of one type that closed inside the range, in order."""
-    cols = ", ".join(BY_NAME["klines"].names)
-    cur = db.execute(
-        f"SELECT {cols} FROM klines WHERE code = ? AND kt = ? AND ts >= ? AND ts < ? ORDER BY ts",
-        (code, kt, query.start - lookback(kt), query.end),
-    )
     order = _ORDER["klines"]
-    while rows := cur.fetchmany(CHUNK):
-        for row in rows:
-            keyed = _keyed("klines", order, row)
-            if query.start <= keyed[0][0] < query.end:
-                yield keyed
+    for row in rows:
+        keyed = _keyed("klines", order, row)
+        if query.start <= keyed[0][0] < query.end:
+            yield keyed
 
 
 def lookback(kt: int) -> int:
@@ -172,72 +137,6 @@ def _keyed(table: str, order: int, row: Row) -> tuple[tuple[Any, ...], Record]:
     return (record.ts, record.recv_ts, order, record.code), record
 
 
-# --- QuestDB --------------------------------------------------------------------------
-
-
-def _questdb_cursors(base: str, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
-    cursors = []
-    for stream in query.streams:
-        table = Stream(stream).value
-        kts: list[int | None] = [*sorted(KLINE_TYPES)] if table == "klines" else [None]
-        cursors += [_questdb_rows(base.rstrip("/"), table, query, kt) for kt in kts]
-    return cursors
-
-
-def questdb_sql(table: str, query: Query, kt: int | None = None) -> str:
-    """The ``/exp`` query for one table (for K-lines, one bar type: the bars that closed in
-    the range, which may have opened before it)."""
-    spec = BY_NAME[table]
-    cols = ", ".join(
-        f"cast({name} AS LONG)" if kind in ("ts", "time") else name for name, kind in spec.columns
-    )
-    # Codes passed check_code_entry (letters, digits, '.', '_', '-', one ':'), so quoting
-    # them cannot break out of the literal; times are integers from this process.
-    start = (query.start - (0 if kt is None else lookback(kt))) // 1000
-    end = query.end // 1000
-    where = f"ts >= cast({start} AS TIMESTAMP) AND ts < cast({end} AS TIMESTAMP)"
-    if query.codes:
-        where += " AND code IN (" + ", ".join(f"'{c}'" for c in query.codes) + ")"
-    if kt is not None:
-        return f"SELECT {cols} FROM {table} WHERE {where} AND kt = {int(kt)} ORDER BY ts, code"
-    return f"SELECT {cols} FROM {table} WHERE {where} ORDER BY ts, recv_ts"
-
-
-def _questdb_rows(
-    base: str, table: str, query: Query, kt: int | None
-) -> Iterator[tuple[tuple[Any, ...], Record]]:
-    spec = BY_NAME[table]
-    sql = questdb_sql(table, query, kt)
-    url = f"{base}/exp?{urllib.parse.urlencode({'query': sql})}"
-    try:
-        resp = urllib.request.urlopen(url, timeout=30)
-    except (urllib.error.URLError, OSError) as exc:
-        raise SinkError(f"questdb {base}/exp: {exc}") from None
-    order = _ORDER[table]
-    kinds = [kind for _, kind in spec.columns]
-    with resp:
-        reader = csv.reader(io.TextIOWrapper(resp, encoding="utf-8"))
-        next(reader, None)  # header
-        for fields in reader:
-            keyed = _keyed(
-                table, order, tuple(_value(v, k) for v, k in zip(fields, kinds, strict=True))
-            )
-            if kt is None or query.start <= keyed[0][0] < query.end:
-                yield keyed
-
-
-def _value(text: str, kind: str) -> Any:
-    if text == "":
-        return None
-    if kind in ("ts", "time"):
-        return int(text) * 1000
-    if kind == "f64":
-        return float(text)
-    if kind in ("int", "long"):
-        return int(text)
-    return text
-
-
 # --- NDJSON -----------------------------------------------------------------------------
 
 
@@ -249,32 +148,14 @@ def frames(records: Iterable[Record], scales: Mapping[str, Scale] | None = None)
         yield orjson.dumps(push_frame(record, scales.get(record.code))) + b"\n"
 
 
-SCALES_SQL = (
-    "SELECT code, price_dp, size_dp, turnover_dp FROM instruments "
-    "WHERE price_dp IS NOT NULL ORDER BY ts"
-)
-
-
-def read_scales(source: str | Path) -> dict[str, Scale]:
+def read_scales(source: str | Path | Reader) -> dict[str, Scale]:
     """The decimals each code's strings carried live, from the ``instruments`` table (the
     latest row per code); empty when the source has none (recorded by an older version)."""
-    text = str(source)
     try:
-        if text.startswith(("http://", "https://")):
-            url = f"{text.rstrip('/')}/exp?{urllib.parse.urlencode({'query': SCALES_SQL})}"
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                reader = csv.reader(io.TextIOWrapper(resp, encoding="utf-8"))
-                next(reader, None)
-                rows: list[Any] = [tuple(r) for r in reader]
-        else:
-            db = sqlite3.connect(f"file:{text}?mode=ro", uri=True)
-            try:
-                rows = db.execute(SCALES_SQL).fetchall()
-            finally:
-                db.close()
-    except (sqlite3.Error, urllib.error.URLError, OSError):
+        reader = source if not isinstance(source, str | Path) else open_source(source)
+        return reader.scales()
+    except (ConfigError, SinkError):
         return {}  # no scale known: the shortest decimal form
-    return {code: Scale(int(p), int(s), int(t)) for code, p, s, t in rows if p != ""}
 
 
 # --- the replay server ----------------------------------------------------------------

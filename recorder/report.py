@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 from .config import Address, Config
-from .exceptions import ConfigError, SinkError
+from .exceptions import ConfigError
 from .protocol import NS
+from .schema import GAPS
+from .store import Reader, reader_for
 
 GAP_COLUMNS = (
     "ts",
@@ -48,36 +49,15 @@ def parse_time(text: str, option: str = "--since") -> int:
     return int(when.timestamp() * NS)
 
 
-def read_gaps(config: Config, since_ns: int) -> list[tuple[Any, ...]]:
-    """The gaps stored since ``since_ns``, oldest first, ``ts``/``end_ts`` in nanoseconds."""
-    kind = config.sink.kind
-    if kind == "sqlite":
-        path = config.resolve(config.sink.sqlite_path)
-        if not path.exists():
-            raise SinkError(f"sqlite {path}: no such database yet")
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return db.execute(
-                f"SELECT {', '.join(GAP_COLUMNS)} FROM gaps WHERE ts >= ? ORDER BY ts, code",
-                (since_ns,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise SinkError(f"sqlite {path}: {exc}") from None
-        finally:
-            db.close()
-    if kind == "questdb":
-        from .sinks.questdb import QuestDBSink
-
-        sink = QuestDBSink(config.sink.questdb, http=config.sink.questdb_http)
-        # only an integer from this process goes into the statement
-        body = sink.execute(
-            "SELECT cast(ts AS LONG) * 1000, cast(end_ts AS LONG) * 1000, code, stream, cause, "
-            "status, backfilled, missing, missing_unit, detail, lost_volume, lost_trades "
-            "FROM gaps "
-            f"WHERE ts >= cast({int(since_ns) // 1000} AS TIMESTAMP) ORDER BY ts, code"
-        )
-        return [tuple(row) for row in body.get("dataset", [])]
-    return []
+def read_gaps(source: Config | Reader, since_ns: int) -> list[tuple[Any, ...]]:
+    """The gaps stored since ``since_ns`` (in the config's store, or any reader), oldest
+    first, ``ts``/``end_ts`` in nanoseconds, columns as :data:`GAP_COLUMNS`."""
+    if isinstance(source, Config):
+        if source.sink.kind == "null":
+            return []
+        source = reader_for(source)
+    pick = [GAPS.names.index(name) for name in GAP_COLUMNS]
+    return [tuple(row[i] for i in pick) for row in source.gaps(since_ns, 2**63 - 1)]
 
 
 def _time(ns: int | None) -> str:

@@ -15,7 +15,7 @@ from conftest import KEY, make_config, rows, run_recorder
 from PIL import Image
 from simulated import SimulatorThread
 
-from recorder.coverage import EMPTY, KINDS, MINUTES, build, count_sql, gaps_sql, minutes_sql
+from recorder.coverage import EMPTY, KINDS, MINUTES, build
 from recorder.daemon import Recorder
 from recorder.protocol import Stream
 
@@ -132,17 +132,3 @@ def test_the_picture_in_a_headless_browser(
     for kind in ("recorded", "unrecoverable"):
         assert rgb(KINDS[kind][1]) in colours, kind
     assert rgb(EMPTY) in colours
-
-
-def test_the_questdb_queries_parse_with_questdb_grammar() -> None:
-    from test_schema import _check
-
-    start = 1_795_651_200 * 1_000_000_000
-    for result in _check(
-        [
-            minutes_sql("trades", "US:AAPL", start),
-            count_sql("depth", "HK:700", start),
-            gaps_sql(start),
-        ]
-    ):
-        assert result["errors"] == [], result

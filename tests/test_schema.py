@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from recorder.protocol import NS, Depth, Kline, SessionQuote, Snapshot, Trade
-from recorder.replay import SCALES_SQL, Query, questdb_sql
 from recorder.schema import TABLES, depth_row, kline_row, record_of, snapshot_row, trade_row
 from recorder.sinks.questdb import after_sql, anchor_sql, drop_partitions_sql
+from recorder.store import questdb as store_questdb
 
 ROOT = Path(__file__).parent.parent
 CHECKER = ROOT / "tests" / "sqlcheck"
@@ -50,14 +50,11 @@ def test_the_checker_rejects_bad_sql() -> None:
 def test_ddl_and_readme_sql_parse_with_questdb_grammar() -> None:
     migrations = [s for t in TABLES for s in t.questdb_migrations()]
     assert len(migrations) == 6  # depth n + keys, snapshots n + keys, gaps' two columns
-    query = Query(1_795_618_800 * NS, 1_795_622_400 * NS, ("US:AAPL", "HK:700"))
     queries = [
         anchor_sql("US:AAPL"),
         after_sql("US:AAPL", 1_795_618_800_000_000, 17),
-        questdb_sql("trades", query),
-        questdb_sql("klines", query, 1001),
         drop_partitions_sql("depth", 1_795_618_800 * NS),
-        SCALES_SQL,
+        *store_questdb.statements(),  # every statement the QuestDB reader sends
     ]
     statements = [t.questdb_ddl() for t in TABLES] + migrations + queries + _readme_sql()
     assert len(statements) >= len(TABLES) + 8

@@ -17,12 +17,6 @@ without dedup keys.
 
 from __future__ import annotations
 
-import base64
-import json
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,24 +26,12 @@ from ..batching import Batch
 from ..exceptions import ConfigError, SinkError, SinkRejected
 from ..identity import Identity
 from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row
+from ..store.questdb import QuestDBHttp, default_http, parse_conf
+from ..store.quote import At, Name, bind
+
+__all__ = ["QuestDBSink", "parse_conf"]
 
 ACK_TIMEOUT_MS = 30_000
-
-
-def parse_conf(conf: str) -> tuple[str, dict[str, str]]:
-    """Split ``schema::key=value;...`` (``;;`` is a literal semicolon)."""
-    schema, sep, rest = conf.partition("::")
-    if not sep or not schema:
-        raise ConfigError(f"sink.questdb: {conf.split(';')[0]!r} is not a client conf string")
-    params: dict[str, str] = {}
-    for part in rest.replace(";;", "\0").split(";"):
-        if not part.strip():
-            continue
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise ConfigError(f"sink.questdb: {key.strip()!r} has no value")
-        params[key.strip()] = value.replace("\0", ";")
-    return schema, params
 
 
 class QuestDBSink:
@@ -63,18 +45,14 @@ class QuestDBSink:
         if "addr" not in self.params:
             raise ConfigError("sink.questdb: the conf string needs addr=host:port")
         self.store_and_forward = self.schema in ("ws", "wss") and "sf_dir" in self.params
-        self.exec_url = (http or self._default_http()).rstrip("/") + "/exec"
+        self.http = QuestDBHttp(
+            http or default_http(self.schema, self.params), self.params, self.schema, timeout
+        )
+        self.exec_url = self.http.base + "/exec"
         self.timeout = timeout
         self._sender: Any = None
         self._ready = False
         self._plan = {t.name: self._columns(t.name) for t in TABLES}
-
-    def _default_http(self) -> str:
-        host, _, port = self.params["addr"].split(",")[0].rpartition(":")
-        secure = self.schema in ("https", "wss", "tcps")
-        if self.schema in ("tcp", "tcps"):
-            port = "9000"
-        return f"{'https' if secure else 'http'}://{host}:{port}"
 
     @staticmethod
     def _columns(table: str) -> tuple[list[tuple[int, str]], list[tuple[int, str, bool]]]:
@@ -108,28 +86,7 @@ class QuestDBSink:
 
     def execute(self, sql: str) -> dict[str, Any]:
         """Run one statement over HTTP ``/exec``; SinkError when it fails."""
-        url = f"{self.exec_url}?{urllib.parse.urlencode({'query': sql})}"
-        request = urllib.request.Request(url)
-        user, password, token = (self.params.get(k) for k in ("username", "password", "token"))
-        if user and password:
-            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {basic}")
-        elif token and self.schema in ("http", "https", "ws", "wss"):
-            request.add_header("Authorization", f"Bearer {token}")
-        context = None
-        if self.params.get("tls_verify") == "unsafe_off":
-            context = ssl._create_unverified_context()
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            raise SinkError(f"questdb /exec: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise SinkError(f"questdb /exec at {self.exec_url}: {exc}") from None
-        if "error" in body:
-            raise SinkError(f"questdb /exec: {body['error']}")
-        return body
+        return self.http.execute(sql)
 
     def write(self, batch: Batch) -> None:
         if self._sender is None or not self._ready:
@@ -175,18 +132,19 @@ class QuestDBSink:
                 del exc
 
     def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
-        # Only an integer from this process goes into the statement.
-        micros = int(since_ns) // 1000
         body = self.execute(
-            "SELECT code, cast(ts AS LONG) t, price, size, side, max(k) + 1 n FROM trades "
-            f"WHERE ts >= cast({micros} AS TIMESTAMP)"
+            bind(
+                "SELECT code, cast(ts AS LONG) t, price, size, side, max(k) + 1 n FROM trades "
+                "WHERE ts >= {}",
+                At(since_ns),
+            )
         )
         return [((c, t * 1000, p, s, d), n) for c, t, p, s, d, n in body.get("dataset", [])]
 
     def last_times(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for table in MARKET_TABLES:
-            body = self.execute(f"SELECT code, cast(max(ts) AS LONG) FROM {table}")
+            body = self.execute(bind("SELECT code, cast(max(ts) AS LONG) FROM {}", Name(table)))
             for code, micros in body.get("dataset", []):
                 if micros is not None:
                     out[(code, table)] = int(micros) * 1000
@@ -228,27 +186,28 @@ class QuestDBSink:
 
 def drop_partitions_sql(table: str, before_ns: int) -> str:
     """Retention: the day partitions of ``table`` wholly before ``before_ns``."""
-    return (
-        f"ALTER TABLE {table} DROP PARTITION "
-        f"WHERE ts < cast({int(before_ns) // 1000} AS TIMESTAMP);"
-    )
+    return bind("ALTER TABLE {} DROP PARTITION WHERE ts < {};", Name(table), At(before_ns))
 
 
 def anchor_sql(code: str) -> str:
-    """The newest snapshot of ``code``. Codes passed the config's check (letters, digits,
-    '.', '_', '-' and one ':'), so quoting cannot break out of the literal."""
-    return (
+    """The newest snapshot of ``code``."""
+    return bind(
         "SELECT volume, cast(ts AS LONG), recv_ts FROM snapshots "
-        f"WHERE code = '{code}' ORDER BY ts DESC, recv_ts DESC LIMIT 1"
+        "WHERE code = {} ORDER BY ts DESC, recv_ts DESC LIMIT 1",
+        code,
     )
 
 
 def after_sql(code: str, micros: int, recv_ts: int) -> str:
     """The volume of the live trades of ``code`` stored after a snapshot."""
-    at = f"cast({int(micros)} AS TIMESTAMP)"
-    return (
-        f"SELECT sum(size) FROM trades WHERE code = '{code}' AND (ts > {at} OR "
-        f"(ts = {at} AND source = 'live' AND recv_ts > {int(recv_ts)}))"
+    at = At(int(micros) * 1000)
+    return bind(
+        "SELECT sum(size) FROM trades WHERE code = {} AND (ts > {} OR "
+        "(ts = {} AND source = 'live' AND recv_ts > {}))",
+        code,
+        at,
+        at,
+        int(recv_ts),
     )
 
 

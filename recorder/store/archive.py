@@ -1,0 +1,251 @@
+"""Reading the Parquet day archive that ``qos-recorder export`` writes.
+
+Layout, under a local folder or any fsspec URL (``s3://bucket/prefix``)::
+
+    <table>/date=YYYY-MM-DD/part-<export id>.parquet   zstd, sorted by code then time
+    _manifest/date=YYYY-MM-DD.json                     the day's ledger (see archive.py)
+
+The manifest is written last and names the files of its export, so this reader sees a
+re-exported day either whole before or whole after (files not named by a manifest are
+ignored: an export in progress, or an older one not yet deleted). A day without a
+manifest is not in the archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..exceptions import ConfigError, SinkError
+from ..protocol import NS, Scale
+from ..schema import BY_NAME, Row
+from .arrow import conform, pyarrow, sort, to_rows
+from .base import BATCH_ROWS, CHUNK, overlaps, scales_of, time_order
+
+DAY = 86400 * NS
+MANIFESTS = "_manifest"
+
+
+def day_of(ns: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ns // NS, dt.UTC).date()
+
+
+def day_start(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
+
+
+def manifest_path(day: dt.date) -> str:
+    return f"{MANIFESTS}/date={day.isoformat()}.json"
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and root path of an archive URL or folder."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(
+            "fsspec is not installed: pip install 'qos-recorder[data]' for the archive"
+        ) from None
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except (ImportError, ValueError) as exc:  # an unknown protocol, s3fs missing for s3://
+        raise ConfigError(f"{url}: {exc}") from None
+    return fs, str(root).rstrip("/")
+
+
+class ArchiveReader:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.source = url
+        self.fs, self.root = filesystem(url, storage_options)
+        pa = pyarrow()
+        self._pa = pa
+        try:
+            listed = self.fs.ls(f"{self.root}/{MANIFESTS}", detail=False)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{url}: not an archive (no {MANIFESTS}/ folder; write one with qos-recorder "
+                "export)"
+            ) from None
+        except OSError as exc:
+            raise SinkError(f"archive {url}: {exc}") from None
+        self.days: dict[dt.date, str] = {}
+        for path in listed:
+            name = str(path).rsplit("/", 1)[-1]
+            if name.startswith("date=") and name.endswith(".json"):
+                self.days[dt.date.fromisoformat(name[5:15])] = str(path)
+        self._manifests: dict[dt.date, dict[str, Any]] = {}
+        self._arrow_fs: Any = None
+
+    def manifest(self, day: dt.date) -> dict[str, Any]:
+        """The manifest of ``day``; ConfigError when the archive does not hold that day."""
+        if day not in self.days:
+            raise ConfigError(f"{self.source}: {day} is not in the archive")
+        if day not in self._manifests:
+            try:
+                with self.fs.open(self.days[day], "rb") as f:
+                    self._manifests[day] = json.loads(f.read())
+            except (OSError, ValueError) as exc:
+                raise SinkError(f"archive {self.source}: {self.days[day]}: {exc}") from None
+        return self._manifests[day]
+
+    def _in(self, start: int, end: int) -> list[dt.date]:
+        first, last = day_of(start), day_of(end - 1)
+        return sorted(d for d in self.days if first <= d <= last)
+
+    def files(self, table: str, day: dt.date) -> list[str]:
+        entry = self.manifest(day)["tables"].get(table)
+        return [f"{self.root}/{name}" for name in entry["files"]] if entry else []
+
+    def _dataset(self, paths: list[str]) -> Any:
+        import pyarrow.dataset as ds
+
+        if self._arrow_fs is None:
+            if type(self.fs).__name__ == "LocalFileSystem":
+                import pyarrow.fs as pafs
+
+                self._arrow_fs = pafs.LocalFileSystem()
+            else:
+                import pyarrow.fs as pafs
+
+                self._arrow_fs = pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return ds.dataset(paths, format="parquet", filesystem=self._arrow_fs)
+
+    def _filter(self, start: int, end: int, codes: Sequence[str], kt: int | None = None) -> Any:
+        import pyarrow.compute as pc
+
+        pa = self._pa
+        ts = pa.timestamp("ns", tz="UTC")
+        expr = (pc.field("ts") >= pa.scalar(start, ts)) & (pc.field("ts") < pa.scalar(end, ts))
+        if codes:
+            expr = expr & pc.field("code").isin(list(codes))
+        if kt is not None:
+            expr = expr & (pc.field("kt") == kt)
+        return expr
+
+    def _batches(
+        self,
+        table: str,
+        start: int,
+        end: int,
+        codes: Sequence[str],
+        size: int,
+        kt: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[tuple[dt.date, Any]]:
+        for day in self._in(start, end):
+            paths = self.files(table, day)
+            if not paths:
+                continue
+            try:
+                data = self._dataset(paths)
+                scan = data.to_batches(
+                    columns=list(columns) if columns else None,
+                    filter=self._filter(start, end, codes, kt),
+                    batch_size=size,
+                    use_threads=False,  # keeps the file's order
+                )
+                for batch in scan:
+                    if batch.num_rows:
+                        yield day, batch
+            except (OSError, self._pa.ArrowException) as exc:
+                raise SinkError(f"archive {self.source}: {table} {day}: {exc}") from None
+
+    def _day_tables(
+        self, table: str, start: int, end: int, codes: Sequence[str], kt: int | None = None
+    ) -> Iterator[Any]:
+        """Per day, the rows asked for as one Arrow table."""
+        pa = self._pa
+        day: dt.date | None = None
+        pending: list[Any] = []
+        for at, batch in self._batches(table, start, end, codes, BATCH_ROWS, kt):
+            if day is not None and at != day and pending:
+                yield pa.Table.from_batches(pending)
+                pending = []
+            day = at
+            pending.append(batch)
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    def codes(self, table: str) -> list[str]:
+        found: set[str] = set()
+        for day in self.days:
+            entry = self.manifest(day)["tables"].get(table)
+            found.update(entry["codes"] if entry else ())
+        return sorted(found)
+
+    def kline_types(self, code: str) -> list[int]:
+        found: set[int] = set()
+        for day in self.days:
+            for path in self.files("klines", day):
+                data = self._dataset([path]).to_table(
+                    columns=["kt"], filter=self._pc_field("code").isin([code])
+                )
+                found.update(data.column("kt").to_pylist())
+        return sorted(found)
+
+    def _pc_field(self, name: str) -> Any:
+        import pyarrow.compute as pc
+
+        return pc.field(name)
+
+    def rows(
+        self, table: str, start: int, end: int, codes: Sequence[str] = (), kt: int | None = None
+    ) -> Iterator[Row]:
+        order = time_order(table)
+        for data in self._day_tables(table, start, end, codes, kt):
+            ordered = sort(conform(table, data), order)
+            for batch in ordered.to_batches(max_chunksize=CHUNK * 8):
+                yield from to_rows(table, batch)
+
+    def count(self, table: str, code: str, start: int, end: int) -> int:
+        if start == day_start(day_of(start)) and end - start == DAY and day_of(start) in self.days:
+            entry = self.manifest(day_of(start))["tables"].get(table)
+            return int(entry["codes"].get(code, 0)) if entry else 0
+        return sum(
+            b.num_rows
+            for _, b in self._batches(table, start, end, [code], BATCH_ROWS, None, ["ts"])
+        )
+
+    def minutes(self, table: str, code: str, start: int, end: int) -> list[int]:
+        import pyarrow.compute as pc
+
+        found: set[int] = set()
+        for _, batch in self._batches(table, start, end, [code], BATCH_ROWS, None, ["ts"]):
+            ns = batch.column("ts").cast(self._pa.int64())
+            minute = pc.divide(pc.subtract(ns, start), 60 * NS)
+            found.update(pc.unique(minute).to_pylist())
+        return sorted(found)
+
+    def _all(self, table: str, up_to: int | None = None) -> list[Row]:
+        rows: list[Row] = []
+        for day in sorted(self.days):
+            if up_to is not None and day_start(day) >= up_to:
+                break
+            paths = self.files(table, day)
+            if paths:
+                rows += to_rows(table, conform(table, self._dataset(paths).to_table()))
+        return rows
+
+    def gaps(self, start: int, end: int, overlapping: bool = False) -> list[Row]:
+        rows = self._all("gaps", up_to=end)
+        if overlapping:
+            rows = [r for r in rows if overlaps(r, start, end)]
+        else:
+            rows = [r for r in rows if start <= r[0] < end]
+        return sorted(rows, key=lambda r: (r[0], r[2]))
+
+    def scales(self) -> dict[str, Scale]:
+        return scales_of(sorted(self._all("instruments"), key=lambda r: (r[0], r[1])))
+
+    def batches(
+        self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS
+    ) -> Iterator[Any]:
+        if table not in BY_NAME:
+            raise ConfigError(f"{table!r} is not a table")
+        for _, batch in self._batches(table, start, end, codes, size):
+            yield batch
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,206 @@
+"""The store readers: one quoting function for QuestDB SQL, and the SQLite reader's rows,
+orders, gaps, counts and Arrow batches checked against the rows written."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder.batching import Batch
+from recorder.exceptions import ConfigError
+from recorder.protocol import NS, Scale
+from recorder.schema import BY_NAME, Row
+from recorder.sinks.sqlite import SQLiteSink
+from recorder.store import code_order, open_source, time_order
+from recorder.store.arrow import to_rows
+from recorder.store.quote import At, Name, bind, literal
+
+DAY0 = 1_795_651_200 * NS  # 2026-11-26T00:00:00Z
+CODES = ("US:AAPL", "HK:700", "SH:600519")
+
+
+# --- quoting --------------------------------------------------------------------------
+
+
+def test_literal_quotes_and_refuses() -> None:
+    assert literal("it's") == "'it''s'"
+    assert literal(At(1_500)) == "cast(1 AS TIMESTAMP)"
+    assert literal(None) == "NULL" and literal(-3) == "-3" and literal(0.5) == "0.5"
+    assert literal(Name("trades")) == "trades"
+    for bad in (True, float("nan"), float("inf"), 2**63, "a\nb", "\x00", Name("x; DROP"), b"x"):
+        with pytest.raises(ValueError):
+            literal(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="placeholders"):
+        bind("SELECT {} FROM {}", 1)
+
+
+@given(st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f")))
+def test_a_literal_is_one_quoted_string_whatever_the_text(text: str) -> None:
+    quoted = literal(text)
+    inner = quoted[1:-1]
+    assert quoted[0] == quoted[-1] == "'"
+    assert "'" not in inner.replace("''", "")  # every quote inside is doubled
+    assert inner.replace("''", "'") == text
+
+
+def test_hostile_texts_stay_one_literal_in_questdb_grammar() -> None:
+    from test_schema import _check
+
+    texts = ["'; DROP TABLE trades; --", "a''b", "\\'", "é中文 ☃", "{}", "' OR '1'='1", ""]
+    template = "SELECT * FROM trades WHERE code = {} AND ts >= {}"
+    for result in _check([bind(template, t, At(NS)) for t in texts]):
+        assert result["errors"] == [] and result["statements"] == 1, result
+
+
+# --- a recording with ties, several codes, gaps and scales ------------------------------
+
+_trade = st.tuples(
+    st.integers(0, 3 * 86400 - 1),  # second of a three-day range
+    st.sampled_from(CODES),
+    st.sampled_from([10.0, 10.5, 11.25]),
+    st.sampled_from([1.0, 2.0]),
+    st.sampled_from([0, 1, 2]),
+    st.integers(0, 2),  # recv offset (ns) within the second, ties included
+)
+
+
+def trade_rows(specs: list[tuple[Any, ...]]) -> list[Row]:
+    """Stored trades, ``k`` counting earlier identical trades of the second."""
+    seen: dict[tuple[Any, ...], int] = {}
+    out = []
+    for second, code, price, size, side, recv in specs:
+        ts = DAY0 + second * NS
+        ident = (code, ts, price, size, side)
+        k = seen.get(ident, 0)
+        seen[ident] = k + 1
+        out.append((ts, code, code.split(":")[0], price, size, side, k, "live", ts + recv))
+    return out
+
+
+def gap_rows() -> list[Row]:
+    def gap(start: int, end: int | None, code: str, status: str) -> Row:
+        return (
+            start,
+            end,
+            code,
+            "US",
+            "trades",
+            "disconnect",
+            start,
+            3,
+            1.0,
+            "trades",
+            status,
+            None,
+            2.5,
+            1,
+        )
+
+    return [
+        gap(DAY0 - 3600 * NS, None, "US:AAPL", "open"),  # before the range, still open
+        gap(DAY0 + 100 * NS, DAY0 + 200 * NS, "HK:700", "filled"),
+        gap(DAY0 + 86400 * NS + 5, DAY0 + 86400 * NS + 9, "US:AAPL", "unrecoverable"),
+    ]
+
+
+def instrument_row(code: str, day: int, dp: int | None) -> Row:
+    return (day, code, "US", "X", "USD", None, None, 1, 0, 0, 0.0, 0.0, 0.0, dp, dp, dp, day)
+
+
+def write(path: Path, trades: list[Row]) -> Path:
+    sink = SQLiteSink(path)
+    sink.write(
+        Batch(
+            {
+                "trades": trades,
+                "gaps": gap_rows(),
+                "instruments": [
+                    instrument_row("US:AAPL", DAY0, 2),
+                    instrument_row("US:AAPL", DAY0 + 86400 * NS, 3),
+                    instrument_row("HK:700", DAY0, None),
+                ],
+            },
+            seq=1,
+        )
+    )
+    sink.close()
+    return path
+
+
+def ordered(table: str, rows: list[Row], order: tuple[str, ...]) -> list[Row]:
+    names = BY_NAME[table].names
+    return sorted(rows, key=lambda r: tuple(r[names.index(c)] for c in order))
+
+
+@settings(max_examples=40)
+@given(st.lists(_trade, max_size=60), st.integers(0, 3 * 86400), st.integers(1, 3 * 86400))
+def test_sqlite_reader_reads_ranges_in_the_time_order(
+    specs: list[tuple[Any, ...]], offset: int, length: int
+) -> None:
+    trades = trade_rows(specs)
+    with tempfile.TemporaryDirectory() as tmp:
+        reader = open_source(write(Path(tmp) / "t.sqlite", trades))
+        start, end = DAY0 + offset * NS, DAY0 + (offset + length) * NS
+        inside = [r for r in trades if start <= r[0] < end]
+        assert list(reader.rows("trades", start, end)) == ordered(
+            "trades", inside, time_order("trades")
+        )
+        some = [r for r in inside if r[1] in CODES[:2]]
+        assert list(reader.rows("trades", start, end, CODES[:2])) == ordered(
+            "trades", some, time_order("trades")
+        )
+        batches = list(reader.batches("trades", start, end, size=7))
+        assert all(b.num_rows <= 7 for b in batches)
+        assert [r for b in batches for r in to_rows("trades", b)] == ordered(
+            "trades", inside, code_order("trades")
+        )
+        for code in CODES:
+            mine = [r for r in inside if r[1] == code]
+            assert reader.count("trades", code, start, end) == len(mine)
+            assert sorted(reader.minutes("trades", code, start, end)) == sorted(
+                {(r[0] - start) // (60 * NS) for r in mine}
+            )
+        reader.close()
+
+
+def test_sqlite_reader_gaps_scales_and_codes(tmp_path: Path) -> None:
+    reader = open_source(write(tmp_path / "t.sqlite", trade_rows([(5, "HK:700", 1.0, 1.0, 1, 0)])))
+    day = (DAY0, DAY0 + 86400 * NS)
+    assert [g[10] for g in reader.gaps(*day)] == ["filled"]
+    assert [g[10] for g in reader.gaps(*day, overlapping=True)] == ["open", "filled"]
+    assert reader.scales() == {"US:AAPL": Scale(3, 3, 3)}  # the latest row with one
+    assert reader.codes("trades") == ["HK:700"] and reader.codes("depth") == []
+    assert list(reader.rows("depth", *day)) == [] and reader.kline_types("HK:700") == []
+
+
+def test_a_source_that_is_none_gets_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello, not a database\n" * 100)
+    cases = {
+        tmp_path / "missing.sqlite": "no such file or folder",
+        tmp_path / "notes.txt": "not a SQLite database",
+        tmp_path: "not an archive",
+    }
+    for source, message in cases.items():
+        with pytest.raises(ConfigError, match=message) as info:
+            open_source(source)
+        assert "\n" not in str(info.value) and str(source) in str(info.value)
+
+
+def test_a_database_of_an_older_version_reads_as_the_current_schema(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute(
+        "CREATE TABLE depth (ts INTEGER NOT NULL, code TEXT, market TEXT, bid_px REAL, "
+        "bid_sz REAL, ask_px REAL, ask_sz REAL, levels INTEGER, bids TEXT, asks TEXT, "
+        "source TEXT, recv_ts INTEGER)"
+    )
+    db.execute("INSERT INTO depth VALUES (5, 'HK:700', 'HK', 1, 2, 3, 4, 1, '[]', '[]', 'live', 9)")
+    db.commit()
+    db.close()
+    (row,) = open_source(tmp_path / "old.sqlite").rows("depth", 0, 10)
+    assert len(row) == len(BY_NAME["depth"].columns) and row[:2] == (5, "HK:700")
