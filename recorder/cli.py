@@ -179,6 +179,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=cmd_simulate)
 
+    schema = subs.add_parser("schema", help="print the tables: their meaning, or their DDL")
+    form = schema.add_mutually_exclusive_group()
+    form.add_argument(
+        "--markdown", action="store_true", help="docs/schema.md: every column explained (default)"
+    )
+    form.add_argument("--questdb", action="store_true", help="QuestDB CREATE TABLE statements")
+    form.add_argument("--sqlite", action="store_true", help="SQLite CREATE statements")
+    schema.set_defaults(func=cmd_schema)
+
     demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
     demo.add_argument("--seconds", type=float, default=20.0)
     demo.add_argument("--db", default="demo-data/demo.sqlite")
@@ -408,6 +417,19 @@ def _write_config(out: Path, text: str) -> None:
         out.write_text(text)
     except OSError as exc:
         raise ConfigError(f"--config-out: cannot write {out}: {exc.strerror}") from None
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import TABLES
+    from .schema_doc import markdown
+
+    if args.questdb:
+        print("\n\n".join(t.questdb_ddl() for t in TABLES))
+    elif args.sqlite:
+        print("\n".join(f"{s};" for t in TABLES for s in t.sqlite_ddl()))
+    else:
+        print(markdown(), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

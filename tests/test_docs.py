@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from conftest import make_config, run_recorder
 from simulated import SimulatorThread
 
 from recorder.protocol import NS, Stream
+from recorder.schema import TABLES
+from recorder.schema_doc import markdown, undocumented
 from recorder.sim import SimConfig
 
 ROOT = Path(__file__).parent.parent
@@ -131,3 +135,27 @@ def test_every_sqlite_query_of_the_readme_gives_what_the_rows_say(
     sums = dict(db.execute("SELECT code, sum(price * size) FROM trades GROUP BY code"))
     values = {r[0]: r[3] for r in _run(db, value)}
     assert values.keys() == sums.keys() and all(values[c] == pytest.approx(sums[c]) for c in values)
+
+
+def test_every_column_is_explained() -> None:
+    assert undocumented() == [], (
+        "describe these columns in recorder/schema_doc.py, then run "
+        "`qos-recorder schema --markdown > docs/schema.md`"
+    )
+
+
+def test_docs_schema_md_is_generated_from_the_schema() -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "recorder", "schema", "--markdown"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert printed == markdown()
+    assert (ROOT / "docs" / "schema.md").read_text() == printed, (
+        "docs/schema.md is stale: run `qos-recorder schema --markdown > docs/schema.md`"
+    )
+    for table in TABLES:  # every table and column is there, with its dedup keys
+        section = printed.split(f"## {table.name}\n", 1)[1].split("\n## ", 1)[0]
+        assert all(f"| `{name}`" in section for name in table.names)
+        assert f"Dedup keys: {', '.join(f'`{k}`' for k in table.keys)}" in section
