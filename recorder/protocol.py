@@ -8,6 +8,14 @@ receive time in nanoseconds, given by the caller.
 Anything malformed raises :class:`~recorder.exceptions.DecodeError` with the raw frame, so
 the caller can count it and keep it in the dead-letter file. An unknown ``tp`` is not an
 error: :func:`decode` returns ``None`` for it and the caller counts it.
+
+What "malformed" means beyond the shapes: every ``ts`` (trades, books, snapshots and their
+``pq``/``aq``/``nq`` quotes, K-lines) must be whole seconds in ``[TS_MIN, TS_MAX)``, i.e.
+1970-01-01 up to 2100-01-01, so a timestamp in milliseconds or absurdly far ahead never
+reaches a database that cannot hold it as nanoseconds. Decimal strings must be plain
+ASCII decimals (digits, at most one ``.``, a leading ``-`` only where the field may be
+negative); Python's ``float()`` would also take ``"1_000"``, ``" 1"``, ``"1e3"``, ``"inf"``
+and other scripts' digits. Sizes and volumes are never negative.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import orjson
 from .exceptions import DecodeError
 
 NS: Final = 1_000_000_000
+#: The window of a sane ``ts`` in seconds: 1970-01-01 up to (not including) 2100-01-01.
+TS_MIN: Final = 0
+TS_MAX: Final = 4_102_444_800
 
 #: The K-line types of the reference: minutes, hours, day, week, month, year.
 KLINE_TYPES: Final = frozenset({1, 5, 15, 30, 60, 120, 240, 1001, 1007, 1030, 2001})
@@ -190,22 +201,58 @@ class _Bad(Exception):
     """Internal: a field is missing or of the wrong type; becomes a DecodeError."""
 
 
-def _dec(obj: dict[str, Any], key: str) -> float:
+def plain(text: str) -> bool:
+    """Whether ``text`` is a plain unsigned ASCII decimal: digits with at most one ``.``."""
+    return text.isascii() and text.replace(".", "", 1).isdigit()
+
+
+def _dec(obj: dict[str, Any], key: str, signed: bool = True) -> float:
+    """A decimal field; ``signed=False`` for sizes and volumes, which are never negative."""
     try:
         value = obj[key]
     except KeyError:
         raise _Bad(f"missing field {key!r}") from None
     if type(value) is str:
+        digits = value[1:] if signed and value[:1] == "-" else value
+        if not plain(digits):
+            raise _Bad(f"field {key!r} is not a plain decimal: {value[:40]!r}")
+        number = float(value)
+    elif type(value) is int or type(value) is float:
+        if not signed and value < 0:
+            raise _Bad(f"field {key!r} is negative")
         try:
             number = float(value)
-        except ValueError:
-            raise _Bad(f"field {key!r} is not a decimal: {value[:40]!r}") from None
-    elif type(value) is int or type(value) is float:
-        number = float(value)
+        except OverflowError:
+            raise _Bad(f"field {key!r} is out of range") from None
     else:
         raise _Bad(f"field {key!r} is not a decimal string")
     if not math.isfinite(number):
         raise _Bad(f"field {key!r} is not finite")
+    return number
+
+
+def _size(obj: dict[str, Any], key: str) -> float:
+    return _dec(obj, key, signed=False)
+
+
+#: Plain unsigned decimal strings the hot path has checked, and their values. Trades repeat
+#: the same few hundred prices and sizes per code, so checking plainness once per distinct
+#: string makes the hot path faster than calling float() on every field; cleared when full.
+_FLOATS: dict[str, float] = {}
+_FLOATS_MAX: Final = 16384
+
+
+def _plain_float(text: str) -> float | None:
+    """``text`` as a float if it is a plain unsigned decimal and finite (remembered), else
+    None (the checked path then says what is wrong)."""
+    if not plain(text):
+        return None
+    number = float(text)
+    if number - number != 0:  # inf: 400 digits
+        return None
+    if len(_FLOATS) >= _FLOATS_MAX:
+        _FLOATS.clear()
+    _FLOATS[text] = number
     return number
 
 
@@ -221,8 +268,8 @@ def _int(obj: dict[str, Any], key: str) -> int:
 
 def _ts(obj: dict[str, Any]) -> int:
     seconds = _int(obj, "ts")
-    if seconds < 0:
-        raise _Bad("field 'ts' is negative")
+    if not TS_MIN <= seconds < TS_MAX:
+        raise _Bad(f"field 'ts' is {seconds}: not seconds between 1970 and 2100 (milliseconds?)")
     return seconds * NS
 
 
@@ -241,7 +288,7 @@ def _levels(obj: dict[str, Any], key: str) -> tuple[Level, ...]:
     for level in side:
         if type(level) is not dict:
             raise _Bad(f"field {key!r} holds a level that is not an object")
-        levels.append((_dec(level, "p"), _dec(level, "v")))
+        levels.append((_dec(level, "p"), _size(level, "v")))
     return tuple(levels)
 
 
@@ -250,7 +297,7 @@ def trade_from(obj: dict[str, Any], recv_ts: int) -> Trade:
     side = _int(obj, "d")
     if side not in (0, 1, 2):
         raise _Bad(f"field 'd' is {side}, not 0, 1 or 2")
-    return Trade(_code(obj), _ts(obj), _dec(obj, "p"), _dec(obj, "v"), side, recv_ts)
+    return Trade(_code(obj), _ts(obj), _dec(obj, "p"), _size(obj, "v"), side, recv_ts)
 
 
 def depth_from(obj: dict[str, Any], recv_ts: int) -> Depth:
@@ -267,7 +314,7 @@ def _session_quote(obj: Any, key: str) -> SessionQuote:
         _dec(obj, "h"),
         _dec(obj, "l"),
         _ts(obj),
-        _dec(obj, "v"),
+        _size(obj, "v"),
         _dec(obj, "t"),
     )
 
@@ -291,7 +338,7 @@ def snapshot_from(obj: dict[str, Any], recv_ts: int) -> Snapshot:
         _dec(obj, "o"),
         _dec(obj, "h"),
         _dec(obj, "l"),
-        _dec(obj, "v"),
+        _size(obj, "v"),
         _dec(obj, "t"),
         suspended,
         session,
@@ -313,7 +360,7 @@ def kline_from(obj: dict[str, Any], recv_ts: int, code: str | None = None) -> Kl
         _dec(obj, "cl"),
         _dec(obj, "h"),
         _dec(obj, "l"),
-        _dec(obj, "v"),
+        _size(obj, "v"),
         recv_ts,
     )
 
@@ -336,11 +383,32 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
         raise DecodeError("frame is not a JSON object", _raw(frame))
     tp = obj.get("tp")
     if tp == "T":
-        trade = _fast_trade(obj, recv_ts)
-        if trade is not None:
-            return trade
+        # The hot path, inlined (a call costs as much as the checks): a well-formed trade
+        # returns here; anything else goes on to the checked path, which says what is wrong.
+        code, p, v, ts, d = obj.get("c"), obj.get("p"), obj.get("v"), obj.get("ts"), obj.get("d")
+        if (
+            type(code) is str
+            and type(p) is str
+            and type(v) is str
+            and type(ts) is int
+            and type(d) is int
+            and 0 <= d <= 2
+            and 0 <= ts < 4_102_444_800  # [TS_MIN, TS_MAX)
+            and ":" in code
+        ):
+            # a price or size string seen before is a dict hit, cheaper than float() alone
+            price = _FLOATS.get(p)
+            if price is None:
+                price = _plain_float(p)
+            size = _FLOATS.get(v)
+            if size is None:
+                size = _plain_float(v)
+            if price is not None and size is not None:
+                return Trade(code, ts * NS, price, size, d, recv_ts)
     try:
         if tp is not None:
+            if type(tp) is not str:
+                raise _Bad("field 'tp' is not a string")
             parse = _PUSH.get(tp)
             return None if parse is None else parse(obj, recv_ts)
         if "type" in obj:
@@ -348,28 +416,6 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
     except _Bad as exc:
         raise DecodeError(str(exc), _raw(frame)) from None
     raise DecodeError("frame has neither 'tp' nor 'type'", _raw(frame))
-
-
-def _fast_trade(obj: dict[str, Any], recv_ts: int) -> Trade | None:
-    """The hot path: a well-formed trade, or None so the checked path says what is wrong."""
-    code, p, v, ts, d = obj.get("c"), obj.get("p"), obj.get("v"), obj.get("ts"), obj.get("d")
-    if (
-        type(code) is str
-        and type(p) is str
-        and type(v) is str
-        and type(ts) is int
-        and type(d) is int
-        and 0 <= d <= 2
-        and ts >= 0
-        and ":" in code
-    ):
-        try:
-            price, size = float(p), float(v)
-        except ValueError:
-            return None
-        if price - price == 0 and size - size == 0:  # finite: inf - inf and nan are nan
-            return Trade(code, ts * NS, price, size, d, recv_ts)
-    return None
 
 
 def _reply(obj: dict[str, Any]) -> Reply:
@@ -423,7 +469,7 @@ def instrument_from(obj: Any) -> Instrument:
 
         def whole(key: str) -> int | None:
             value = obj.get(key)
-            if isinstance(value, str) and value.isdigit():  # tolerated: a count as a string
+            if isinstance(value, str) and plain(value) and "." not in value:  # a count as text
                 return int(value)
             return value if type(value) is int else None
 

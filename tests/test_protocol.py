@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
-from recorder.protocol import NS, Depth, Kline, Reply, Snapshot, Stream, Trade
+from recorder.protocol import NS, TS_MAX, TS_MIN, Depth, Kline, Reply, Snapshot, Stream, Trade
 
 RECV = 1_700_000_000_123_456_789
 
@@ -265,3 +265,123 @@ def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
         protocol.decode(data, RECV)
     except DecodeError as exc:
         assert exc.frame == data
+
+
+# --- hostile values (#21): refused at decode, never a traceback or a poisoned batch --------
+
+GOOD_TRADE = {"tp": "T", "c": "US:AAPL", "p": "1", "v": "1", "ts": 1741960243, "d": 1}
+
+
+@pytest.mark.parametrize("ts", [10_000_000_000, 1741960243000, TS_MAX, -1])
+def test_a_ts_outside_the_window_is_a_decode_error_in_every_stream(ts: int) -> None:
+    pq = {"lp": "1", "yp": "1", "h": "1", "l": "1", "ts": ts, "v": "1", "t": "1"}
+    snapshot = {**orjson.loads(SNAPSHOT), "c": "US:AAPL", "pq": pq}
+    bad = [
+        {**GOOD_TRADE, "ts": ts},
+        {**orjson.loads(DEPTH), "ts": ts},
+        {**orjson.loads(SNAPSHOT), "ts": ts},
+        snapshot,  # only the pre-market quote's ts is wrong
+        {**orjson.loads(KLINE), "ts": ts},
+    ]
+    for frame in bad:
+        with pytest.raises(DecodeError, match="'ts'"):
+            protocol.decode(orjson.dumps(frame), RECV)
+    with pytest.raises(DecodeError, match="'ts'"):
+        protocol.records_from("T", [{**GOOD_TRADE, "ts": ts}], RECV)
+
+
+def test_the_last_second_of_the_window_decodes() -> None:
+    trade = protocol.decode(orjson.dumps({**GOOD_TRADE, "ts": TS_MAX - 1}), RECV)
+    assert isinstance(trade, Trade) and trade.ts == (TS_MAX - 1) * NS < 2**63
+
+
+@pytest.mark.parametrize(
+    "tp", [[1], {}, {"a": 1}, 1, 1.5, True, ["T"]], ids=lambda tp: orjson.dumps(tp).decode()
+)
+def test_a_tp_that_is_not_a_string_is_a_decode_error(tp: object) -> None:
+    frame = orjson.dumps({**GOOD_TRADE, "tp": tp})
+    with pytest.raises(DecodeError, match="'tp' is not a string") as info:
+        protocol.decode(frame, RECV)
+    assert info.value.frame == frame
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1_000",
+        "١٢٣",
+        "\uff11\uff12",
+        "²",
+        "nan",
+        "inf",
+        "-inf",
+        "Infinity",
+        " 1",
+        "1 ",
+        "\t1",
+        "1e3",
+        "+1",
+        "0x10",
+        "1.2.3",
+        "",
+        ".",
+        "-",
+        "--1",
+        "1,5",
+    ],
+)
+def test_a_decimal_that_is_not_plain_is_a_decode_error(text: str) -> None:
+    for key in ("p", "v"):
+        frame = orjson.dumps({**GOOD_TRADE, key: text})
+        with pytest.raises(DecodeError, match=f"'{key}'"):
+            protocol.decode(frame, RECV)
+    level = {**orjson.loads(DEPTH), "b": [{"p": "1", "v": text}]}
+    with pytest.raises(DecodeError):
+        protocol.decode(orjson.dumps(level), RECV)
+
+
+def test_a_negative_price_decodes_and_a_negative_size_or_volume_does_not() -> None:
+    trade = protocol.decode(orjson.dumps({**GOOD_TRADE, "p": "-37.63"}), RECV)
+    assert isinstance(trade, Trade) and trade.price == -37.63
+    bad = [
+        {**GOOD_TRADE, "v": "-1"},
+        {**GOOD_TRADE, "v": -1},
+        {**orjson.loads(DEPTH), "a": [{"p": "1", "v": "-5"}]},
+        {**orjson.loads(SNAPSHOT), "v": "-694420"},
+        {**orjson.loads(KLINE), "v": "-1"},
+    ]
+    for frame in bad:
+        with pytest.raises(DecodeError, match="'v'"):
+            protocol.decode(orjson.dumps(frame), RECV)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    frames,
+    st.sampled_from(["tp", "c", "p", "v", "ts", "d", "b", "a", "kt", "tt", "s", "lp", "pq", "k"]),
+    json_values,
+)
+def test_any_json_in_any_field_decodes_or_is_a_decode_error(
+    frame: dict[str, object], key: str, value: object
+) -> None:
+    data = orjson.dumps({**frame, key: value})
+    try:
+        record = protocol.decode(data, RECV)
+    except DecodeError as exc:
+        assert exc.frame == data
+        return
+    if record is not None and not isinstance(record, Reply):
+        assert TS_MIN * NS <= record.ts < TS_MAX * NS
+        assert math.isfinite(getattr(record, "size", 0.0))
