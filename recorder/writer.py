@@ -11,9 +11,15 @@ was acknowledged; the dedup keys make the re-sent ones harmless.
 The thread is supervised: an unexpected exception (a bug in a sink, an unreadable spool
 segment, an OSError) is caught at its top, logged once with its cause, the batch in hand
 is spooled (or set aside in ``rejected.ndjson`` when the exception says its data cannot
-be encoded: ``ValueError``, ``TypeError``), and the loop starts again after a backoff.
-After ``max_crashes`` crashes without a write in between it gives up: everything queued
-is spooled, ``failed`` is set, and the daemon exits non-zero so systemd restarts it.
+be encoded: ``ValueError``, ``TypeError``, ``ArithmeticError`` such as ``OverflowError``),
+and the loop starts again after a backoff. A batch that crashes the writer
+``max_crashes - 1`` times (at least twice) is set aside whatever the exception, before the
+writer would give up, so no one batch (live or spooled, this run or the next) can make a
+crash loop, while a sink that crashes now and then on any batch loses nothing. After
+``max_crashes`` crashes without a write in between it gives up: everything queued is
+spooled, ``failed`` is set, and the daemon exits non-zero so systemd restarts it. The
+crash handler itself never raises: a batch that can be neither spooled
+nor encoded is kept in ``rejected.ndjson`` with its odd values as text, or counted lost.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from .sinks import EXPIRE_ROWS, Sink
 from .spool import Spool
 
 log = structlog.get_logger("recorder.writer")
+
+
+#: exceptions that say a batch's data cannot be written (an int beyond 64 bits, a value of
+#: the wrong type): retrying cannot help, so the batch is set aside
+_BAD_DATA: Final = (ValueError, TypeError, ArithmeticError)
 
 
 class _Stop:
@@ -86,7 +97,9 @@ class Writer:
         #: set when the supervisor gave up; the daemon then stops with an error
         self.failed = threading.Event()
         self._in_hand: Batch | None = None  # taken off the queue, not written or spooled yet
-        self._poison: set[int] = set()  # spooled batches whose data could not be encoded
+        #: spooled batches to set aside at the next drain, and why
+        self._poison: dict[int, str] = {}
+        self._culprit: tuple[int, int] = (-1, 0)  # (seq, crashes) of the last crash's batch
         self._draining: Batch | None = None  # the spooled batch being written
         self.stats = WriterStats()
         self._on_flush = on_flush
@@ -117,6 +130,9 @@ class Writer:
             self.stats.lost_rows += len(batch)
             log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
             return
+        except _BAD_DATA as exc:  # its rows cannot even be encoded (an int beyond 64 bits)
+            self._reject(batch, SinkRejected(f"it cannot be spooled: {type(exc).__name__}: {exc}"))
+            return
         self.stats.spooled_batches += 1
 
     # --- the thread -----------------------------------------------------------------
@@ -131,7 +147,10 @@ class Writer:
                 return
             except Exception as exc:  # anything: the thread must not die unnoticed
                 in_a_row = 1 if self.stats.batches > written else in_a_row + 1
-                self._crashed(exc)
+                try:
+                    self._crashed(exc)
+                except Exception as worse:  # a bug here must not kill the thread either
+                    log.critical("writer_crash_handler_failed", error=repr(worse))
             if in_a_row >= self.max_crashes:
                 log.critical("writer_failed", crashes=in_a_row, error=self.stats.crash_error)
                 self._spool_queued("writer failed")
@@ -147,15 +166,26 @@ class Writer:
         if error != self.stats.crash_error:
             log.error("writer_crashed", error=error, exc_info=exc)
         self.stats.crash_error = error
-        bad_data = isinstance(exc, ValueError | TypeError)
         batch, self._in_hand = self._in_hand, None
         spooled, self._draining = self._draining, None
-        if spooled is not None and bad_data:  # the next drain sets it aside
-            self._poison.add(spooled.seq)
+        culprit = batch if batch is not None else spooled
+        if culprit is None:
+            return
+        seq, crashes = self._culprit
+        crashes = crashes + 1 if seq == culprit.seq else 1
+        self._culprit = (culprit.seq, crashes)
+        if isinstance(exc, _BAD_DATA):
+            why = f"its data could not be written: {error}"
+        elif crashes >= max(2, self.max_crashes - 1):
+            why = f"it crashed the writer {crashes} times: {error}"
+        else:
+            why = ""
+        if spooled is not None and why:  # the next drain sets it aside
+            self._poison[spooled.seq] = why
         if batch is None:
             return
-        if bad_data:
-            self._reject(batch, SinkRejected(f"its data could not be written: {error}"))
+        if why:
+            self._reject(batch, SinkRejected(why))
         else:
             self._spool(batch, "the writer crashed while writing it")
 
@@ -250,18 +280,18 @@ class Writer:
         return True
 
     def _reject(self, batch: Batch, exc: SinkRejected) -> None:
-        """Keep a refused batch in ``rejected.ndjson`` beside the spool, loudly."""
+        """Keep a refused batch in ``rejected.ndjson`` beside the spool, loudly. Never
+        raises: what cannot be kept is counted in ``lost_rows``."""
         self.stats.rejected_rows += len(batch)
         path = self.spool.dir / "rejected.ndjson"
         log.error("batch_rejected", error=str(exc), rows=len(batch), kept_in=str(path))
         try:
+            line = b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + _encoded(batch) + b"}\n"
             with path.open("ab") as out:
-                out.write(
-                    b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + batch.to_bytes() + b"}\n"
-                )
-        except OSError as err:
+                out.write(line)
+        except Exception as err:  # OSError, or rows no encoding can carry: counted, said
             self.stats.lost_rows += len(batch)
-            log.error("rejected_batch_lost", error=str(err), rows=len(batch))
+            log.error("rejected_batch_lost", error=f"{type(err).__name__}: {err}", rows=len(batch))
 
     def _handle(self, batch: Batch) -> None:
         if self.spool or not self.stats.healthy:
@@ -283,7 +313,7 @@ class Writer:
             if self._abandoned.is_set():
                 return
             if batch.seq in self._poison:
-                self._reject(batch, SinkRejected("its data could not be written"))
+                self._reject(batch, SinkRejected(self._poison.pop(batch.seq)))
             else:
                 self._draining = batch
                 written = not batch.tables or self._write(batch)
@@ -362,3 +392,21 @@ class Writer:
                 self._queue.put(batch)  # the thread still has to see it
                 return
             self._spool(batch, why)
+
+
+def _encoded(batch: Batch) -> bytes:
+    """The batch as JSON; values JSON cannot carry (an int beyond 64 bits) become text."""
+    try:
+        return batch.to_bytes()
+    except _BAD_DATA:
+        tables = {
+            table: [[v if _portable(v) else repr(v) for v in row] for row in rows]
+            for table, rows in batch.tables.items()
+        }
+        return orjson.dumps({"seq": batch.seq, "tables": tables})
+
+
+def _portable(value: object) -> bool:
+    if type(value) is int:
+        return -(2**63) <= value < 2**64
+    return value is None or type(value) in (str, float, bool)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 from conftest import (
@@ -350,3 +351,98 @@ def test_retention_deletes_whole_old_days_and_keeps_today(
     (live,) = rows(db, sql, today * NS)[0]
     assert before_today == 0 and recorder.writer.expired_rows == 12_000
     assert live == recorder.stats.frames[Stream.TRADES] > 20  # today's rows all stay
+
+
+# --- #21 item 1: a batch a sink refuses for its content never stops the writer --------------
+
+
+def _trade_row(ts: int, i: int = 0) -> tuple[object, ...]:
+    return (ts, "US:AAPL", "US", 1.0 + i, 1.0, 1, 0, "live", 7)
+
+
+def _rejected(spool_dir: Path) -> list[dict[str, Any]]:
+    path = spool_dir / "rejected.ndjson"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [10_000_000_000 * NS, 1741960243000 * NS],  # past int64; past what JSON carries too
+    ids=["far-future", "milliseconds"],
+)
+def test_a_batch_sqlite_cannot_hold_is_set_aside_and_the_writer_goes_on(
+    tmp_path: Path, ts: int
+) -> None:
+    db = tmp_path / "ticks.sqlite"
+    writer = Writer(SQLiteSink(db), Spool(tmp_path / "spool"), retry_interval=0.05)
+    writer.start()
+    good_ts = 1741960243 * NS
+    writer.submit(Batch({"trades": [_trade_row(good_ts, 0), _trade_row(ts, 1)]}, 1))
+    writer.submit(Batch({"trades": [_trade_row(good_ts, 2)]}, 2))
+    assert wait_for(lambda: writer.stats.batches >= 1 and writer.stats.rejected_rows == 2)
+    assert writer.close(5)
+    assert writer.stats.lost_rows == 0 and not writer.failed.is_set()
+    assert writer.stats.crashes <= 1  # at most the one crash that set the batch aside
+    assert rows(db, "SELECT price FROM trades") == [(3.0,)]
+    (kept,) = _rejected(tmp_path / "spool")
+    assert "Overflow" in kept["error"] or "too large" in kept["error"]
+    assert [row[0] for row in kept["batch"]["tables"]["trades"]] in (
+        [good_ts, ts],
+        [good_ts, repr(ts)],  # an int JSON cannot carry is kept as text
+    )
+    assert not writer.spool  # nothing left to retry for ever
+
+
+class PoisonedSink(SQLiteSink):
+    """A sink with a bug that one batch (``seq``) triggers every time."""
+
+    def __init__(self, path: Path, seq: int) -> None:
+        super().__init__(path)
+        self.seq = seq
+        self.tries = 0
+
+    def write(self, batch: Batch) -> None:
+        if batch.seq == self.seq:
+            self.tries += 1
+            raise RuntimeError("a bug this batch triggers")
+        super().write(batch)
+
+
+def test_a_spooled_batch_that_crashes_the_writer_is_set_aside_not_a_crash_loop(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    ts = 1741960243 * NS
+    for seq in (1, 2, 3):  # left by the last run; batch 2 kills the writer every time
+        spool.append(Batch({"trades": [_trade_row(ts, seq)]}, seq))
+    spool.close()
+    sink = PoisonedSink(tmp_path / "ticks.sqlite", seq=2)
+    writer = Writer(sink, Spool(tmp_path / "spool"), retry_interval=0.05, max_crashes=3)
+    writer.start()
+    assert wait_for(lambda: not writer.spool and writer.stats.rejected_rows == 1, timeout=20)
+    assert writer.close(5)
+    assert not writer.failed.is_set() and sink.tries == 2 and writer.stats.lost_rows == 0
+    assert rows(tmp_path / "ticks.sqlite", "SELECT price FROM trades") == [(2.0,), (4.0,)]
+    (kept,) = _rejected(tmp_path / "spool")
+    assert "crashed the writer 2 times" in kept["error"] and kept["batch"]["seq"] == 2
+
+
+def test_a_far_future_and_a_millisecond_ts_go_to_the_dead_letter_file(tmp_path: Path) -> None:
+    from hostile import Hostile
+
+    far = '{"tp":"T","c":"US:AAPL","p":"1","v":"1","ts":10000000000,"d":1}'
+    ms = '{"tp":"T","c":"US:AAPL","p":"1","v":"1","ts":1741960243000,"d":1}'
+    good = '{"tp":"T","c":"US:AAPL","p":"2","v":"1","ts":1741960243,"d":1}'
+    with Hostile() as up:
+        up.frames += [far, ms, good]
+        config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+        recorder = run_recorder(
+            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 1, timeout=20
+        )
+    assert recorder.stats.decode_errors == 2 and not recorder.writer.stats.crashes
+    assert rows(tmp_path / "ticks.sqlite", "SELECT price FROM trades") == [(2.0,)]
+    dead = [
+        orjson.loads(line) for line in (tmp_path / "dead-letter.ndjson").read_bytes().splitlines()
+    ]
+    assert [d["frame"] for d in dead] == [far, ms]
+    assert all("'ts'" in d["reason"] for d in dead)

@@ -112,6 +112,10 @@ class SQLiteSink:
             sqlite3.DataError,
         ) as exc:
             raise SinkRejected(f"sqlite {self.path}: batch refused: {exc}") from None
+        except (OverflowError, ValueError, TypeError) as exc:  # a value SQLite cannot bind
+            raise SinkRejected(
+                f"sqlite {self.path}: batch refused: {type(exc).__name__}: {exc}"
+            ) from None
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: write failed: {exc}") from None
 
