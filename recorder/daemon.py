@@ -329,6 +329,7 @@ class Recorder:
             writer_failed=self.writer.failed.is_set(),
             writer_recovering=wstats.recovering,
             lost_rows=wstats.lost_rows,
+            rejected_rows=wstats.rejected_rows,
             spool_bytes=spool.total_bytes,
             spool_max_bytes=spool.max_bytes,
             spool_segments=spool.segments,
@@ -480,6 +481,7 @@ class Recorder:
             spooled_batches=self.writer.stats.spooled_batches,
             spool_bytes=self.spool.total_bytes,
             lost_rows=self.writer.stats.lost_rows,
+            rejected_rows=self.writer.stats.rejected_rows,
         )
 
 

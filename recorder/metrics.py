@@ -139,6 +139,11 @@ class _Scraped(Collector):
             "qos_lost_rows", "Rows neither written nor kept", value=st.lost_rows
         )
         yield CounterMetricFamily(
+            "qos_rejected_rows",
+            "Rows the sink refused for their content, kept in spool/rejected.ndjson",
+            value=st.rejected_rows,
+        )
+        yield CounterMetricFamily(
             "qos_sink_failures", "Writes the sink did not acknowledge", value=st.sink_failures
         )
         yield CounterMetricFamily(

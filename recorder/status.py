@@ -65,6 +65,8 @@ class Status:
     backfilled_rows: int
     #: seconds of samples ``frames_per_second`` is measured over (0: not measured yet)
     frames_rate_window: float = 0.0
+    #: rows of batches the sink refused for their content, kept in spool/rejected.ndjson
+    rejected_rows: int = 0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -114,6 +116,7 @@ class Status:
             "backfilled_rows": self.backfilled_rows,
             "decode_errors": self.decode_errors,
             "lost_rows": self.lost_rows,
+            "rejected_rows": self.rejected_rows,
             "config_reloads": self.reloads,
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,
