@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -343,14 +344,17 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
         close_at_end=bool(args.close_at_end),
         max_idle=args.max_idle,
     )
-    run(
-        lambda: serve_until_stopped(
-            server.app,
-            args.host,
-            args.serve,
-            lambda port: f"replaying on ws://{args.host}:{port}/ws at speed {args.speed}",
+    try:
+        run(
+            lambda: serve_until_stopped(
+                server.app,
+                args.host,
+                args.serve,
+                lambda port: f"replaying on ws://{args.host}:{port}/ws at speed {args.speed}",
+            )
         )
-    )
+    except OSError as exc:
+        raise _listen_error(exc, "--serve", args.host, args.serve) from None
     return 0
 
 
@@ -405,10 +409,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 print(paste_lines(ws_url, http_url), flush=True)
             await stop.wait()
 
-    run(go)
+    try:
+        run(go)
+    except OSError as exc:
+        raise _listen_error(exc, "--port", args.host, args.port) from None
     if args.truth:
         sim.export_truth(args.truth)
     return 0
+
+
+def _listen_error(exc: OSError, flag: str, host: str, port: int) -> Exception:
+    """A port that cannot be bound, as one line naming the flag that chooses another; any
+    other OSError as it was."""
+    if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+        return exc
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return ConfigError(
+        f"{flag} {port}: cannot listen on {host}:{port}: {reason}; "
+        f"choose another port with {flag} PORT (0 picks a free one)"
+    )
 
 
 def _write_config(out: Path, text: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -58,3 +59,18 @@ def test_simulate_writes_a_config_that_records_from_it(tmp_path: Path) -> None:
         f"wrote {config}; record with:",
         f"  QOS_API_KEY=demo qos-recorder run --config {config}",
     ]
+
+
+def test_a_port_in_use_names_the_flag_that_changes_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            _qos("simulate", "--port", str(port)), capture_output=True, text=True, timeout=30
+        )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"qos-recorder: error: --port {port}: cannot listen on 127.0.0.1:{port}: address "
+        "already in use; choose another port with --port PORT (0 picks a free one)\n"
+    )

@@ -191,6 +191,14 @@ def test_a_closed_pipe_is_a_normal_end_and_serve_options_need_serve(
         assert refused.stderr == (
             f"qos-recorder: error: {flag[0]}: applies to --serve PORT only (NDJSON is not paced)\n"
         )
+    with socket.socket() as taken:  # a port in use names the flag that changes it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _cli(*args, "--to", str(recording.end), "--serve", str(port))
+    assert busy.returncode == 2 and busy.stderr.endswith(
+        "address already in use; choose another port with --serve PORT (0 picks a free one)\n"
+    )
 
 
 def _serve(recording: Recording, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
