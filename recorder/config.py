@@ -142,6 +142,7 @@ class GapsConfig:
 class LogConfig:
     level: LogLevel = "info"
     dead_letter: str = "dead-letter.ndjson"
+    progress_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from .serving import serve
 from .session import Target, run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
-from .status import RateMeter, Status
+from .status import RateMeter, Status, progress
 from .writer import Writer
 
 log = structlog.get_logger("recorder")
@@ -378,6 +378,8 @@ class Recorder:
         """Silence checks, the writer's health and the frame rate every second; the last-seen
         times every few seconds."""
         tick = 0
+        every = self.config.log.progress_interval
+        next_progress, last = time.monotonic() + every, None
         while True:
             await asyncio.sleep(1.0)
             if self.writer.failed.is_set():
@@ -390,6 +392,11 @@ class Recorder:
             tick += 1
             if tick % 5 == 0:
                 await asyncio.to_thread(self._save_last_seen, self._seen())
+            if every and time.monotonic() >= next_progress:
+                # a routine line, so a quiet journal still shows the recorder working
+                now = self.status()
+                log.info("progress", **progress(now, last))
+                next_progress, last = next_progress + every, now
 
     async def _serve_metrics(self) -> None:
         listen = self.config.metrics.listen

@@ -125,6 +125,27 @@ class Status:
         return not reasons, summary
 
 
+def progress(now: Status, before: Status | None) -> dict[str, Any]:
+    """The routine progress line's fields: frames and rows per stream since the line
+    ``before`` (everything, for the first line) and in all, open gaps, spool bytes, REST
+    budget left, so a quiet journal still says the recorder is working."""
+    seconds = (now.now - before.now) / NS if before else None
+    frames = {s.value: n for s, n in now.frames.items()}
+    old_frames = {s.value: n for s, n in before.frames.items()} if before else {}
+    old_rows = dict(before.rows_written) if before else {}
+    return {
+        "seconds": None if seconds is None else round(seconds),
+        "frames": {k: n - old_frames.get(k, 0) for k, n in frames.items()},
+        "rows": {k: n - old_rows.get(k, 0) for k, n in now.rows_written.items()},
+        "frames_total": sum(frames.values()),
+        "rows_total": sum(now.rows_written.values()),
+        "connected": now.connected,
+        "open_gaps": now.open_gaps,
+        "spool_bytes": now.spool_bytes,
+        "rest_budget_left": now.rest_budget_remaining,
+    }
+
+
 class RateMeter:
     """A rate over the last ``samples - 1`` samples of a running total (a minute, sampled
     every second), since the last :meth:`reset` (a new connection): the window it covers

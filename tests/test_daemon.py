@@ -21,6 +21,7 @@ from conftest import (
     write_config,
 )
 from simulated import SimulatorThread
+from structlog.testing import capture_logs
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
 from recorder.protocol import NS, Stream
@@ -228,3 +229,24 @@ sqlite_path = "ticks.sqlite"
     assert last_hk < ended  # its recording simply ended...
     assert rows(db, "SELECT code, stream, cause FROM gaps WHERE cause != 'startup'") == []
     # ...and neither it nor the codes kept have a gap
+
+
+def test_a_routine_progress_line_says_what_came_since_the_last(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    config = make_config(sim, tmp_path, ["US:AAPL"], log={"progress_interval": 1})
+    with capture_logs() as logs:
+        run_recorder(
+            config,
+            until=lambda r: sum(e["event"] == "progress" for e in logs) >= 3,
+            timeout=30,
+        )
+    lines = [e for e in logs if e["event"] == "progress"]
+    assert [e["log_level"] for e in lines] == ["info"] * len(lines)
+    first, *later = lines
+    assert first["seconds"] is None and all(e["seconds"] == 1 for e in later)
+    assert {"open_gaps", "spool_bytes", "rest_budget_left", "connected"} <= set(first)
+    # each line counts what came since the one before: together, every frame and row
+    for key, total in (("frames", "frames_total"), ("rows", "rows_total")):
+        assert sum(n for e in lines for n in e[key].values()) == lines[-1][total] > 0
+    assert any(e["frames"].get("trades", 0) > 0 for e in later)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from recorder.config import MetricsConfig
 from recorder.protocol import NS, Stream
-from recorder.status import RateMeter, Status
+from recorder.status import RateMeter, Status, progress
 
 NOW = 1_800_000_000 * NS
 LIMITS = MetricsConfig()
@@ -117,3 +117,27 @@ def test_the_rate_meter_starts_again_at_a_reset() -> None:
     meter.sample(100.0, 290)
     meter.sample(101.0, 340)
     assert (meter.rate(), meter.window()) == (50.0, 1.0)
+
+
+def test_a_progress_line_counts_what_came_since_the_last_one() -> None:
+    before = healthy(frames={Stream.TRADES: 10}, rows_written={"trades": 9})
+    now = healthy(
+        now=NOW + 60 * NS,
+        frames={Stream.TRADES: 70, Stream.DEPTH: 5},
+        rows_written={"trades": 69, "depth": 5},
+        open_gaps=2,
+        spool_bytes=4096,
+        rest_budget_remaining=7,
+    )
+    assert progress(now, before) == {
+        "seconds": 60,
+        "frames": {"trades": 60, "depth": 5},
+        "rows": {"trades": 60, "depth": 5},
+        "frames_total": 75,
+        "rows_total": 74,
+        "connected": True,
+        "open_gaps": 2,
+        "spool_bytes": 4096,
+        "rest_budget_left": 7,
+    }
+    assert progress(before, None)["frames"] == {"trades": 10}
