@@ -328,8 +328,9 @@ class Recorder:
             writer_error=wstats.crash_error if wstats.crashes else None,
             writer_failed=self.writer.failed.is_set(),
             writer_recovering=wstats.recovering,
-            lost_rows=wstats.lost_rows,
+            lost_rows=wstats.lost_rows + spool.lost_rows,
             rejected_rows=wstats.rejected_rows,
+            spool_damaged_entries=spool.corrupt_entries,
             spool_bytes=spool.total_bytes,
             spool_max_bytes=spool.max_bytes,
             spool_segments=spool.segments,
@@ -487,8 +488,9 @@ class Recorder:
             rows=self.writer.stats.rows,
             spooled_batches=self.writer.stats.spooled_batches,
             spool_bytes=self.spool.total_bytes,
-            lost_rows=self.writer.stats.lost_rows,
+            lost_rows=self.writer.stats.lost_rows + self.spool.lost_rows,
             rejected_rows=self.writer.stats.rejected_rows,
+            spool_damaged_entries=self.spool.corrupt_entries,
         )
 
 

@@ -144,6 +144,11 @@ class _Scraped(Collector):
             value=st.rejected_rows,
         )
         yield CounterMetricFamily(
+            "qos_spool_damaged_entries",
+            "Damaged spool entries skipped at a drain (segments kept as *.damaged)",
+            value=st.spool_damaged_entries,
+        )
+        yield CounterMetricFamily(
             "qos_sink_failures", "Writes the sink did not acknowledge", value=st.sink_failures
         )
         yield CounterMetricFamily(

@@ -5,17 +5,25 @@ their first batch. Batches usually arrive newest last and are appended to the ac
 segment; one older than something already spooled (a batch that waited in the writer's
 queue while newer ones overflowed to disk) gets a segment of its own. The drain merges all
 segments by sequence number, one entry per segment in memory, so batches reach the
-database in the order they were cut. Each entry is a 4-byte length, a
-4-byte CRC32 and the batch; a torn or corrupt tail (a crash mid-write) ends the segment's
-readable part and is reported, never silently skipped in the middle. A segment is deleted
-only after every batch in it was acknowledged by the sink. The total size is bounded: a
-full spool raises :class:`~recorder.exceptions.SpoolError` and never overwrites old data.
+database in the order they were cut. Each entry is a 4-byte length, a 4-byte CRC32 and
+the batch (JSON starting ``{"seq":``). A write is complete or undone: a short write (a full
+disk) is continued until all of it is written, and one that fails is cut off again, so
+the batch is not counted as spooled. A damaged entry (a flipped bit, a torn tail) is
+skipped to the next entry whose length and CRC check out, the segment is kept aside as
+``<name>.seg.damaged`` instead of deleted, and what was lost is counted
+(``damaged_entries``, ``lost_rows`` where the damaged entry still tells its rows). A
+segment is deleted only after every batch in it was acknowledged by the sink. Files in the
+directory that are not segments (``backup.seg``) are left alone with a warning. The total
+size is bounded: a full spool raises :class:`~recorder.exceptions.SpoolError` and never
+overwrites old data.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
+import re
 import struct
 import threading
 import time
@@ -23,11 +31,41 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+import structlog
+
 from .batching import Batch
 from .config import FsyncPolicy
 from .exceptions import SpoolError
 
+log = structlog.get_logger("recorder.spool")
+
 _HEADER = struct.Struct("<II")
+#: how every entry's payload starts (``Batch.to_bytes``): where a resync looks for the next
+_START = b'{"seq":'
+_SEGMENT = re.compile(r"[0-9]{1,20}\.seg")
+
+
+def segments_in(directory: Path) -> list[Path]:
+    """The spool segments in ``directory``, oldest first; other ``*.seg`` files are named
+    in a warning and left alone."""
+    found = []
+    for path in directory.glob("*.seg"):
+        if _SEGMENT.fullmatch(path.name) and path.is_file():
+            found.append(path)
+        else:
+            log.warning("spool_file_ignored", path=str(path), reason="not a spool segment")
+    return sorted(found, key=lambda p: int(p.stem))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (it may write less: a full disk)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 class Spool:
@@ -47,7 +85,7 @@ class Spool:
         self._lock = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._segments = sorted(self.dir.glob("*.seg"))
+            self._segments = segments_in(self.dir)
             self._bytes = sum(p.stat().st_size for p in self._segments)
         except OSError as exc:
             raise SpoolError(f"spool {self.dir}: {exc.strerror}") from None
@@ -57,7 +95,11 @@ class Spool:
         self._last_sync = time.monotonic()
         self._max_seq = int(self._segments[-1].stem) if self._segments else -1
         self.corrupt_entries = 0
+        #: rows of damaged entries, where the damaged payload still says how many
+        self.lost_rows = 0
         self.rejected_rows = 0
+        self._damaged: set[Path] = set()  # segments to keep aside instead of deleting
+        self._damage: list[tuple[int, int | None]] = []  # see take_damage
 
     @property
     def total_bytes(self) -> int:
@@ -89,7 +131,11 @@ class Spool:
                     if self._fd is None or self._active_size >= self.segment_bytes:
                         self._rotate(batch.seq)
                     assert self._fd is not None
-                    os.write(self._fd, entry)
+                    try:
+                        _write_all(self._fd, entry)
+                    except OSError:
+                        os.ftruncate(self._fd, self._active_size)  # no torn entry behind
+                        raise
                     self._active_size += len(entry)
                     self._max_seq = batch.seq
                     if self.fsync == "always" or (
@@ -118,7 +164,12 @@ class Spool:
         path = self._path(seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, entry)
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, entry)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
             if self.fsync != "never":
                 os.fsync(fd)
         finally:
@@ -169,31 +220,55 @@ class Spool:
             yield -1, 0, path, Batch({}, -1), True  # empty or unreadable: just remove it
 
     def _read(self, path: Path) -> Iterator[Batch]:
-        """A segment's batches, read one entry at a time; stops at a torn or corrupt entry."""
+        """A segment's batches. A damaged entry is skipped to the next one that checks out;
+        the segment is then kept aside and the loss counted."""
         try:
-            source = path.open("rb")
+            data = path.read_bytes()  # at most segment_bytes and one entry
         except OSError as exc:
             raise SpoolError(f"spool segment {path}: cannot read: {exc.strerror}") from None
-        with source:
-            while header := source.read(_HEADER.size):
-                if len(header) < _HEADER.size:
-                    self.corrupt_entries += 1
-                    return
-                size, crc = _HEADER.unpack(header)
-                payload = source.read(size)
-                if len(payload) < size or zlib.crc32(payload) != crc:
-                    self.corrupt_entries += 1
-                    return
-                try:
-                    yield Batch.from_bytes(payload)
-                except (ValueError, KeyError):
-                    self.corrupt_entries += 1
+        at, seq = 0, int(path.stem)  # a segment is named by its first batch's seq
+        while at < len(data):
+            batch, end = _entry(data, at)
+            if batch is not None:
+                yield batch
+                at, seq = end, batch.seq
+                continue
+            resume = _resync(data, at + 1)
+            self._count_damage(path, seq, data[at + _HEADER.size : resume], resume - at)
+            at = resume
+
+    def take_damage(self) -> list[tuple[int, int | None]]:
+        """The damaged entries found since the last call: the seq (cut time, ns) of the
+        entry before each, and its rows where the damaged payload still tells them."""
+        with self._lock:
+            damage, self._damage = self._damage, []
+        return damage
+
+    def _count_damage(self, path: Path, seq: int, payload: bytes, skipped: int) -> None:
+        self.corrupt_entries += 1
+        self._damaged.add(path)
+        rows = _rows_in(payload)
+        self.lost_rows += rows
+        with self._lock:
+            self._damage.append((seq, rows or None))
+        log.error(
+            "spool_entry_damaged",
+            segment=str(path),
+            skipped_bytes=skipped,
+            lost_rows=rows if rows else "unknown",
+            kept_as=str(path) + ".damaged",
+        )
 
     def remove(self, path: Path) -> None:
-        """Delete a segment whose batches were all acknowledged."""
+        """Delete a segment whose batches were all acknowledged (a damaged one is renamed
+        to ``<name>.damaged`` and kept for a look)."""
         with self._lock:
             size = path.stat().st_size if path.exists() else 0
-            path.unlink(missing_ok=True)
+            if path in self._damaged:
+                self._damaged.discard(path)
+                path.replace(path.with_name(path.name + ".damaged"))
+            else:
+                path.unlink(missing_ok=True)
             if path in self._segments:
                 self._segments.remove(path)
             self._bytes -= size
@@ -201,3 +276,38 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._close_active()
+
+
+def _entry(data: bytes, at: int) -> tuple[Batch | None, int]:
+    """The batch of the entry at ``at`` and where the next starts, or None if damaged."""
+    if at + _HEADER.size > len(data):
+        return None, at
+    size, crc = _HEADER.unpack_from(data, at)
+    end = at + _HEADER.size + size
+    payload = data[at + _HEADER.size : end]
+    if end > len(data) or zlib.crc32(payload) != crc:
+        return None, at
+    try:
+        return Batch.from_bytes(payload), end
+    except (ValueError, KeyError, TypeError):
+        return None, at
+
+
+def _resync(data: bytes, at: int) -> int:
+    """The offset of the next entry from ``at`` on whose length and CRC check out, or the
+    end of the data."""
+    while (start := data.find(_START, at + _HEADER.size)) != -1:
+        candidate = start - _HEADER.size
+        if _entry(data, candidate)[0] is not None:
+            return candidate
+        at = candidate + 1
+    return len(data)
+
+
+def _rows_in(payload: bytes) -> int:
+    """Rows a damaged payload still shows (a flipped bit in a value), else 0 (unknown)."""
+    try:
+        doc = orjson.loads(payload[: payload.rfind(b"}") + 1])
+        return sum(len(rows) for rows in doc["tables"].values())
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return 0

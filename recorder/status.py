@@ -67,6 +67,8 @@ class Status:
     frames_rate_window: float = 0.0
     #: rows of batches the sink refused for their content, kept in spool/rejected.ndjson
     rejected_rows: int = 0
+    #: damaged spool entries skipped at a drain (their rows are in ``lost_rows`` if known)
+    spool_damaged_entries: int = 0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -117,6 +119,7 @@ class Status:
             "decode_errors": self.decode_errors,
             "lost_rows": self.lost_rows,
             "rejected_rows": self.rejected_rows,
+            "spool_damaged_entries": self.spool_damaged_entries,
             "config_reloads": self.reloads,
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,

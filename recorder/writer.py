@@ -332,7 +332,8 @@ class Writer:
             log.error(
                 "spool_corrupt_entries",
                 count=self.spool.corrupt_entries - corrupt,
-                detail="a torn or corrupt spool entry ends its segment; its rows are lost",
+                detail="damaged spool entries were skipped (their rows are lost); the "
+                "entries after them were drained; the segment is kept as *.damaged",
             )
 
     def _finish(self) -> None:

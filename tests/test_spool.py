@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from recorder.batching import Batch
 from recorder.exceptions import SpoolError
@@ -112,3 +115,114 @@ def test_an_unwritable_directory_is_a_spool_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(SpoolError, match="spool"):
         Spool(blocker / "spool")
+
+
+# --- #21 items 3 and 5: stray files, damaged entries, short writes ---------------------------
+
+
+def test_a_stray_file_in_the_spool_directory_is_left_alone_with_a_warning(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.append(_batch(1))
+    first.close()
+    (tmp_path / "backup.seg").write_bytes(b"an operator's copy")
+    (tmp_path / "0001.seg.bak").write_bytes(b"x")
+    with structlog.testing.capture_logs() as logs:
+        spool = Spool(tmp_path)
+    assert [e["path"] for e in logs if e["event"] == "spool_file_ignored"] == [
+        str(tmp_path / "backup.seg")
+    ]
+    assert [b.tables for b in _drain(spool)] == [_batch(1).tables]
+    assert (tmp_path / "backup.seg").read_bytes() == b"an operator's copy"
+
+
+def _entries(segment: Path) -> list[tuple[int, int]]:
+    """(offset, size) of each entry of a segment."""
+    data, at, out = segment.read_bytes(), 0, []
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "little")
+        out.append((at, size))
+        at += 8 + size
+    return out
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "crc"])
+def test_a_damaged_entry_is_skipped_counted_and_its_segment_kept_aside(
+    tmp_path: Path, where: str
+) -> None:
+    spool = Spool(tmp_path)
+    batches = [_batch(i, rows=5) for i in range(94)]
+    for batch in batches:
+        spool.append(batch)
+    spool.close()
+    (segment,) = tmp_path.glob("*.seg")
+    at, size = _entries(segment)[9]
+    data = bytearray(segment.read_bytes())
+    offset = {"payload": at + 8 + size // 2, "length": at + 1, "crc": at + 5}[where]
+    data[offset] ^= 0x10  # one flipped bit
+    segment.write_bytes(bytes(data))
+    again = Spool(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        got = _drain(again)
+    assert [b.seq for b in got] == [b.seq for b in batches if b.seq != batches[9].seq]
+    assert again.corrupt_entries == 1
+    assert [e["event"] for e in logs] == ["spool_entry_damaged"]
+    damage = again.take_damage()
+    assert damage == [(batches[8].seq, 5 if where != "length" else damage[0][1])]
+    assert again.lost_rows in (5, 0) and (where != "payload" or again.lost_rows == 5)
+    assert not list(tmp_path.glob("*.seg")) and not again
+    assert (tmp_path / (segment.name + ".damaged")).read_bytes() == bytes(data)
+
+
+def test_a_torn_tail_after_good_entries_still_keeps_everything_before_it(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(5):
+        spool.append(_batch(i))
+    spool.close()
+    (segment,) = tmp_path.glob("*.seg")
+    segment.write_bytes(segment.read_bytes()[:-3])
+    again = Spool(tmp_path)
+    assert [b.seq for b in _drain(again)] == [_batch(i).seq for i in range(4)]
+    assert again.take_damage() == [(_batch(3).seq, None)]  # its rows are unknown
+
+
+_FULL_DISK = """
+import os, resource, signal, sys
+sys.path.insert(0, {root!r})
+from recorder.batching import Batch
+from recorder.exceptions import SpoolError
+from recorder.spool import Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+spool = Spool({dir!r}, segment_bytes=1 << 30)
+kept = []
+for i in range(1000):
+    batch = Batch({{"trades": [(i, "US:AAPL", "US", 1.5, 100.0, 1, r, "live", 7)
+                               for r in range(40)]}}, 1000 + i)
+    try:
+        spool.append(batch)
+    except SpoolError as exc:
+        print("refused", i, exc, file=sys.stderr)
+        continue
+    kept.append(i)
+print(" ".join(map(str, kept)))
+"""
+
+
+def test_a_full_disk_makes_short_writes_that_are_undone_and_not_counted(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel write part of an entry and refuse the rest, as a full
+    disk does: the part is cut off again and the batch is refused, not counted."""
+    root = str(Path(__file__).parent.parent)
+    script = _FULL_DISK.format(root=root, limit=20_000, dir=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    kept = [int(i) for i in done.stdout.split()]
+    assert kept and len(kept) < 1000 and "cannot write" in done.stderr
+    (segment,) = tmp_path.glob("*.seg")
+    assert segment.stat().st_size <= 20_000
+    spool = Spool(tmp_path)
+    got = _drain(spool)
+    assert [b.seq for b in got] == [1000 + i for i in kept]
+    assert spool.corrupt_entries == 0  # no torn entry was left behind
