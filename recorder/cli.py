@@ -13,6 +13,7 @@ import errno
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
     gaps.set_defaults(func=cmd_gaps)
 
-    cov = subs.add_parser("coverage", help="picture one day of the record as an HTML file")
+    cov = subs.add_parser("coverage", help="picture a day or a window of the record as HTML")
     cov.add_argument("--config", "-c", required=True, help="the TOML config file")
-    cov.add_argument("--day", required=True, help="the UTC day, such as 2026-11-26")
+    cov.add_argument(
+        "--day",
+        help="the UTC day, such as 2026-11-26; zoomed to the recorded span when that is "
+        "under half the day (--whole-day keeps it all)",
+    )
+    cov.add_argument("--from", dest="start", help="start of a window instead of a day (UTC)")
+    cov.add_argument("--to", dest="end", help="end of the window (default: now)")
+    cov.add_argument("--whole-day", action="store_true", help="--day: draw all 24 hours")
     cov.add_argument("--out", required=True, help="the HTML file to write")
     cov.set_defaults(func=cmd_coverage)
 
@@ -266,17 +274,39 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 def cmd_coverage(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from .coverage import build, render
+    from .coverage import build, render, window_text
+    from .protocol import NS
+    from .report import parse_time
 
     cfg = config_mod.load(args.config)
-    try:
-        day = dt.date.fromisoformat(args.day)
-    except ValueError:
-        raise ConfigError(f"--day: {args.day!r} is not a date such as 2026-11-26") from None
-    picture = build(cfg, day)
+    window = None
+    if args.start is not None:
+        if args.day is not None or args.whole_day:
+            raise ConfigError("--from: give either --day or --from/--to, not both")
+        now = time.time_ns()
+        start = parse_time(args.start, "--from")
+        end = parse_time(args.end, "--to") if args.end is not None else now
+        if end <= start:
+            raise ConfigError("--to must be after --from")
+        if end - start > 7 * 86400 * NS:
+            raise ConfigError("--to: a window is at most 7 days (use --day for each day)")
+        window = (start, end)
+        day = dt.datetime.fromtimestamp(start / NS, dt.UTC).date()
+    elif args.day is None:
+        raise ConfigError("coverage: give --day DAY, or --from TIME (and --to TIME)")
+    elif args.end is not None:
+        raise ConfigError("--to: goes with --from, not --day")
+    else:
+        try:
+            day = dt.date.fromisoformat(args.day)
+        except ValueError:
+            raise ConfigError(f"--day: {args.day!r} is not a date such as 2026-11-26") from None
+    picture = build(cfg, day, window=window)
+    if window is None and not args.whole_day:
+        picture = picture.zoomed()
     Path(args.out).write_text(render(picture))
     gaps = sum(picture.gaps.values())
-    print(f"wrote {args.out} ({len(picture.lines)} lines, {gaps} gaps)")
+    print(f"wrote {args.out} ({window_text(picture)}: {len(picture.lines)} lines, {gaps} gaps)")
     return 0
 
 

@@ -1,17 +1,20 @@
-"""``qos-recorder coverage``: one day of the record as a picture.
+"""``qos-recorder coverage``: a stretch of the record as a picture.
 
-Per code and stream, a time line of the UTC day in minutes, coloured by what the store
+Per code and stream, a time line in minutes (a UTC day, zoomed to the recorded span when
+the day is mostly empty, or any ``--from``/``--to`` window), coloured by what the store
 and the gap ledger say: recorded, a gap filled by backfill, partial, unrecoverable, still
-open, the market closed, or nothing at all. With the day's totals (rows per table, gaps by
-status, estimated lost volume). The output is one self-contained HTML file (inline SVG and
-CSS, no script, nothing fetched) that opens in any browser.
+open (up to now, never past it), the market closed, or nothing at all. Codes no longer in
+the config (removed by a reload) are drawn while they have rows in the window. With the
+totals (rows per table, gaps by status, estimated lost volume). The output is one
+self-contained HTML file (inline SVG and CSS, no script, nothing fetched).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 from .config import Config
 from .markets import Calendar, is_open
@@ -20,6 +23,9 @@ from .schema import GAPS
 from .store import Reader, reader_for
 
 MINUTES = 1440
+_MIN = 60 * NS
+#: a day whose recorded span is shorter than this fraction of it is drawn zoomed to the span
+ZOOM_BELOW = 0.5
 #: what a minute shows, drawn in this order (later ones on top), and its colour
 KINDS: dict[str, tuple[str, str]] = {
     "closed": ("market closed", "#c9ced6"),
@@ -41,7 +47,7 @@ class Line:
     minutes: list[str | None] = field(default_factory=lambda: [None] * MINUTES)
 
     def paint(self, kind: str, first: int, last: int) -> None:
-        for m in range(max(first, 0), min(last, MINUTES - 1) + 1):
+        for m in range(max(first, 0), min(last, len(self.minutes) - 1) + 1):
             self.minutes[m] = kind
 
     def runs(self) -> list[tuple[int, int, str | None]]:
@@ -58,13 +64,36 @@ class Line:
 
 @dataclass
 class Day:
-    """Everything the picture shows."""
+    """Everything the picture shows; minute 0 of every line is ``start`` (ns, UTC)."""
 
     day: dt.date
     lines: list[Line]
     rows: dict[str, int]
     gaps: dict[str, int]
     lost_volume: dict[str, float]
+    start: int = 0
+    whole_day: bool = True
+
+    @property
+    def minutes(self) -> int:
+        return len(self.lines[0].minutes) if self.lines else MINUTES
+
+    def zoomed(self) -> Day:
+        """The span with anything recorded or missing in it, padded, when that is under
+        ``ZOOM_BELOW`` of the window: 10 minutes of data are not a hairline."""
+        marked = [
+            m
+            for line in self.lines
+            for m, kind in enumerate(line.minutes)
+            if kind not in (None, "closed")
+        ]
+        if not marked or max(marked) - min(marked) + 1 >= ZOOM_BELOW * self.minutes:
+            return self
+        pad = max(5, (max(marked) - min(marked)) // 10)
+        lo = max(0, (min(marked) - pad) // 5 * 5)
+        hi = min(self.minutes, -(-(max(marked) + 1 + pad) // 5) * 5)
+        lines = [replace(line, minutes=line.minutes[lo:hi]) for line in self.lines]
+        return replace(self, lines=lines, start=self.start + lo * _MIN, whole_day=False)
 
 
 _GAP_FIELDS = [
@@ -84,25 +113,40 @@ def streams_of(config: Config) -> list[tuple[str, str, list[str]]]:
 
 
 def build(
-    config: Config, day: dt.date, calendar: Calendar | None = None, reader: Reader | None = None
+    config: Config,
+    day: dt.date,
+    calendar: Calendar | None = None,
+    reader: Reader | None = None,
+    *,
+    window: tuple[int, int] | None = None,
+    now: int | None = None,
 ) -> Day:
     """Read the store (the config's, or ``reader``: an archive, say) and the ledger for
-    ``day`` (UTC) and lay out the picture."""
+    ``day`` (UTC), or for ``window`` (ns, whole minutes) when given, and lay out the
+    picture. A gap still open is drawn up to ``now``, never past it."""
     start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
     end = start + 86400 * NS
+    if window is not None:
+        start, end = window[0] // _MIN * _MIN, -(-window[1] // _MIN) * _MIN
+    span = (end - start) // _MIN
+    now = time.time_ns() if now is None else now
     store = reader or reader_for(config)
     lines: list[Line] = []
     rows: dict[str, int] = {}
-    for table, stream, codes in streams_of(config):
-        for code in codes:
-            line = Line(code, stream)
-            for m in range(MINUTES):
-                if is_open(market_of(code), start + m * 60 * NS, calendar) is False:
+    for table, stream, configured in streams_of(config):
+        # a code a reload removed still has its rows in the window: it is drawn too
+        removed = [c for c in store.codes(table) if c not in configured]
+        for code in [*configured, *removed]:
+            count = store.count(table, code, start, end)
+            if code in removed and not count:
+                continue
+            line = Line(code, stream, [None] * span)
+            for m in range(span):
+                if is_open(market_of(code), start + m * _MIN, calendar) is False:
                     line.minutes[m] = "closed"
-            minutes = store.minutes(table, code, start, end)
-            for m in minutes:
+            for m in store.minutes(table, code, start, end):
                 line.minutes[m] = "recorded"
-            rows[table] = rows.get(table, 0) + store.count(table, code, start, end)
+            rows[table] = rows.get(table, 0) + count
             lines.append(line)
     gaps: dict[str, int] = {}
     lost: dict[str, float] = {}
@@ -114,9 +158,10 @@ def build(
             lost[code] = lost.get(code, 0.0) + lost_volume
         hit = by_key.get((code, stream))
         if hit is not None and status in KINDS:
-            last = MINUTES - 1 if last_ts is None else (last_ts - start) // (60 * NS)
-            hit.paint(status, (first - start) // (60 * NS), last)
-    return Day(day, lines, rows, gaps, lost)
+            # a hole still lasting ends now: what comes later has not happened yet
+            last = (min(now, end - 1) if last_ts is None else last_ts) - start
+            hit.paint(status, (first - start) // _MIN, last // _MIN)
+    return Day(day, lines, rows, gaps, lost, start, window is None)
 
 
 # --- drawing ------------------------------------------------------------------------------
@@ -124,23 +169,31 @@ def build(
 _LABEL, _WIDTH, _ROW, _TOP = 210, 960, 20, 36
 
 
+#: minutes between time marks: the smallest that leaves at most 24 marks
+_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
+
+
 def render(picture: Day) -> str:
-    """The day as a self-contained HTML page."""
+    """The picture as a self-contained HTML page."""
     height = _TOP + _ROW * len(picture.lines) + 10
-    scale = _WIDTH / MINUTES
+    span = picture.minutes
+    scale = _WIDTH / span
+    first_minute = picture.start // _MIN
+    step = next((s for s in _STEPS if span / s <= 24), 1440)
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_LABEL + _WIDTH + 20}" '
         f'height="{height}" font-family="sans-serif" font-size="12">'
     ]
-    for hour in range(25):
-        x = _LABEL + hour * 60 * scale
+    for m in range(-first_minute % step, span + 1, step):
+        x = _LABEL + m * scale
         svg.append(
             f'<line x1="{x:.1f}" y1="{_TOP - 6}" x2="{x:.1f}" y2="{height - 10}" '
             'stroke="#999" stroke-width="0.5"/>'
         )
-        if hour % 3 == 0:
+        if (first_minute + m) % (step * (3 if span / step > 8 else 1)) == 0:
             svg.append(
-                f'<text x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle">{hour:02d}:00</text>'
+                f'<text x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle">'
+                f"{_hhmm(first_minute + m)}</text>"
             )
     for i, line in enumerate(picture.lines):
         y = _TOP + i * _ROW
@@ -151,8 +204,8 @@ def render(picture: Day) -> str:
             title = "nothing" if kind is None else KINDS[kind][0]
             svg.append(
                 f'<rect x="{_LABEL + first * scale:.2f}" y="{y + 2}" width="{length * scale:.2f}" '
-                f'height="{_ROW - 4}" fill="{colour}"><title>{_hhmm(first)}-'
-                f"{_hhmm(first + length)} {title}</title></rect>"
+                f'height="{_ROW - 4}" fill="{colour}"><title>{_hhmm(first_minute + first)}-'
+                f"{_hhmm(first_minute + first + length)} {title}</title></rect>"
             )
     svg.append("</svg>")
     legend = "".join(
@@ -164,7 +217,7 @@ def render(picture: Day) -> str:
     lost = ", ".join(f"{code} {v:,.6g}" for code, v in sorted(picture.lost_volume.items()))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>qos-recorder coverage {picture.day}</title>
+<title>qos-recorder coverage {html.escape(window_text(picture))}</title>
 <style>
 body {{ font-family: sans-serif; margin: 24px; color: #222; }}
 h1 {{ font-size: 20px; margin: 0 0 4px; }}
@@ -174,7 +227,7 @@ p {{ margin: 4px 0; }}
   vertical-align: -2px; border: 1px solid #888; }}
 </style></head>
 <body>
-<h1>Coverage of {picture.day} (UTC), minute by minute</h1>
+<h1>Coverage of {html.escape(window_text(picture))}, minute by minute</h1>
 <p>{legend}</p>
 {"".join(svg)}
 <p><b>Rows:</b> {rows}</p>
@@ -184,5 +237,17 @@ p {{ margin: 4px 0; }}
 """
 
 
+def window_text(picture: Day) -> str:
+    """``2026-11-26 (UTC)``, or the window shown: ``2026-11-26 23:05-23:25 UTC``."""
+    if picture.whole_day and picture.minutes == MINUTES:
+        return f"{picture.day} (UTC)"
+    first = dt.datetime.fromtimestamp(picture.start / NS, dt.UTC)
+    last = first + dt.timedelta(minutes=picture.minutes)
+    to = f"{last:%H:%M}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M}-{to} UTC"
+
+
 def _hhmm(minute: int) -> str:
+    """A minute since 1970 (or since midnight) as HH:MM of its UTC day."""
+    minute %= MINUTES
     return f"{minute // 60:02d}:{minute % 60:02d}"

@@ -15,9 +15,14 @@ from conftest import KEY, make_config, rows, run_recorder
 from PIL import Image
 from simulated import SimulatorThread
 
-from recorder.coverage import EMPTY, KINDS, MINUTES, build
+from recorder import config as config_mod
+from recorder.batching import Batch
+from recorder.coverage import EMPTY, KINDS, MINUTES, build, render
 from recorder.daemon import Recorder
-from recorder.protocol import Stream
+from recorder.gaps import Gap
+from recorder.protocol import NS, Stream, Trade
+from recorder.schema import gap_row, trade_row
+from recorder.sinks.sqlite import SQLiteSink
 
 CHROMIUM = shutil.which("chromium")
 COVERAGE = [sys.executable, "-m", "recorder", "coverage"]
@@ -70,8 +75,6 @@ def test_a_recording_with_gaps_is_pictured_and_totalled(
     for text in ("US:AAPL  trades", "CF:BTCUSDT  snapshots", "gap filled by backfill", "Rows:"):
         assert text in page, text
     # the picture says what the store says
-    from recorder import config as config_mod
-
     picture = build(config_mod.load(config_path), today)
     trades = next(
         line for line in picture.lines if (line.code, line.stream) == ("CF:BTCUSDT", "trades")
@@ -132,3 +135,65 @@ def test_the_picture_in_a_headless_browser(
     for kind in ("recorded", "unrecoverable"):
         assert rgb(KINDS[kind][1]) in colours, kind
     assert rgb(EMPTY) in colours
+
+
+def _store(tmp_path: Path, start: int, now: int) -> Path:
+    """A real SQLite file: 10 minutes of US:AAPL and of US:TSLA (a code a reload removed
+    since), and a US:AAPL trades gap still open at ``now``; the config lists US:AAPL only."""
+    db = tmp_path / "ticks.sqlite"
+    trades = [
+        trade_row(Trade(code, start + m * 60 * NS, 10.0, 1.0, 1, start + m * 60 * NS))
+        for code in ("US:AAPL", "US:TSLA")
+        for m in range(10)
+    ]
+    gap = Gap(start + 10 * 60 * NS, None, "US:AAPL", "trades", "disconnect", now)
+    sink = SQLiteSink(db)
+    sink.write(Batch({"trades": trades, "gaps": [gap_row(gap)]}, 1))
+    sink.close()
+    path = tmp_path / "recorder.toml"
+    path.write_text(f'[subscribe]\ntrades = ["US:AAPL"]\n[sink]\nsqlite_path = "{db}"\n')
+    return path
+
+
+def test_a_mostly_empty_day_zooms_and_an_open_gap_stops_at_now(tmp_path: Path) -> None:
+    day = dt.date(2026, 11, 25)  # a Wednesday; US:AAPL trades from 14:00 UTC (09:00 ET)
+    start = int(dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC).timestamp()) * NS
+    now = start + 15 * 60 * NS
+    cfg = config_mod.load(_store(tmp_path, start, now))
+    whole = build(cfg, day, now=now)
+    assert whole.minutes == MINUTES and whole.whole_day
+    aapl, tsla = whole.lines  # the removed code has rows that day: it is drawn
+    assert (aapl.code, tsla.code) == ("US:AAPL", "US:TSLA") and whole.rows == {"trades": 20}
+    first = 14 * 60
+    assert aapl.minutes[first : first + 10] == ["recorded"] * 10
+    # the open gap is painted from its start up to now, never past it
+    assert aapl.minutes[first + 10 : first + 16] == ["open"] * 6
+    assert "open" not in aapl.minutes[first + 16 :]
+
+    zoomed = whole.zoomed()
+    assert zoomed.start == start - 5 * 60 * NS and zoomed.minutes == 30 and not zoomed.whole_day
+    assert zoomed.lines[0].minutes[5:21] == ["recorded"] * 10 + ["open"] * 6
+    assert "2026-11-25 13:55-14:25 UTC" in render(zoomed)
+    assert build(cfg, day, now=now, window=(start, start + 30 * 60 * NS)).minutes == 30
+
+
+def test_coverage_windows_from_the_command_line(tmp_path: Path) -> None:
+    start = int(dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC).timestamp()) * NS
+    config = _store(tmp_path, start, start + 15 * 60 * NS)
+    out = tmp_path / "c.html"
+
+    def cov(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*COVERAGE, "--config", str(config), "--out", str(out), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    # the gap is still open now: it reaches the end of that day, and the zoom follows it
+    assert cov("--day", "2026-11-25").stdout == (
+        f"wrote {out} (2026-11-25 13:00-2026-11-26 00:00 UTC: 2 lines, 1 gaps)\n"
+    )
+    assert cov("--day", "2026-11-25", "--whole-day").stdout == (
+        f"wrote {out} (2026-11-25 (UTC): 2 lines, 1 gaps)\n"
+    )
+    window = cov("--from", "2026-11-25T13:30", "--to", "2026-11-25T15:00")
+    assert window.stdout == f"wrote {out} (2026-11-25 13:30-15:00 UTC: 2 lines, 1 gaps)\n"
+    both = cov("--day", "2026-11-25", "--from", "2026-11-25T13:30")
+    assert both.returncode == 2 and "either --day or --from/--to" in both.stderr
