@@ -22,7 +22,7 @@ from .batching import Batch, Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
-from .gaps import Gap, GapDetector
+from .gaps import DroppedRows, Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar, is_open
 from .metrics import Metrics
@@ -107,7 +107,9 @@ class Recorder:
             sc.retry_interval,
             on_flush=self._flushed,
             retention=config.retention.days(),
+            on_dropped=self._on_dropped,
         )
+        self.dropped = DroppedRows()
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
@@ -265,6 +267,31 @@ class Recorder:
             self._log_gap("gap_open", gap)
         self._update_gap(gap)
 
+    def _on_dropped(self, batch: Batch, why: str, rows: int | None, kept: bool) -> None:
+        """The writer thread's report of rows that will not reach the database."""
+        lost_gaps = batch.tables.get("gaps")
+        data = {t: r for t, r in batch.tables.items() if t != "gaps"}
+        if data:
+            self.dropped.add_rows(data, why)
+        elif not lost_gaps:  # unreadable rows: their times are about the batch's cut
+            self.dropped.add("*", "unknown", batch.seq, batch.seq, rows, why)
+        if lost_gaps and not kept:
+            # lost for want of space, not for what they hold: written again as they were
+            self.dropped.again(gap_of(row) for row in lost_gaps)
+
+    def _write_dropped(self, force: bool = False) -> None:
+        """The ``dropped`` gaps, once the writer can take them (or at shutdown)."""
+        if not self.dropped:
+            return
+        spool = self.spool
+        if not force and not self.writer.stats.healthy and spool.total_bytes >= spool.max_bytes:
+            return
+        for gap in self.dropped.take():
+            if gap.cause == "dropped":
+                gap.detail = self.key.scrub(gap.detail or "")
+                self._log_gap("gap", gap)
+            self._update_gap(gap)
+
     def _update_gap(self, gap: Gap) -> None:
         if gap.record:
             self.batcher.add_gap(gap)
@@ -389,6 +416,7 @@ class Recorder:
                     f"(last: {self.writer.stats.crash_error}); what it held is spooled"
                 )
             self.detector.check()
+            self._write_dropped()
             self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
             tick += 1
             if tick % 5 == 0:
@@ -478,6 +506,7 @@ class Recorder:
     async def shutdown(self) -> None:
         """Hand over what the batcher holds and let the writer finish or spool it."""
         self.notifier.stopping()
+        self._write_dropped(force=True)
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)

@@ -4,6 +4,8 @@
   the last row stored before the recorder started) to the first frame after resubscribing;
 - ``silence``: a code with no trade for ``silence_after`` seconds while its market is open;
 - ``kline_skip``: a K-line bar whose ``ts`` skips intervals in which the market was open;
+- ``dropped``: rows the recorder received and then lost itself (a full spool, a batch the
+  database refused set aside, a damaged spool entry), from :class:`DroppedRows`;
 - ``volume``: a snapshot's cumulative day volume grew by more than the trades recorded
   for that code since the previous snapshot, and stayed so at the next snapshot (so a
   snapshot that merely overtook its trade on the wire is not a gap).
@@ -19,9 +21,12 @@ from the records. Times are integer nanoseconds (exchange time unless said other
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .config import GapsConfig, SubscribeConfig
 from .markets import Calendar, is_open
@@ -449,6 +454,86 @@ class GapDetector:
                     detail=f"{len(skipped)} bar(s) missing between two pushes",
                 )
             )
+
+
+class DroppedRows:
+    """Rows the recorder itself lost, as ``dropped`` gaps with the span and count of their
+    rows. Drops of one code and stream merge into its current gap while they go on (its
+    start, part of the row's key, stays), so each gap row is written again with the growing
+    count instead of being replaced by a smaller one. The writer thread adds; the event loop
+    takes what changed (so a lock)."""
+
+    #: gaps remembered by key, so a later drop with the same start adds to the same row
+    REMEMBER = 10_000
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str, int], Gap] = {}  # oldest first
+        self._current: dict[tuple[str, str], Gap] = {}
+        self._touched: set[tuple[str, str]] = set()
+        self._changed: dict[tuple[str, str, int], Gap] = {}
+        #: rows of the gaps table lost too: written again as they were, not as new gaps
+        self._again: dict[tuple[int, str, str, str], Gap] = {}
+        self.rewritten = 0  # how many such rows
+
+    def __bool__(self) -> bool:
+        return bool(self._changed or self._again)
+
+    def add(self, code: str, stream: str, start: int, end: int, rows: int | None, why: str) -> None:
+        """``rows`` (None: unknown) of one code and stream, exchange times ``start``-``end``."""
+        now = self.clock()
+        # a row's own time may be what made it unwritable: keep the gap's times sane
+        start, end = (min(max(t, 0), now + CLOCK_SKEW) for t in (start, end))
+        with self._lock:
+            gap = self._current.get((code, stream))
+            if gap is None or start < gap.start:  # older rows: the gap that starts there
+                gap = self._known.get((code, stream, start))
+                if gap is None:
+                    gap = Gap(start, end, code, stream, "dropped", now, missing=0)
+                    gap.missing_unit, gap.status = "rows", "unrecoverable"
+                    self._known[(code, stream, start)] = gap
+                    if len(self._known) > self.REMEMBER:
+                        del self._known[next(iter(self._known))]
+                self._current.setdefault((code, stream), gap)
+            gap.end = max(gap.end or end, end)
+            gap.missing = None if rows is None or gap.missing is None else gap.missing + rows
+            if stream == "trades":
+                gap.lost_trades = None if gap.missing is None else int(gap.missing)
+            gap.detail = why
+            self._touched.add((code, stream))
+            self._changed[(code, stream, gap.start)] = gap
+
+    def add_rows(self, tables: Mapping[str, Sequence[Sequence[Any]]], why: str) -> None:
+        """Rows of the data tables (``ts`` and ``code`` first), merged per code and stream."""
+        spans: dict[tuple[str, str], list[int]] = {}
+        now = self.clock()
+        for table, rows in tables.items():
+            for row in rows:
+                ts, code = row[0], row[1]
+                ts = ts if type(ts) is int else now
+                stream = f"klines:{row[3]}" if table == "klines" else table
+                span = spans.setdefault((str(code), stream), [ts, ts, 0])
+                span[0], span[1], span[2] = min(span[0], ts), max(span[1], ts), span[2] + 1
+        for (code, stream), (start, end, n) in spans.items():
+            self.add(code, stream, start, end, n, why)
+
+    def again(self, gaps: Iterable[Gap]) -> None:
+        """Gap rows that were lost themselves: written again later, the latest state kept."""
+        with self._lock:
+            for gap in gaps:
+                self._again[(gap.start, gap.code, gap.stream, gap.cause)] = gap
+                self.rewritten += 1
+
+    def take(self) -> list[Gap]:
+        """The gaps to write now (copies: the writer thread goes on adding to the
+        originals). A code's current gap ends once a take finds no drop since the last."""
+        with self._lock:
+            out = [*self._again.values(), *map(dataclasses.replace, self._changed.values())]
+            self._changed, self._again = {}, {}
+            self._current = {k: g for k, g in self._current.items() if k in self._touched}
+            self._touched = set()
+        return out
 
 
 def _join(detail: str | None, note: str) -> str:

@@ -83,9 +83,11 @@ class Writer:
         max_crashes: int = 5,
         retention: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
+        on_dropped: Callable[[Batch, str, int | None, bool], None] | None = None,
     ) -> None:
         """``retention``: days to keep per table; old rows go in small slices while the
-        writer has nothing else to do."""
+        writer has nothing else to do. ``on_dropped(batch, why, rows, kept)`` hears of every
+        batch whose rows will not reach the database (see :meth:`_dropped`)."""
         self.sink = sink
         self.retention = dict(retention or {})
         self._clock = clock
@@ -103,6 +105,7 @@ class Writer:
         self._draining: Batch | None = None  # the spooled batch being written
         self.stats = WriterStats()
         self._on_flush = on_flush
+        self._on_dropped = on_dropped
         self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max_pending)
         self._in_flight: Batch | None = None
         self._abandoned = threading.Event()
@@ -129,11 +132,24 @@ class Writer:
         except SpoolError as exc:
             self.stats.lost_rows += len(batch)
             log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
+            self._dropped(batch, f"lost: the spool could not keep them ({exc})")
             return
         except _BAD_DATA as exc:  # its rows cannot even be encoded (an int beyond 64 bits)
             self._reject(batch, SinkRejected(f"it cannot be spooled: {type(exc).__name__}: {exc}"))
             return
         self.stats.spooled_batches += 1
+
+    def _dropped(self, batch: Batch, why: str, rows: int | None = None, kept: bool = False) -> None:
+        """Rows that will not reach the database: lost, or ``kept`` aside in a file. The
+        ledger makes them ``dropped`` gaps. When the rows cannot be read (a damaged spool
+        entry), ``batch`` is ``Batch({}, seq)`` with the seq (cut time) of the entry before
+        and ``rows`` their count if known. Never raises: it runs in the crash handler too."""
+        if self._on_dropped is None:
+            return
+        try:
+            self._on_dropped(batch, why, rows, kept)
+        except Exception as exc:  # the ledger must not take the writer down with it
+            log.error("dropped_not_recorded", error=f"{type(exc).__name__}: {exc}")
 
     # --- the thread -----------------------------------------------------------------
 
@@ -292,6 +308,9 @@ class Writer:
         except Exception as err:  # OSError, or rows no encoding can carry: counted, said
             self.stats.lost_rows += len(batch)
             log.error("rejected_batch_lost", error=f"{type(err).__name__}: {err}", rows=len(batch))
+            self._dropped(batch, f"lost: refused by the database ({exc}), not kept ({err})")
+            return
+        self._dropped(batch, f"set aside in {path}: {exc}", kept=True)
 
     def _handle(self, batch: Batch) -> None:
         if self.spool or not self.stats.healthy:

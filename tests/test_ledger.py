@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,9 +22,14 @@ from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_
 from hostile import Hostile
 from hypothesis import given
 from hypothesis import strategies as st
+from simulated import SimulatorThread
 
 from recorder import logs
 from recorder.config import Secret
+from recorder.daemon import Recorder
+from recorder.report import format_gaps, read_gaps
+
+SimFactory = Callable[..., SimulatorThread]
 
 
 def _free_port() -> int:
@@ -224,3 +229,52 @@ def test_the_log_scrubs_the_key_from_every_event() -> None:
         structlog.reset_defaults()
     line = out.getvalue()
     assert b"log-leak" not in line and line.count(b"***") == 2
+
+
+# --- #21 item 10: every row the recorder dropped is in the ledger ------------------------
+
+
+def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=200, seed=5)
+    codes = list(sim.sim.codes)[:2]
+    blocker = tmp_path / "db"
+    blocker.write_text("a file where the database's folder should be: the sink cannot open")
+    config = make_config(
+        sim,
+        tmp_path,
+        codes,
+        sink={"sqlite_path": str(blocker / "ticks.sqlite"), "retry_interval": 0.2},
+        spool={"max_bytes": 40_000, "segment_bytes": 20_000},
+    )
+
+    def unblock(recorder: Recorder, elapsed: float) -> None:
+        if recorder.writer.stats.lost_rows > 500 and blocker.is_file():
+            blocker.unlink()  # the database comes back
+
+    def ledger_written(recorder: Recorder) -> bool:
+        return (
+            not blocker.is_file()
+            and recorder.writer.stats.healthy
+            and not recorder.spool
+            and not recorder.dropped
+        )
+
+    recorder = run_recorder(config, until=ledger_written, during=unblock, timeout=60)
+    lost = recorder.writer.stats.lost_rows
+    assert lost > 500
+    db = blocker / "ticks.sqlite"
+    dropped = rows(
+        db,
+        "SELECT code, stream, status, missing, missing_unit, lost_trades, detail FROM gaps "
+        "WHERE cause = 'dropped'",
+    )
+    assert dropped and {c for c, *_ in dropped} <= set(codes)
+    assert all(s == "unrecoverable" and u == "rows" for _, _, s, _, u, _, _ in dropped)
+    assert all(lt == m for _, st_, _, m, _, lt, _ in dropped if st_ == "trades")
+    lost_gap_rows = recorder.dropped.rewritten  # lost too, then written again as they were
+    assert sum(m for _, _, _, m, *_ in dropped) == lost - lost_gap_rows
+    assert all("spool" in d for *_, d in dropped)
+    listed = format_gaps(read_gaps(config, 0))  # what `qos-recorder gaps` prints
+    assert "no gaps" not in listed and "dropped" in listed and "unrecoverable" in listed
