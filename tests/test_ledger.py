@@ -182,7 +182,7 @@ def test_an_exception_quoting_the_key_is_scrubbed_from_ledger_health_and_log(
     tmp_path: Path,
 ) -> None:
     # read_key refuses such a key; the Recorder is given it directly, as a defense in depth
-    secret = "leaky\x01key-0123456789"
+    secret = "\ufeffleaky-key-0123456789"  # websockets refuses the BOM; aiohttp sends it
     with Hostile() as up:
         # a crypto code needs no calendar, and no backfill: nothing asks REST with the key
         config = make_config(
