@@ -64,10 +64,15 @@ class Backfiller:
         settle: float = 1.0,
         sweep_due: Callable[[], bool] = lambda: False,
         sweep_wait: float = 3.0,
+        closing: Callable[[], bool] = lambda: False,
+        closing_wait: float = 15.0,
     ) -> None:
         """``sweep_due()``: a start-up sweep is about to be submitted (the session has
         subscribed trades, the first snapshot has not come): a trades round waits for it up
-        to ``sweep_wait`` seconds, so one ``/trade`` serves both."""
+        to ``sweep_wait`` seconds, so one ``/trade`` serves both. ``closing()``: gaps of a
+        disconnect still wait for their stream's resubscription (one a second): a round of
+        the other streams, which is not urgent, waits for them up to ``closing_wait``
+        seconds, so one ``/history`` serves every K-line type."""
         self.rest = rest
         self.counter = counter
         self.write = write
@@ -76,6 +81,8 @@ class Backfiller:
         self.settle = settle
         self.sweep_due = sweep_due
         self.sweep_wait = sweep_wait
+        self.closing = closing
+        self.closing_wait = closing_wait
         self._trades_lane = _Lane()
         self._other_lane = _Lane()
         self._held: dict[int, Gap] = {}  # id(gap) -> gap, for trades gaps not backfilled yet
@@ -142,7 +149,9 @@ class Backfiller:
             # /trade's window of 50 moves on.
             await asyncio.sleep(self.settle)
             if lane is self._trades_lane:
-                await self._await_sweep(lane)
+                await self._await(lane, self.sweep_due, self.sweep_wait)
+            else:
+                await self._await(lane, self.closing, self.closing_wait)
             await self.rest.scheduler.ready()
             lane.wake.clear()
             taken, lane.queue = lane.queue, []
@@ -165,9 +174,11 @@ class Backfiller:
             finally:
                 self._in_round -= len(taken)
 
-    async def _await_sweep(self, lane: _Lane) -> None:
-        deadline = time.monotonic() + self.sweep_wait
-        while self.sweep_due() and (left := deadline - time.monotonic()) > 0:
+    @staticmethod
+    async def _await(lane: _Lane, coming: Callable[[], bool], limit: float) -> None:
+        """Wait while more gaps for this round are ``coming()``, at most ``limit`` s."""
+        deadline = time.monotonic() + limit
+        while coming() and (left := deadline - time.monotonic()) > 0:
             lane.wake.clear()
             try:
                 async with asyncio.timeout(min(left, 0.1)):

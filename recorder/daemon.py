@@ -127,6 +127,7 @@ class Recorder:
             self._update_gap,
             config.gaps.max_trade_backfill,
             sweep_due=self.detector.sweep_due,
+            closing=lambda: bool(self.detector.pending) and self.stats.connected,
         )
         self.reference = ReferencePoller(
             self.rest, lambda: self.target.sub.all_codes(), self.calendar, self.batcher.add_row

@@ -416,3 +416,49 @@ def test_a_refused_backfill_spends_one_request_and_the_gap_says_why() -> None:
     (gap,) = updated
     assert gap.status == "unrecoverable"
     assert gap.detail == "backfill refused: /trade: invalid code: US:AAPL"
+
+
+def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # 8.5 trades a second per code fill /trade's window of 50 in 6 s: a backfill that waits
+    # behind reference data (or a repeated start-up round) for the budget loses trades
+    sim = make_sim(trades_per_second=8.5, seed=23)
+    codes = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
+    config = make_config(sim, tmp_path, codes)  # trades, depth, snapshots; 10 a minute
+    assert config.upstream.http_requests_per_minute == 10
+    drops: list[float] = []  # when each outage began (elapsed seconds)
+
+    def disconnect(recorder: Recorder, elapsed: float) -> None:
+        swept = recorder.backfiller.resolved >= len(codes) and recorder.backfiller.idle
+        if (not drops and swept) or (len(drops) == 1 and elapsed >= drops[0] + 6.0):
+            drops.append(elapsed)
+            sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", True))
+            sim.run(sim.sim.disconnect_all("injected"))
+        elif drops and elapsed >= drops[-1] + 1.5 and sim.sim.faults.refuse_connections:
+            # an outage of 1.5 s: a dozen trades a code that only the backfill can recover
+            sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", False))
+
+    recorder = run_recorder(
+        config,
+        during=disconnect,
+        timeout=60,
+        until=lambda r: len(drops) == 2 and not sim.sim.faults.refuse_connections and _settled(r),
+    )
+    assert len(drops) == 2 and recorder.stats.reconnects >= 2
+    db = tmp_path / "ticks.sqlite"
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))
+    lo, hi = _window(sent, db)
+    truth = _truth_in(sim, set(codes), lo, hi)
+    stored = _stored_in(db, lo, hi)
+    by_purpose = {p.value: n for p, n in recorder.rest.scheduler.sent.items() if n}
+    print(f"trades expected {len(truth)}, stored {len(stored)}; requests {by_purpose}")
+    check_trades(stored, truth)  # every trade recovered, none twice
+    statuses = rows(db, "SELECT status FROM gaps WHERE stream = 'trades'")
+    assert len(statuses) == 2 * len(codes) and {s for (s,) in statuses} == {"filled"}
+    (backfilled,) = rows(db, "SELECT count(*) FROM trades WHERE source = 'backfill'")[0]
+    assert backfilled > 2 * len(codes) * 5  # the outages did lose trades, and they came back
+    # one /trade per disconnect (its start-up sweep rides along) and one at start-up
+    assert by_purpose.get("trades", 0) + by_purpose.get("sweep", 0) == 3
+    assert sum(by_purpose.values()) <= 10
+    assert sim.call(lambda: list(sim.sim.http_over_limit)) == []
