@@ -53,12 +53,14 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
             subscribe={"klines": CODES[:1], "kline_types": [1, 1001]},
             gaps={"backfill": False},
         )
-        # until the reference data (with the decimals of each code) is stored too
+        # until the reference data is stored too, and both K-line types were pushed (the
+        # last subscription goes out a few seconds after the first: the gate's spacing)
         recorder = run_recorder(
             config,
             until=lambda r: (
                 r.stats.frames[Stream.TRADES] >= 90
                 and r.writer.stats.rows.get("instruments", 0) >= len(CODES)
+                and sim.call(lambda: {f["kt"] for f in sim.sim.sent_frames("K")}) == {1, 1001}
             ),
             timeout=40,
         )
