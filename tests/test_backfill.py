@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from conftest import (
     KEY,
     make_config,
@@ -385,14 +386,24 @@ def test_trades_of_codes_not_asked_for_are_ignored_and_prove_nothing() -> None:
     assert gap.detail is not None and "US:AAPL" in gap.detail
 
 
-def test_a_refused_backfill_spends_one_request_and_the_gap_says_why() -> None:
+@pytest.mark.parametrize(
+    ("stream", "path", "answer", "why"),
+    [
+        ("trades", "/trade", Answer.json({"msg": "invalid code: US:AAPL"}), "invalid code"),
+        ("snapshots", "/snapshot", Answer.ok(5), "REST data for S is not a list"),
+        ("trades", "/trade", Answer.ok({"US:AAPL": []}), "REST data for T is not a list"),
+    ],
+)
+def test_a_refused_or_malformed_answer_spends_one_request_and_the_gap_says_why(
+    stream: str, path: str, answer: Answer, why: str
+) -> None:
     now = int(time.time())
     updated: list[Gap] = []
     with Hostile() as up:
-        up.http["/trade"] = Answer.json({"msg": "invalid code: US:AAPL"})
+        up.http[path] = answer
 
         async def backfill() -> Backfiller:
-            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", "trades", "disconnect", now * NS)
+            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", stream, "disconnect", now * NS)
             up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
             async with RestClient(up_config, Secret(KEY)) as rest:
                 resolved = asyncio.Event()
@@ -407,15 +418,15 @@ def test_a_refused_backfill_spends_one_request_and_the_gap_says_why() -> None:
                 await resolved.wait()
                 task.cancel()
                 assert backfiller.idle
-                assert not backfiller.pending()
             return backfiller
 
         backfiller = asyncio.run(asyncio.wait_for(backfill(), 20))
-        assert [r.path for r in up.requests] == ["/trade"]  # once, not five times
+        assert [r.path for r in up.requests] == [path]  # once, not five times
     assert backfiller.failed_rounds == 0
     (gap,) = updated
     assert gap.status == "unrecoverable"
-    assert gap.detail == "backfill refused: /trade: invalid code: US:AAPL"
+    assert gap.detail is not None and gap.detail.startswith("backfill refused: ")
+    assert why in gap.detail
 
 
 def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(

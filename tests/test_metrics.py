@@ -126,6 +126,9 @@ def test_metrics_and_health_follow_a_disconnect(make_sim: SimFactory, tmp_path: 
         sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", False))
         assert wait_for(lambda: _get(f"{base}/healthz")[0] == 200, timeout=20)
         assert _metric(_get(f"{base}/metrics")[1], "qos_reconnects_total") >= 1
+        # the disconnect's backfill, counted by purpose
+        trades = re.compile(r'^qos_rest_requests_total\{purpose="trades"\} [1-9]', re.M)
+        assert wait_for(lambda: trades.search(_get(f"{base}/metrics")[1]) is not None, 20)
         status_cmd = _status(config)
         assert status_cmd.returncode == 0, status_cmd.stdout
         assert "status: ok" in status_cmd.stdout and "frames: trades" in status_cmd.stdout
