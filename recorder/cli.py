@@ -89,12 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     gaps = subs.add_parser("gaps", help="print the gaps table readably")
-    gaps.add_argument("--config", "-c", required=True, help="the TOML config file")
+    gaps.add_argument("--config", "-c", help="the TOML config file (its store)")
+    gaps.add_argument("--source", help="read this store instead: " + SOURCE_HELP)
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
     gaps.set_defaults(func=cmd_gaps)
 
     cov = subs.add_parser("coverage", help="picture a day or a window of the record as HTML")
     cov.add_argument("--config", "-c", required=True, help="the TOML config file")
+    cov.add_argument("--source", help="read this store instead of the config's: " + SOURCE_HELP)
     cov.add_argument(
         "--day",
         help="the UTC day, such as 2026-11-26; zoomed to the recorded span when that is "
@@ -107,11 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     cov.set_defaults(func=cmd_coverage)
 
     rep = subs.add_parser("replay", help="replay recorded data as NDJSON or a QOS WebSocket")
-    rep.add_argument(
-        "--source",
-        required=True,
-        help="a SQLite file, or a QuestDB HTTP address such as http://localhost:9000",
-    )
+    rep.add_argument("--source", required=True, help=SOURCE_HELP)
     rep.add_argument(
         "--from",
         dest="start",
@@ -149,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
         help="--serve: close the socket after the range (the live service never does)",
     )
     rep.set_defaults(func=cmd_replay)
+
+    _export_parser(subs)
 
     sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -264,10 +264,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gaps(args: argparse.Namespace) -> int:
     from .report import format_gaps, parse_time, read_gaps
+    from .store import open_source
 
-    cfg = config_mod.load(args.config)
+    if (args.config is None) == (args.source is None):
+        raise ConfigError("gaps: give --config or --source")
+    source = config_mod.load(args.config) if args.config else open_source(args.source)
     since = parse_time(args.since) if args.since else 0
-    print(format_gaps(read_gaps(cfg, since)))
+    print(format_gaps(read_gaps(source, since)))
     return 0
 
 
@@ -301,12 +304,77 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             day = dt.date.fromisoformat(args.day)
         except ValueError:
             raise ConfigError(f"--day: {args.day!r} is not a date such as 2026-11-26") from None
-    picture = build(cfg, day, window=window)
+    from .store import open_source
+
+    reader = open_source(args.source) if args.source else None
+    picture = build(cfg, day, window=window, reader=reader)
     if window is None and not args.whole_day:
         picture = picture.zoomed()
     Path(args.out).write_text(render(picture))
     gaps = sum(picture.gaps.values())
     print(f"wrote {args.out} ({window_text(picture)}: {len(picture.lines)} lines, {gaps} gaps)")
+    return 0
+
+
+SOURCE_HELP = (
+    "a SQLite file, a QuestDB HTTP address such as http://localhost:9000, or an archive "
+    "folder or URL written by export"
+)
+
+
+def _export_parser(subs: Any) -> None:
+    exp = subs.add_parser("export", help="days of the recording into a Parquet archive")
+    exp.add_argument("--source", help=SOURCE_HELP)
+    exp.add_argument("--config", "-c", help="export the store this config records into")
+    exp.add_argument("--from", dest="start", help="UTC date/time or unix seconds")
+    exp.add_argument("--to", dest="end", help="end of the range, exclusive")
+    exp.add_argument("--yesterday", action="store_true", help="the UTC day before today")
+    exp.add_argument(
+        "--out", help="archive folder or URL (default: the config's retention.archive)"
+    )
+    exp.add_argument(
+        "--partial", action="store_true", help="also export a day still being recorded"
+    )
+    exp.add_argument(
+        "--expire",
+        action="store_true",
+        help="then expire, per the config's [retention] days, only what the archive holds",
+    )
+    exp.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .archive import expire_held, export, report_line
+    from .report import parse_time
+    from .store import reader_for
+
+    if (args.source is None) == (args.config is None):
+        raise ConfigError("export: give --source or --config (the store to export)")
+    cfg = config_mod.load(args.config) if args.config else None
+    out = args.out or (cfg.retention.archive if cfg else None)
+    if out is None:
+        raise ConfigError("--out: required (or set retention.archive in the config)")
+    if cfg is not None and "://" not in out:
+        out = str(cfg.resolve(out))
+    if args.yesterday == (args.start is not None or args.end is not None):
+        raise ConfigError("export: give --from and --to, or --yesterday")
+    if args.yesterday:
+        import time
+
+        today = int(time.time()) // 86400 * 86400
+        start, end = (today - 86400) * 1_000_000_000, today * 1_000_000_000
+    elif args.start is None or args.end is None:
+        raise ConfigError("export: --from and --to go together")
+    else:
+        start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    if args.expire and cfg is None:
+        raise ConfigError("--expire: needs --config (its [retention] days and its store)")
+    source = args.source if cfg is None else reader_for(cfg)
+    for day in export(source, start, end, out, partial=args.partial):
+        print(report_line(day), flush=True)
+    if args.expire and cfg is not None:
+        for table, before in expire_held(cfg, out).items():
+            print(f"expired {table} before {before}")
     return 0
 
 

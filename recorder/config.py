@@ -163,6 +163,9 @@ class RetentionConfig:
     klines: float | None = None
     gaps: float | None = None
     instruments: float | None = None
+    #: the Parquet archive (folder or URL) the daily export writes: when set, the recorder
+    #: expires nothing itself; ``qos-recorder export --expire`` expires only what it holds
+    archive: str | None = None
 
     def days(self) -> dict[str, float]:
         """The tables with a limit, and their days."""

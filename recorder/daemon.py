@@ -106,7 +106,8 @@ class Recorder:
             sc.max_pending_batches,
             sc.retry_interval,
             on_flush=self._flushed,
-            retention=config.retention.days(),
+            # with an archive, the export job expires what the archive holds, nothing else
+            retention=config.retention.days() if config.retention.archive is None else None,
             on_dropped=self._on_dropped,
         )
         self.dropped = DroppedRows()

@@ -203,7 +203,9 @@ def test_a_closed_pipe_is_a_normal_end_and_serve_options_need_serve(
     )
 
 
-def _serve(recording: Recording, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    recording: Recording, *extra: str, source: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """``qos-recorder replay --serve`` on a free port, listening."""
     port = _free_port()
     proc = subprocess.Popen(
@@ -213,7 +215,7 @@ def _serve(recording: Recording, *extra: str) -> tuple[subprocess.Popen[bytes], 
             "recorder",
             "replay",
             "--source",
-            str(recording.db),
+            str(source or recording.db),
             "--serve",
             str(port),
             *extra,
@@ -383,3 +385,44 @@ def test_identical_depth_updates_in_one_second_are_all_kept_in_order(
     ]
     replayed = [protocol.push_frame(r) for r in replay(db, second * NS, (second + 1) * NS)]
     assert [float(f["b"][0]["p"]) for f in replayed] == [10.0, 10.01, 10.0]
+
+
+def test_the_archive_replays_the_same_frames_as_the_database(
+    recording: Recording, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    span = ("--from", str(recording.start), "--to", str(recording.end + 2 * 86400))
+    export = [sys.executable, "-m", "recorder", "export", "--source", str(recording.db), *span]
+    refused = subprocess.run([*export, "--out", str(archive)], capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "is still being recorded" in refused.stderr and "--partial" in refused.stderr
+    done = subprocess.run(
+        [*export, "--out", str(archive), "--partial"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    from_db, from_archive = (
+        _cli("--source", str(recording.db), *span),
+        _cli("--source", str(archive), *span),
+    )
+    assert from_db.returncode == from_archive.returncode == 0, from_archive.stderr
+    lines = [json.loads(line) for line in from_db.stdout.splitlines()]
+    assert [f for f in lines if f["tp"] != "K"] == [f for f in recording.sent if f["tp"] != "K"]
+    assert from_archive.stdout == from_db.stdout  # string for string
+    # --serve plays the archive too
+    proc, url = _serve(
+        recording, *span, "--speed", "max", "--settle", "0.5", "--close-at-end", source=archive
+    )
+    served: list[str] = []
+    try:
+        with connect(url, additional_headers={"key": "any"}) as ws:
+            ws.send(json.dumps({"type": "T", "codes": CODES}))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    text = ws.recv(timeout=30)
+                    if '"tp"' in str(text):
+                        served.append(str(text))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    trades = [line for line in from_db.stdout.splitlines() if json.loads(line)["tp"] == "T"]
+    assert [json.loads(f) for f in served] == [json.loads(t) for t in trades] and trades

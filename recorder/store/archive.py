@@ -229,7 +229,10 @@ class ArchiveReader:
         return rows
 
     def gaps(self, start: int, end: int, overlapping: bool = False) -> list[Row]:
-        rows = self._all("gaps", up_to=end)
+        # a gap that spans days is in the file of each day it touches: the latest day's
+        # copy holds its latest state
+        latest = {(r[0], r[2], r[4], r[5]): r for r in self._all("gaps", up_to=end)}
+        rows = list(latest.values())
         if overlapping:
             rows = [r for r in rows if overlaps(r, start, end)]
         else:

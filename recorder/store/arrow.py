@@ -109,8 +109,6 @@ def sort(data: Any, order: Sequence[str]) -> Any:
         keys[name] = column
     import pyarrow.compute as pc
 
-    # SQLite and QuestDB put nulls first in an ascending order; so does the archive
-    index = pc.sort_indices(
-        pa.table(keys), sort_keys=[(n, "ascending") for n in order], null_placement="at_start"
-    )
+    # the keys of a time order are never null (dedup keys, times, codes)
+    index = pc.sort_indices(pa.table(keys), sort_keys=[(n, "ascending") for n in order])
     return data.take(index)
