@@ -322,17 +322,29 @@ def _iso(ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ns % NS:09d}Z" if ns % NS else "Z")
 
 
-def held_until(archive: ArchiveReader, reader: Reader, table: str, before: int) -> int:
+def held_until(
+    archive: ArchiveReader,
+    reader: Reader,
+    table: str,
+    before: int,
+    repair: Callable[[dt.date], None] | None = None,
+) -> int:
     """How far retention may expire ``table`` without losing what the archive does not
     hold: ``before``, or the start of the oldest day that has rows in the store and no
-    complete-in-rows, non-partial export (rows per code as the store has them now)."""
+    non-partial export holding them row for row (every code's count in its manifest
+    equals the store's now). ``repair(day)`` exports such a day first, if given."""
     oldest = next(iter(reader.rows(table, 0, before)), None)
     if oldest is None:
         return before
     day = day_of(oldest[0])
     while day_start(day) < before:
         if not _held(archive, reader, table, day):
-            return day_start(day)
+            if repair is None:
+                return day_start(day)
+            repair(day)
+            archive.refresh()
+            if not _held(archive, reader, table, day):
+                return day_start(day)
         day += dt.timedelta(days=1)
     return before
 
@@ -359,9 +371,10 @@ def report_line(day: DayExport) -> str:
 
 def expire_held(config: Config, dest: str) -> dict[str, str]:
     """Retention after an export: each table with ``[retention]`` days loses the whole
-    days older than that, but only up to the oldest day the archive at ``dest`` does not
-    hold row for row (every code's count in its manifest equals the store's now). What
-    went, per table: the time before which rows were deleted."""
+    days older than that, and only days the archive at ``dest`` holds row for row (every
+    code's count in its manifest equals the store's now): a day it lacks, or that changed
+    since its export (a late backfill), is exported again first. What went, per table:
+    the time before which rows were deleted."""
     from .sinks import make_sink
     from .sinks.base import EXPIRE_ROWS
     from .store import reader_for
@@ -371,11 +384,16 @@ def expire_held(config: Config, dest: str) -> dict[str, str]:
     sink = make_sink(config)
     today = int(time.time()) // 86400 * 86400
     out: dict[str, str] = {}
+
+    def repair(day: dt.date) -> None:
+        for again in export(reader, day_start(day), day_start(day) + DAY, dest):
+            print(f"exported again: {report_line(again)}", flush=True)
+
     try:
         sink.open()
         for table, days in config.retention.days().items():
             cutoff = (today - int(days) * 86400) * NS
-            before = held_until(archive, reader, table, cutoff)
+            before = held_until(archive, reader, table, cutoff, repair)
             while sink.expire(table, before) >= EXPIRE_ROWS:
                 pass
             out[table] = _iso(before)

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -360,3 +361,80 @@ def test_gaps_and_coverage_read_the_archive_as_the_database(sources: tuple[Path,
     # an open gap shows how long it has lasted so far: the clock moved between the two
     lasted = re.compile(r"open \d+s")
     assert lasted.sub("open", printed[1].stdout) == lasted.sub("open", printed[0].stdout)
+
+
+# --- archive, then expire: the daily job ------------------------------------------------
+
+UNITS = ROOT / "systemd"
+
+
+def _job(config: Path) -> list[str]:
+    """The timer's command, as its unit runs it, pointed at this checkout and ``config``."""
+    (line,) = [
+        line[len("ExecStart=") :]
+        for line in (UNITS / "qos-recorder-archive.service").read_text().splitlines()
+        if line.startswith("ExecStart=")
+    ]
+    argv = line.split()
+    assert argv[0] == "/opt/qos-recorder/venv/bin/qos-recorder"
+    return [sys.executable, "-m", "recorder", *(str(config) if a.endswith(".toml") else a
+                                                for a in argv[1:])]  # fmt: skip
+
+
+def test_the_daily_job_archives_then_expires_only_what_the_archive_holds(
+    tmp_path: Path,
+) -> None:
+    specs = [(s, CODES[s % 3], 10.0, 1.0, 1, 0) for s in range(0, 3 * 86400, 3001)]
+    db = recording(tmp_path / "ticks.sqlite", specs)
+    before = list(open_source(db).rows("trades", DAY0, DAY0 + 3 * DAY))
+    # the first day was exported earlier; then a late backfill added a row to it
+    export(db, DAY0, DAY0 + DAY, str(tmp_path / "archive"), clock=clock_at(LATER))
+    late = trade_rows([(77, "US:AAPL", 9.0, 5.0, 2, 0)])
+    sink = SQLiteSink(db)
+    sink.write(Batch({"trades": late}, seq=5))
+    sink.close()
+    config = tmp_path / "recorder.toml"
+    config.write_text(
+        '[subscribe]\ntrades = ["US:AAPL"]\n[sink]\nsqlite_path = "ticks.sqlite"\n'
+        '[retention]\ntrades = 1\ndepth = 1\narchive = "elsewhere"\n'
+    )
+    # an archive that cannot be written: the job fails in one line and expires nothing
+    (tmp_path / "elsewhere").write_text("a file, not a folder")
+    failed = subprocess.run(_job(config), capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1, failed.stderr
+    assert "elsewhere" in failed.stderr
+    assert len(list(open_source(db).rows("trades", 0, 2**62))) == len(before) + 1
+    config.write_text(config.read_text().replace('"elsewhere"', '"archive"'))
+    done = subprocess.run(_job(config), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "exported again: 2026-11-26" in done.stdout  # changed since its export
+    assert "exported again: 2026-11-28" in done.stdout  # never exported
+    # the database kept nothing older than the retention; the archive holds all of it
+    assert list(open_source(db).rows("trades", 0, 2**62)) == []
+    archived = list(open_source(tmp_path / "archive").rows("trades", DAY0, DAY0 + 3 * DAY))
+    assert sorted(archived) == sorted(before + late)
+    assert len(list(open_source(tmp_path / "archive").rows("depth", DAY0, DAY0 + 3 * DAY))) == 3
+
+
+def test_the_timer_and_its_service_are_valid_units(tmp_path: Path) -> None:
+    service = (UNITS / "qos-recorder-archive.service").read_text()
+    timer = (UNITS / "qos-recorder-archive.timer").read_text()
+    assert "Type=oneshot" in service and "User=qos-recorder" in service
+    assert "StateDirectory=qos-recorder" in service  # the recorder's database is readable
+    assert "OnCalendar=*-*-* 00:30:00 UTC" in timer and "Persistent=true" in timer
+    if shutil.which("systemd-analyze") is None:
+        return  # parsed above; nothing here can check them further
+    executable = shutil.which("qos-recorder") or str(Path(sys.executable).parent / "qos-recorder")
+    (tmp_path / "qos-recorder-archive.service").write_text(
+        service.replace("/opt/qos-recorder/venv/bin/qos-recorder", executable)
+    )
+    (tmp_path / "qos-recorder-archive.timer").write_text(timer)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "qos-recorder-archive.timer"),
+         str(tmp_path / "qos-recorder-archive.service")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    problems = [
+        line for line in (result.stdout + result.stderr).splitlines() if "qos-recorder" in line
+    ]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr

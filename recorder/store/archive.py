@@ -71,12 +71,25 @@ class ArchiveReader:
         except OSError as exc:
             raise SinkError(f"archive {url}: {exc}") from None
         self.days: dict[dt.date, str] = {}
+        self._manifests: dict[dt.date, dict[str, Any]] = {}
+        self._arrow_fs: Any = None
+        self._list(listed)
+
+    def _list(self, listed: list[Any]) -> None:
+        self.days.clear()
+        self._manifests.clear()
         for path in listed:
             name = str(path).rsplit("/", 1)[-1]
             if name.startswith("date=") and name.endswith(".json"):
                 self.days[dt.date.fromisoformat(name[5:15])] = str(path)
-        self._manifests: dict[dt.date, dict[str, Any]] = {}
-        self._arrow_fs: Any = None
+
+    def refresh(self) -> None:
+        """Read the list of days and their manifests again (after an export)."""
+        try:
+            self.fs.invalidate_cache()
+            self._list(self.fs.ls(f"{self.root}/{MANIFESTS}", detail=False))
+        except OSError as exc:
+            raise SinkError(f"archive {self.source}: {exc}") from None
 
     def manifest(self, day: dt.date) -> dict[str, Any]:
         """The manifest of ``day``; ConfigError when the archive does not hold that day."""
