@@ -158,7 +158,13 @@ def _parser() -> argparse.ArgumentParser:
         "--codes", default=",".join(_sim_codes()), help="comma-separated MARKET:SYMBOL codes"
     )
     sim.add_argument("--key", action="append", help="accepted API key (repeatable); default demo")
-    sim.add_argument("--rate", type=float, default=4.0, help="trades per second per code")
+    sim.add_argument("--rate", type=float, default=4.0, help="trades per second per open code")
+    sim.add_argument(
+        "--always-open",
+        action="store_true",
+        help="trade round the clock (for testing); by default each market trades in its "
+        "hours only, lunch breaks included (CF trades 24 h)",
+    )
     sim.add_argument("--heartbeat-timeout", type=float, default=60.0)
     sim.add_argument(
         "--strict",
@@ -475,6 +481,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             heartbeat_timeout=args.heartbeat_timeout,
             keep_truth=bool(args.truth),
             strict=args.strict,
+            market_hours=not args.always_open,
         ),
         Faults(
             close_every=args.close_every,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -10,6 +11,7 @@ from typing import BinaryIO
 from . import logs
 from .config import Config, Secret, parse
 from .daemon import Recorder
+from .protocol import market_of
 from .report import format_gaps, read_gaps
 from .schema import TABLES
 from .sim import DEFAULT_CODES, SimConfig, Simulator
@@ -24,6 +26,10 @@ async def demo(seconds: float, path: Path) -> None:
     async with sim.serving("127.0.0.1", 0) as port:
         config = await _record(port, seconds, path, log_file)
     print(summary(config))
+    now = int(time.time())
+    closed = sorted({market_of(c) for c in DEFAULT_CODES if not sim.market.trading(c, now)})
+    if closed:
+        print(f"closed now, so not trading in the simulator: {', '.join(closed)} (market hours)")
     print(f"log: {log_path}")
     print(
         "next, a config of your own: .venv/bin/qos-recorder simulate --config-out "

@@ -99,7 +99,7 @@ def part_blast(args: argparse.Namespace) -> None:
 
     # Templates from the market model, so the mix of prices and sizes per second stays
     # realistic; ``%d`` stands for the second.
-    market = Market(tuple(CODES), trades_per_second=2000)
+    market = Market(tuple(CODES), trades_per_second=2000, market_hours=False)
     frames: list[dict[str, Any]] = []
     while len(frames) < 20000:
         frames.extend(f for f in market.step(time.time()) if f["tp"] == "T")
@@ -135,7 +135,9 @@ def part_blast(args: argparse.Namespace) -> None:
             else:
                 await asyncio.sleep(0)  # let commands and heartbeats through
 
-    sim = Blaster(SimConfig(codes=tuple(CODES), keys=(KEY,), heartbeat_timeout=3600))
+    sim = Blaster(
+        SimConfig(codes=tuple(CODES), keys=(KEY,), heartbeat_timeout=3600, market_hours=False)
+    )
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -155,7 +157,7 @@ def part_decode(args: argparse.Namespace) -> None:
     from recorder import protocol
     from recorder.sim import Market
 
-    market = Market(tuple(CODES), trades_per_second=2000)
+    market = Market(tuple(CODES), trades_per_second=2000, market_hours=False)
     frames = [orjson.dumps(f) for f in market.step(time.time()) if f["tp"] == "T"][:2000]
     frames *= 50
     start = time.perf_counter()

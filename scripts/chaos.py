@@ -363,6 +363,7 @@ async def chaos(opts: argparse.Namespace, directory: Path) -> int:
             keys=(KEY,),
             trades_per_second=opts.rate,
             heartbeat_timeout=60,
+            market_hours=False,  # every code trades whatever the hour of the run
         )
     )
     run = Run(opts, sim, directory, rng)

@@ -24,7 +24,8 @@ class SimulatorThread:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.sim = Simulator(config, faults)
+        # round the clock unless a test asks for market hours: tests run at any hour
+        self.sim = Simulator(config or SimConfig(market_hours=False), faults)
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="qos-sim")

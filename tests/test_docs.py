@@ -33,7 +33,9 @@ def sqlite_cookbook() -> list[str]:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
     tmp = tmp_path_factory.mktemp("cookbook")
-    sim_config = SimConfig(keys=("test-key-0123456789abcdef",), trades_per_second=6, seed=7)
+    sim_config = SimConfig(
+        keys=("test-key-0123456789abcdef",), trades_per_second=6, seed=7, market_hours=False
+    )
     with SimulatorThread(sim_config) as sim:
         config = make_config(
             sim, tmp, CODES, subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1]}

@@ -75,7 +75,7 @@ def test_commands_one_second_apart_with_h_first_are_accepted_20_runs_of_20(
 
 
 def test_any_well_formed_code_is_served_and_pushes_have_the_documented_shapes() -> None:
-    with SimulatorThread(SimConfig(keys=(KEY,), trades_per_second=20)) as sim:
+    with SimulatorThread(SimConfig(keys=(KEY,), trades_per_second=20, market_hours=False)) as sim:
         ws = websocket.create_connection(sim.ws_url, header=[f"key: {KEY}"], timeout=10)
         try:
             ws.send(json.dumps({"type": "T", "codes": ["HK:9988", "SZ:000001", "US:YMM"]}))
@@ -113,7 +113,7 @@ def _post(base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_plain_http_posts_with_the_references_bodies() -> None:
-    with SimulatorThread(SimConfig(keys=(KEY,), trades_per_second=20)) as sim:
+    with SimulatorThread(SimConfig(keys=(KEY,), trades_per_second=20, market_hours=False)) as sim:
         now = int(time.time())
         base = sim.http_url
         requests: list[tuple[str, dict[str, Any]]] = [

@@ -43,7 +43,12 @@ class Recording:
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     tmp = tmp_path_factory.mktemp("replay")
     with SimulatorThread(
-        SimConfig(keys=("test-key-0123456789abcdef",), trades_per_second=8, seed=41)
+        SimConfig(
+            keys=("test-key-0123456789abcdef",),
+            trades_per_second=8,
+            seed=41,
+            market_hours=False,
+        )
     ) as sim:
         # no backfill: the store then holds exactly the live stream that was pushed
         config = make_config(

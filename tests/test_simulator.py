@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.request
@@ -10,17 +11,22 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import KEY, wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 from simulated import SimulatorThread
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
-from recorder.markets import bar_open
-from recorder.sim import Faults
+from recorder.markets import bar_open, is_open
+from recorder.protocol import NS, market_of
+from recorder.sim import Faults, Market
+from recorder.sim.market import us_session
 
 SimFactory = Callable[..., SimulatorThread]
 
@@ -317,3 +323,52 @@ def test_any_past_range_is_served_consistently_across_intervals(make_sim: SimFac
     week = weeks[-2]  # a whole week in the past
     inside = [d for d in days if week["ts"] <= d["ts"] < week["ts"] + 7 * 86400]
     assert len(inside) == 7 and Decimal(week["v"]) == sum(Decimal(d["v"]) for d in inside)
+
+
+# --- market hours ----------------------------------------------------------------------
+
+_WED = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)  # a Wednesday
+
+
+def _codes_pushed(at: dt.datetime, market_hours: bool = True) -> set[str]:
+    now = at.timestamp()
+    market = Market(
+        ("HK:700", "SH:600519", "US:AAPL", "CF:BTCUSDT"),
+        trades_per_second=100,
+        clock=lambda: now,
+        market_hours=market_hours,
+    )
+    return {frame["c"] for frame in market.step(now)}
+
+
+@pytest.mark.parametrize(
+    "utc, pushed",
+    [
+        ((2, 0), {"HK:700", "SH:600519", "US:AAPL", "CF:BTCUSDT"}),  # 10:00 in Asia, 21:00 ET
+        ((4, 30), {"US:AAPL", "CF:BTCUSDT"}),  # 12:30 in Asia: the lunch breaks
+        ((19, 0), {"US:AAPL", "CF:BTCUSDT"}),  # 03:00 in Asia, 14:00 ET
+        ((8, 55), {"CF:BTCUSDT"}),  # 16:55 in Hong Kong, 03:55 ET: the US pause
+    ],
+)
+def test_each_market_trades_in_its_hours_only(utc: tuple[int, int], pushed: set[str]) -> None:
+    at = _WED.replace(hour=utc[0], minute=utc[1])
+    assert _codes_pushed(at) == pushed
+    # round the clock, for tests: every code at any hour
+    assert _codes_pushed(at, market_hours=False) == {"HK:700", "SH:600519", "US:AAPL", "CF:BTCUSDT"}
+    saturday = at + dt.timedelta(days=3)
+    assert _codes_pushed(saturday) <= {"CF:BTCUSDT", "US:AAPL"}  # US: Friday's night session
+
+
+@given(st.integers(min_value=1_700_000_000, max_value=1_900_000_000))
+def test_the_simulator_and_the_gap_detector_agree_on_the_hours(ts: int) -> None:
+    pushed = _codes_pushed(dt.datetime.fromtimestamp(ts, dt.UTC))
+    for code in ("HK:700", "SH:600519", "US:AAPL", "CF:BTCUSDT"):
+        assert (code in pushed) == (is_open(market_of(code), ts * NS) is not False), code
+
+
+@pytest.mark.parametrize(
+    "et, session", [((5, 0), 2), ((10, 0), 3), ((17, 0), 4), ((21, 0), 1), ((3, 55), 0)]
+)
+def test_us_snapshots_carry_the_session_of_the_moment(et: tuple[int, int], session: int) -> None:
+    at = dt.datetime(2026, 11, 25, *et, tzinfo=ZoneInfo("America/New_York"))
+    assert us_session(int(at.timestamp())) == session

@@ -6,6 +6,12 @@ K-lines aggregate them, depth brackets the last price, and the recent trades and
 kept for ``/trade`` and ``/history``. Several trades of one code share a second, identical
 ones included. No I/O: the server pushes what :meth:`Market.step` returns.
 
+A code trades only while its market is open (the reference's hours, lunch breaks included,
+Monday to Friday; crypto 24 h; markets whose hours the reference leaves open always), as
+``recorder.markets.is_open`` says, so the gap detector's silence rule and the coverage
+picture's "market closed" agree with it; ``market_hours=False`` trades round the clock,
+for tests. US snapshots carry the session (``tt``) of the moment.
+
 Before a code's market starts (when the simulator first serves it), its past is a
 deterministic function of the seed, the code and the minute: a random walk run backwards
 from the starting price, one generator per (code, day). ``/kline`` and ``/history`` serve
@@ -23,9 +29,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
+from zoneinfo import ZoneInfo
 
-from ..markets import bar_end, bar_open
-from ..protocol import KLINE_TYPES, MAX_TRADE_COUNT, market_of, split_codes
+from ..markets import bar_end, bar_open, is_open
+from ..protocol import KLINE_TYPES, MAX_TRADE_COUNT, NS, market_of, split_codes
 
 DEFAULT_CODES: Final = ("US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT")
 
@@ -50,6 +57,23 @@ _INSTRUMENT: Final[dict[str, tuple[str, str, int]]] = {
     "IX": ("INDEX", "USD", 1),
     "SI": ("INDEX", "USD", 1),
 }
+
+
+_NY: Final = ZoneInfo("America/New_York")
+
+
+def us_session(ts: int) -> int:
+    """The US session at ``ts`` (unix s) as ``tt``: 1 night, 2 pre-market, 3 intraday,
+    4 after-hours; 0 in the pause between the night session and the pre-market."""
+    local = dt.datetime.fromtimestamp(ts, _NY)
+    minute = local.hour * 60 + local.minute
+    if minute < 3 * 60 + 50 or minute >= 20 * 60:
+        return 1
+    if minute < 4 * 60:
+        return 0
+    if minute < 9 * 60 + 30:
+        return 2
+    return 3 if minute < 16 * 60 else 4
 
 
 @dataclass
@@ -120,8 +144,11 @@ class Market:
         tick: float = 0.1,
         depth_levels: int = 5,
         clock: Callable[[], float] = time.time,
+        market_hours: bool = True,
     ) -> None:
         self.clock = clock
+        self.market_hours = market_hours
+        self._open: dict[str, tuple[int, bool]] = {}  # market -> (second, open then)
         self.seed = seed
         self.trades_per_second = trades_per_second
         self.tick = tick
@@ -268,6 +295,8 @@ class Market:
         for c in self.codes.values():
             if c.day != ts // 86400:
                 self._new_day(c, ts)
+            if not self.trading(c.code, ts):
+                continue  # a closed market pushes nothing
             traded: list[tuple[int, int]] = []
             for _ in range(int(rate + c.rng.random())):
                 frames.append(self._trade(c, ts))
@@ -279,6 +308,17 @@ class Market:
             if traded:
                 frames.extend(self._bars(c, ts, traded))
         return frames
+
+    def trading(self, code: str, ts: int) -> bool:
+        """Whether ``code``'s market is open at ``ts`` (unix s); always without hours."""
+        if not self.market_hours:
+            return True
+        market = market_of(code)
+        at, open_ = self._open.get(market, (-1, False))
+        if at != ts:
+            open_ = is_open(market, ts * NS) is not False
+            self._open[market] = (ts, open_)
+        return open_
 
     def _new_day(self, c: _Code, ts: int) -> None:
         if c.day >= 0:
@@ -329,7 +369,7 @@ class Market:
             "s": 0,
         }
         if market_of(c.code) == "US":
-            frame["tt"] = 3
+            frame["tt"] = us_session(ts) if self.market_hours else 3
             frame["pq"] = {
                 "lp": _dec(c.open, p),
                 "yp": _dec(c.prev_close, p),

@@ -52,6 +52,9 @@ class SimConfig:
     heartbeat_timeout: float = 60.0
     depth_levels: int = 5
     keep_truth: bool = True
+    #: trade only while each code's market is open (the reference's hours, lunch breaks
+    #: included); False trades round the clock, as tests need at any hour
+    market_hours: bool = True
 
 
 @dataclass
@@ -76,7 +79,14 @@ class Simulator:
         self.config = config or SimConfig()
         self.faults = faults or Faults()
         cfg = self.config
-        self.market = Market(cfg.codes, cfg.seed, cfg.trades_per_second, cfg.tick, cfg.depth_levels)
+        self.market = Market(
+            cfg.codes,
+            cfg.seed,
+            cfg.trades_per_second,
+            cfg.tick,
+            cfg.depth_levels,
+            market_hours=cfg.market_hours,
+        )
         self.rng = random.Random(cfg.seed)  # fault decisions; the market has its own
         self.conns: dict[int, Connection] = {}
         self.truth: list[dict[str, Any]] = []
