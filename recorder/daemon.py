@@ -22,7 +22,7 @@ from .batching import Batch, Batcher
 from .config import Config, Secret
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
-from .gaps import DroppedRows, Gap, GapDetector
+from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar, is_open
 from .metrics import Metrics
@@ -373,15 +373,21 @@ class Recorder:
         )
 
     def _last_seen(self) -> dict[tuple[str, str], int]:
-        """The last times written by :meth:`_save_last_seen`, moved back by a margin for
-        what was received but not yet written when the process ended."""
+        """The last times written by :meth:`_save_last_seen`; unless they were saved at a
+        clean stop, moved back by a margin for what was received but not yet written when
+        the process ended."""
         try:
-            saved = orjson.loads(self._last_seen_path.read_bytes())
-            return {
-                (code, table): int(ts) - LAST_SEEN_MARGIN
-                for key, ts in saved.items()
-                for code, _, table in [key.partition("|")]
-            }
+            doc = orjson.loads(self._last_seen_path.read_bytes())
+            clean = isinstance(doc, dict) and doc.get("clean") is True
+            saved = doc["seen"] if isinstance(doc, dict) and "seen" in doc else doc
+            margin = 0 if clean else LAST_SEEN_MARGIN
+            return _believable(
+                {
+                    (code, table): int(ts) - margin
+                    for key, ts in saved.items()
+                    for code, _, table in [key.partition("|")]
+                }
+            )
         except (OSError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
             return {}
 
@@ -392,14 +398,16 @@ class Recorder:
         for (code, stream), ts in det.last.items():
             key = f"{code}|{stream.partition(':')[0]}"
             seen[key] = max(ts, seen.get(key, 0))
-        return seen
+        limit = time.time_ns() + CLOCK_SKEW
+        return {key: ts for key, ts in seen.items() if ts <= limit}
 
-    def _save_last_seen(self, seen: dict[str, int]) -> None:
+    def _save_last_seen(self, seen: dict[str, int], clean: bool = False) -> None:
         """Keep :meth:`_seen` in the state directory, so a start while the database is down
-        still knows where the time it was away began."""
+        (or before the spool drained into it) still knows where the time it was away began.
+        ``clean``: saved after everything received was written or spooled."""
         tmp = self._last_seen_path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(orjson.dumps(seen))
+            tmp.write_bytes(orjson.dumps({"clean": clean, "seen": seen}))
             tmp.replace(self._last_seen_path)
         except OSError as exc:
             log.warning("state_not_saved", path=str(self._last_seen_path), error=str(exc))
@@ -452,7 +460,10 @@ class Recorder:
         recorder was down becomes a disconnect gap) and the trade identities since then."""
         try:
             self.sink.open()
-            last = self.sink.last_times()
+            # The database may not hold the newest rows yet (they wait in the spool), and
+            # one stored far-future row must not be "the last": what was received (the
+            # state file) counts too, and only times the clock allows.
+            last = _newest(_believable(self.sink.last_times()), self._last_seen())
             reopened = [gap_of(row) for row in self.sink.open_gaps()]
             anchors = self.sink.volume_anchors(self.config.subscribe.codes(Stream.TRADES))
             now = time.time_ns()
@@ -512,6 +523,7 @@ class Recorder:
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)
+        await asyncio.to_thread(self._save_last_seen, self._seen(), done)
         log.info(
             "recorder_stopped",
             clean=done,
@@ -523,6 +535,21 @@ class Recorder:
             rejected_rows=self.writer.stats.rejected_rows,
             spool_damaged_entries=self.spool.corrupt_entries,
         )
+
+
+def _believable(last: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """The last times no later than the clock allows (a ``ts`` in 2100 is not "the last")."""
+    limit = time.time_ns() + CLOCK_SKEW
+    return {key: ts for key, ts in last.items() if ts <= limit}
+
+
+def _newest(*sources: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """Per code and table, the newest time any source knows."""
+    out: dict[tuple[str, str], int] = {}
+    for source in sources:
+        for key, ts in source.items():
+            out[key] = max(ts, out.get(key, ts))
+    return out
 
 
 def _changed(old: Config, new: Config) -> list[str]:

@@ -156,6 +156,10 @@ class GapDetector:
         self.anchor: dict[str, tuple[float, int, float]] = {}
         self._before: dict[int, tuple[float, int, float]] = {}  # id(gap) -> its anchor
         self._awaiting: dict[str, list[Gap]] = {}  # code -> gaps waiting for a snapshot
+        #: the latest exchange time believed to be "now" (the clock plus CLOCK_SKEW), moved
+        #: on by :meth:`check` every second, so the hot path compares instead of reading
+        #: the clock: a later time is recorded but never becomes a code's last time
+        self.horizon = clock() + CLOCK_SKEW
         self.subscribed_at: int | None = None  # receive-clock ns
         self.trades_since: int | None = None
         self.emitted = 0
@@ -213,7 +217,8 @@ class GapDetector:
         vol = self.volume.get(code)
         if vol is not None:
             vol.traded += trade.size
-        self.last_trade[code] = trade.ts
+        if trade.ts <= self.horizon:
+            self.last_trade[code] = trade.ts
 
     def on_record(self, record: Record) -> None:
         if type(record) is Trade:
@@ -232,7 +237,8 @@ class GapDetector:
                 self._check_volume(record)
         elif type(record) is Kline:
             self._check_bar(record)
-        self.last[key] = ts
+        if ts <= self.horizon:
+            self.last[key] = ts
 
     def on_subscribed(
         self, stream: str, kt: int | None = None, codes: Iterable[str] | None = None
@@ -282,7 +288,7 @@ class GapDetector:
             table = stream.partition(":")[0]
             for code in codes:
                 start = last_stored.get((code, table))
-                if start is None:
+                if start is None or start > now + CLOCK_SKEW:
                     continue
                 if stream == "trades":
                     self.last_trade[code] = start
@@ -294,9 +300,10 @@ class GapDetector:
 
     def check(self) -> None:
         """Periodic: silence while the market is open."""
+        now = self.clock()
+        self.horizon = now + CLOCK_SKEW
         if self.subscribed_at is None:
             return
-        now = self.clock()
         limit = self.config.silence_after
         for code in self.streams.get("trades", ()):
             if code in self.silent or (code, "trades") in self.pending:
@@ -320,10 +327,13 @@ class GapDetector:
             self.update(gap)
 
     def _last(self, code: str, stream: str, default: int) -> int:
-        """The exchange time of the last record of a code and stream."""
-        if stream == "trades":
-            return self.last_trade.get(code, default)
-        return self.last.get((code, stream), default)
+        """The exchange time of the last record of a code and stream; ``default`` when
+        there is none or it is later than the clock allows (a far-future ``ts`` must not
+        start a gap that never ends)."""
+        last = self.last_trade.get(code) if stream == "trades" else self.last.get((code, stream))
+        if last is None or last > self.clock() + CLOCK_SKEW:
+            return default
+        return last
 
     # --- open gaps and their lost volume ----------------------------------------------------
 

@@ -27,6 +27,7 @@ from simulated import SimulatorThread
 from recorder import logs
 from recorder.config import Secret
 from recorder.daemon import Recorder
+from recorder.protocol import NS, Stream
 from recorder.report import format_gaps, read_gaps
 
 SimFactory = Callable[..., SimulatorThread]
@@ -278,3 +279,78 @@ def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
     assert all("spool" in d for *_, d in dropped)
     listed = format_gaps(read_gaps(config, 0))  # what `qos-recorder gaps` prints
     assert "no gaps" not in listed and "dropped" in listed and "unrecoverable" in listed
+
+
+# --- #21 item 11: the downtime gap comes from what was received, bounded by the clock ----
+
+
+def _trade(ts: int, price: str = "212.5") -> str:
+    return json.dumps({"tp": "T", "c": "US:AAPL", "p": price, "v": "3", "ts": ts, "d": 1})
+
+
+def _downtime(db: Path) -> list[tuple[int, int | None, str]]:
+    return rows(
+        db,
+        "SELECT ts, end_ts, status FROM gaps WHERE code = 'US:AAPL' AND stream = 'trades' "
+        "AND cause = 'disconnect' AND detail LIKE 'the recorder was not running%'",
+    )
+
+
+def test_a_restart_onto_an_empty_database_with_a_full_spool_has_its_downtime_gap(
+    tmp_path: Path,
+) -> None:
+    now = int(time.time())
+    blocker = tmp_path / "db"
+    with Hostile() as up:
+        up.frames += [_trade(now - 5), _trade(now - 4)]
+        down = make_config(
+            up,
+            tmp_path,
+            ["US:AAPL"],
+            subscribe={"depth": [], "snapshots": []},
+            sink={"sqlite_path": str(blocker / "ticks.sqlite")},
+            gaps={"backfill": False},
+        )
+        blocker.write_text("the database's folder is a file: the sink cannot open")
+        first = run_recorder(down, until=lambda r: r.spool.total_bytes > 0, timeout=20)
+        assert first.writer.stats.rows.get("trades", 0) == 0  # all of it waits in the spool
+        blocker.unlink()
+        up.frames.clear()
+        second = run_recorder(down, until=lambda r: r.stats.subscribed and not r.spool, timeout=20)
+    db = blocker / "ticks.sqlite"
+    assert rows(db, "SELECT count(*) FROM trades") == [(2,)]  # the spool drained
+    assert second.writer.stats.rows.get("gaps", 0) >= 1
+    ((start, end, _),) = _downtime(db)
+    # from the last trade received (saved at the clean stop), not from nothing
+    assert start == (now - 4) * NS
+    assert end is not None and end >= start
+
+
+def test_a_stored_trade_in_2099_does_not_poison_later_downtime_gaps(tmp_path: Path) -> None:
+    now = int(time.time())
+    with Hostile() as up:
+        up.frames += [_trade(now - 5), _trade(4102444799, "1")]  # 2099-12-31 23:59:59
+        config = make_config(
+            up,
+            tmp_path,
+            ["US:AAPL"],
+            subscribe={"depth": [], "snapshots": []},
+            gaps={"backfill": False},
+        )
+        first = run_recorder(
+            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 2, timeout=20
+        )
+        assert first.writer.stats.rows.get("trades", 0) == 2
+        up.frames.clear()
+        run_recorder(config, until=lambda r: r.stats.subscribed, timeout=20)
+        up.frames.append(_trade(now - 3))
+        third = run_recorder(
+            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 1, timeout=20
+        )
+        assert third.stats.frames[Stream.TRADES] == 1
+    db = tmp_path / "ticks.sqlite"
+    gaps = _downtime(db)  # the second restart's gap starts where the first's did: one row
+    assert gaps
+    limit = (int(time.time()) + 300) * NS
+    for start, end, _ in gaps:
+        assert (now - 5 - 10) * NS <= start <= limit and end is not None and end <= limit
