@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
@@ -19,7 +20,7 @@ import structlog
 from . import config as config_mod
 from .backfill import Backfiller
 from .batching import Batch, Batcher
-from .config import Config, Secret
+from .config import Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
 from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
@@ -31,6 +32,7 @@ from .protocol import (
     NS,
     STREAMS,
     Depth,
+    Kline,
     Record,
     Snapshot,
     Stream,
@@ -60,6 +62,8 @@ class Stats:
 
     frames: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
     decode_errors: int = 0
+    #: frames for a code (or K-line type) not subscribed on their stream, dropped
+    unsubscribed: int = 0
     unknown_frames: int = 0
     rejected: int = 0
     reconnects: int = 0
@@ -120,6 +124,7 @@ class Recorder:
         self.rest = RestClient(config.upstream, key, budget=self.spool.dir / "rest-budget.json")
         self._reopened: list[Gap] = []
         self.target = Target(config.subscribe)  # what the session subscribes; reload moves it
+        self._want(config.subscribe)
         self._last_seen_path = self.spool.dir / "last-seen.json"
         self.backfiller = Backfiller(
             self.rest,
@@ -144,9 +149,28 @@ class Recorder:
 
     # --- Handler --------------------------------------------------------------------
 
+    def _want(self, sub: SubscribeConfig) -> None:
+        """What is recorded: per stream its codes (K-lines: (code, kt) pairs)."""
+        self._trade_codes = frozenset(sub.codes(Stream.TRADES))
+        self._wanted: dict[Stream, frozenset[Any]] = {
+            stream: frozenset(sub.codes(stream)) for stream in STREAMS
+        }
+        self._wanted[Stream.KLINES] = frozenset(
+            (code, kt) for code in sub.codes(Stream.KLINES) for kt in sub.kline_types
+        )
+
     def on_record(self, record: Record) -> None:
         # the hot path: plain counters, receive times from the record, no clock calls
         stats = self.stats
+        if type(record) is Trade:
+            if record.code not in self._trade_codes:
+                stats.unsubscribed += 1  # nothing per code: invented codes cost nothing
+                return
+        elif (
+            (record.code, record.kt) if type(record) is Kline else record.code
+        ) not in self._wanted[record.stream]:
+            stats.unsubscribed += 1
+            return
         stats.last_frame[record.code] = record.recv_ts
         stats.frames[record.stream] += 1
         if type(record) is Trade:
@@ -226,6 +250,7 @@ class Recorder:
             log.warning("config_needs_restart", settings=restart)
         before, after = set(old.subscribe.all_codes()), set(new.subscribe.all_codes())
         self.config = dataclasses.replace(old, subscribe=new.subscribe)
+        self._want(new.subscribe)
         self.detector.resubscribe(new.subscribe)
         self.target.set(new.subscribe)
         self.reference.retarget()
@@ -335,6 +360,7 @@ class Recorder:
             frames_per_second=self.rate.rate(),
             frames_rate_window=self.rate.window(),
             decode_errors=stats.decode_errors,
+            unsubscribed_frames=stats.unsubscribed,
             dead_letter_dropped=self.dead_letter.not_kept,
             rejected_requests=stats.rejected,
             rest_requests=self.rest.requests,

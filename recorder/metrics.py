@@ -85,6 +85,11 @@ class _Scraped(Collector):
             value=st.dead_letter_dropped,
         )
         yield CounterMetricFamily(
+            "qos_unsubscribed_frames",
+            "Frames for codes never subscribed, dropped (one series: their codes are not kept)",
+            value=st.unsubscribed_frames,
+        )
+        yield CounterMetricFamily(
             "qos_rejected_requests", "Commands and requests refused", value=st.rejected_requests
         )
         rest = CounterMetricFamily(

@@ -69,6 +69,8 @@ class Status:
     rejected_rows: int = 0
     #: damaged spool entries skipped at a drain (their rows are in ``lost_rows`` if known)
     spool_damaged_entries: int = 0
+    #: frames for codes (or K-line types) not subscribed: counted, not recorded
+    unsubscribed_frames: int = 0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -117,6 +119,7 @@ class Status:
             "oldest_open_gap_age_seconds": self.oldest_open_gap_age(),
             "backfilled_rows": self.backfilled_rows,
             "decode_errors": self.decode_errors,
+            "unsubscribed_frames": self.unsubscribed_frames,
             "lost_rows": self.lost_rows,
             "rejected_rows": self.rejected_rows,
             "spool_damaged_entries": self.spool_damaged_entries,

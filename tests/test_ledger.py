@@ -22,6 +22,7 @@ from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_
 from hostile import Hostile
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from simulated import SimulatorThread
 
 from recorder import logs
@@ -354,3 +355,30 @@ def test_a_stored_trade_in_2099_does_not_poison_later_downtime_gaps(tmp_path: Pa
     limit = (int(time.time()) + 300) * NS
     for start, end, _ in gaps:
         assert (now - 5 - 10) * NS <= start <= limit and end is not None and end <= limit
+
+
+# --- #21 item 14: frames for codes never subscribed are counted and dropped --------------
+
+
+def test_frames_for_codes_never_subscribed_are_counted_not_recorded(tmp_path: Path) -> None:
+    now = int(time.time())
+    invented = [
+        json.dumps({"tp": "T", "c": f"US:FAKE{i}", "p": "1", "v": "1", "ts": now, "d": 1})
+        for i in range(2000)
+    ]
+    with Hostile() as up:
+        up.frames += [_trade(now - 1), *invented, _bar(now - now % 60)]  # bar: not subscribed
+        config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+        recorder = run_recorder(
+            config,
+            until=lambda r: r.stats.unsubscribed >= 2001 and "trades" in r.writer.stats.rows,
+            timeout=20,
+        )
+        scraped = generate_latest(recorder.metrics.registry).decode()
+    status = recorder.status()
+    assert status.unsubscribed_frames == 2001
+    assert set(status.last_frame) == set(status.last_trade) == {"US:AAPL"}
+    assert rows(tmp_path / "ticks.sqlite", "SELECT DISTINCT code FROM trades") == [("US:AAPL",)]
+    assert "FAKE" not in scraped and "BTCUSDT" not in scraped
+    assert "qos_unsubscribed_frames_total 2001.0" in scraped
+    assert recorder.status().health(config.metrics)[1]["unsubscribed_frames"] == 2001
