@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import errno
 import os
+import secrets
 import signal
 import sys
 import time
@@ -185,6 +186,11 @@ def _parser() -> argparse.ArgumentParser:
         "--refuse-connections",
         action="store_true",
         help="fault: refuse new WebSocket connections with HTTP 503",
+    )
+    sim.add_argument(
+        "--control-key",
+        help="key of the fault switches under /control (POST /control/drop, "
+        "/control/outage?seconds=N, ...); default: a random one, printed at start",
     )
     sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
     sim.add_argument(
@@ -468,6 +474,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim import Faults, SimConfig, Simulator
 
     codes = tuple(c.strip() for c in args.codes.split(",") if c.strip())
+    control_key = args.control_key or secrets.token_hex(8)
+    if control_key in (args.key or ["demo"]):
+        raise ConfigError("--control-key: must differ from every data key (--key)")
     for code in codes:
         problem = config_mod.check_code_entry(code)
         if problem:
@@ -482,6 +491,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             keep_truth=bool(args.truth),
             strict=args.strict,
             market_hours=not args.always_open,
+            control_key=control_key,
         ),
         Faults(
             close_every=args.close_every,
@@ -512,6 +522,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 print(f"  QOS_API_KEY=demo qos-recorder run --config {out}", flush=True)
             else:
                 print(paste_lines(ws_url, http_url), flush=True)
+            print(
+                f"fault switches: curl -X POST '{http_url}/control/outage?seconds=30"
+                f"&key={control_key}' (drop, refuse, stall, errors, http, clear: README)",
+                flush=True,
+            )
             await stop.wait()
 
     try:

@@ -55,10 +55,12 @@ def test_simulate_writes_a_config_that_records_from_it(tmp_path: Path) -> None:
             assert recorder.wait(timeout=30) == 0
         sim.send_signal(signal.SIGTERM)
         out, _ = sim.communicate(timeout=30)
-    assert out.decode().splitlines()[1:] == [
+    lines = out.decode().splitlines()
+    assert lines[1:3] == [
         f"wrote {config}; record with:",
         f"  QOS_API_KEY=demo qos-recorder run --config {config}",
     ]
+    assert lines[3].startswith("fault switches: curl -X POST 'http://127.0.0.1:")
 
 
 def test_a_port_in_use_names_the_flag_that_changes_it() -> None:

@@ -372,3 +372,68 @@ def test_the_simulator_and_the_gap_detector_agree_on_the_hours(ts: int) -> None:
 def test_us_snapshots_carry_the_session_of_the_moment(et: tuple[int, int], session: int) -> None:
     at = dt.datetime(2026, 11, 25, *et, tzinfo=ZoneInfo("America/New_York"))
     assert us_session(int(at.timestamp())) == session
+
+
+# --- fault switches at run time ----------------------------------------------------------
+
+
+def _control(sim: SimulatorThread, route: str, key: str = "ctl-key") -> tuple[int, Any]:
+    method = "GET" if route == "" else "POST"
+    request = urllib.request.Request(
+        f"{sim.http_url}/control{route}{'&' if '?' in route else '?'}key={key}", method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_fault_switches_rehearse_an_outage_without_a_restart(make_sim: SimFactory) -> None:
+    sim = make_sim(control_key="ctl-key")
+    assert _control(sim, "", key=KEY) == (
+        403,
+        {"msg": "the control routes want the control key"},
+    )  # a data key cannot switch faults
+    status, state = _control(sim, "")
+    assert status == 200 and not any(state["switches"].values())
+
+    with _ws(sim) as ws:
+        assert wait_for(lambda: _control(sim, "")[1]["connections"] == 1)
+        assert _control(sim, "/drop")[0] == 200
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=5)
+
+    # an outage: handshakes refused for a while, then accepted again by themselves
+    status, state = _control(sim, "/outage?seconds=1")
+    assert status == 200 and state["switches"]["refuse_connections"] is True
+    with pytest.raises(InvalidStatus) as info:
+        _ws(sim)
+    assert info.value.response.status_code == 503
+
+    def accepted() -> bool:
+        try:
+            with _ws(sim):
+                pass
+        except InvalidStatus:
+            return False
+        return True
+
+    assert wait_for(accepted, timeout=10)
+
+    # error replies until cleared; HTTP answers with a status
+    assert _control(sim, "/errors")[1]["switches"]["error_replies"] is True
+    with _ws(sim) as ws:
+        ws.send(json.dumps({"type": "S", "codes": ["US:AAPL"]}))
+        assert _reply(ws, "S")["msg"] == "service temporarily unavailable"
+    assert _control(sim, "/http?status=502")[1]["switches"]["http_status"] == 502
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[0] == 502
+    assert _control(sim, "/stall")[1]["switches"]["stall"] is True
+    status, state = _control(sim, "/clear")
+    assert status == 200 and not any(state["switches"].values())
+    assert _post(sim, "/snapshot", {"codes": ["US:AAPL"]})[1]["msg"] == "OK"
+    assert _control(sim, "/stall?seconds=-1") == (
+        400,
+        {"msg": "seconds must be more than 0 and at most 86400"},
+    )

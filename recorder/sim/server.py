@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 from ..config import check_code_entry
 from ..protocol import KLINE_TYPES, STREAMS, Stream, market_of, split_codes
 from ..serving import bound_port, serve
+from .control import Control
 from .faults import Faults, malformed
 from .market import DEFAULT_CODES, Market
 
@@ -55,6 +56,8 @@ class SimConfig:
     #: trade only while each code's market is open (the reference's hours, lunch breaks
     #: included); False trades round the clock, as tests need at any hour
     market_hours: bool = True
+    #: the key of the fault switches under ``/control`` (see :mod:`.control`); None: off
+    control_key: str | None = None
 
 
 @dataclass
@@ -115,6 +118,8 @@ class Simulator:
             "product-list",
         ):
             self.app.router.add_post(f"/{path}", self._http)
+        if cfg.control_key:
+            Control(self, cfg.control_key)
 
     @property
     def codes(self) -> list[str]:
