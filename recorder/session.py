@@ -292,10 +292,18 @@ async def run_upstream(
         await asyncio.sleep(delay)
 
 
+class _Connect(connect):
+    """websockets' ``connect`` that follows no redirect: it would carry the ``key`` header
+    (it strips only ``Authorization`` and cookies) to wherever the answer points."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def _one_session(up: UpstreamConfig, target: Target, key: Secret, handler: Handler) -> str:
     """One connection from connect to its end; returns why it ended."""
     try:
-        async with connect(
+        async with _Connect(
             up.ws_url,
             additional_headers={"key": key.reveal()},
             open_timeout=up.connect_timeout,
@@ -321,6 +329,12 @@ async def _one_session(up: UpstreamConfig, target: Target, key: Secret, handler:
             handler.on_rejected("connect", f"HTTP {status}: the service refused the API key")
             log.error("auth_rejected", status=status)
             return str(AuthError(f"HTTP {status}: API key refused"))
+        where = exc.response.headers.get("Location")
+        if where is not None and 300 <= status < 400:
+            return (
+                f"handshake redirected (HTTP {status}) to {where!r}: not followed, "
+                "the key goes only to upstream.ws_url"
+            )
         return f"handshake refused: HTTP {status}"
     except (OSError, WebSocketException, TimeoutError) as exc:
         return _describe(exc)

@@ -88,6 +88,8 @@ class Hostile:
         #: the headers of every WebSocket handshake
         self.handshakes: list[dict[str, str]] = []
         self.connections = 0
+        #: when set, ``/ws`` answers the handshake with this instead of upgrading
+        self.ws_answer: Answer | None = None
         self._clients: set[web.WebSocketResponse] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="hostile")
@@ -157,8 +159,13 @@ class Hostile:
         finally:
             await runner.cleanup()
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
         self.handshakes.append(dict(request.headers))
+        if self.ws_answer is not None:
+            scripted = self.ws_answer
+            return web.Response(
+                body=scripted.body, status=scripted.status, headers=scripted.headers
+            )
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections += 1

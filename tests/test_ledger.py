@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import KEY, make_config, rows, run_recorder, start_recorder, wait_for, write_config
-from hostile import Hostile
+from hostile import Answer, Hostile
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -382,3 +382,17 @@ def test_frames_for_codes_never_subscribed_are_counted_not_recorded(tmp_path: Pa
     assert "FAKE" not in scraped and "BTCUSDT" not in scraped
     assert "qos_unsubscribed_frames_total 2001.0" in scraped
     assert recorder.status().health(config.metrics)[1]["unsubscribed_frames"] == 2001
+
+
+# --- #21 item 9: a redirect never carries the key away -----------------------------------
+
+
+def test_a_websocket_redirect_to_another_origin_is_not_followed(tmp_path: Path) -> None:
+    with Hostile() as thief, Hostile() as up:
+        up.ws_answer = Answer.redirect(thief.ws_url)
+        config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+        recorder = run_recorder(config, until=lambda r: r.stats.reconnects >= 2, timeout=20)
+        assert len(up.handshakes) >= 2 and up.handshakes[0]["key"] == KEY
+        assert thief.handshakes == [] and thief.requests == [] and thief.connections == 0
+    reason = recorder.stats.last_disconnect_reason or ""
+    assert "HTTP 307" in reason and "not followed" in reason
