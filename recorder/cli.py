@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = subs.add_parser("check-config", help="validate a config file and its API key")
     check.add_argument("config", help="the TOML config file")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also try the key against the API: one request (/instrument-info of one code)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     status = subs.add_parser("status", help="summarize a running recorder; non-zero if unhealthy")
@@ -224,15 +229,55 @@ def _sim_codes() -> tuple[str, ...]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
-    config_mod.read_key(cfg)
+    key = config_mod.read_key(cfg)
     for note in config_mod.check_paths(cfg):
         print(f"qos-recorder: note: {note}", file=sys.stderr)
     warning = config_mod.key_file_warning(cfg)
     if warning:
         print(f"qos-recorder: warning: {warning}", file=sys.stderr)
     sub = cfg.subscribe
-    print(f"{args.config}: OK, {len(sub.all_codes())} codes, sink {cfg.sink.kind}")
+    online = ""
+    if args.online:
+        from .runtime import run
+
+        answer: list[str] = []
+
+        async def go() -> None:
+            answer.append(await _try_key(cfg, key))
+
+        run(go)
+        online = f"; {answer[0]}"
+    print(f"{args.config}: OK, {len(sub.all_codes())} codes, sink {cfg.sink.kind}{online}")
     return 0
+
+
+async def _try_key(cfg: config_mod.Config, key: config_mod.Secret) -> str:
+    """One request with the key: what the service says of it, or the error it is."""
+    import orjson
+
+    from .exceptions import ApiError, HttpStatusError, UpstreamError
+    from .rest import AiohttpTransport, answer_data
+
+    up = cfg.upstream
+    url = up.http_url.rstrip("/") + "/instrument-info"
+    transport = AiohttpTransport(up.http_timeout, up.max_http_bytes)
+    body = orjson.dumps({"codes": cfg.subscribe.all_codes()[:1]})
+    headers = {"key": key.reveal(), "Content-Type": "application/json"}
+    try:
+        answer_data("/instrument-info", await transport.post(url, body, headers))
+    except (HttpStatusError, ApiError) as exc:
+        status = exc.status if isinstance(exc, HttpStatusError) else None
+        said = key.scrub(exc.msg if isinstance(exc, ApiError) else f"HTTP {status}")
+        if status in (401, 403) or "key" in said.lower():
+            raise ConfigError(
+                f"{cfg.path}: upstream: the service refuses the key ({said}) at {url}"
+            ) from None
+        raise UpstreamError(f"{cfg.path}: upstream: {url} answered {said}") from None
+    except UpstreamError as exc:
+        raise UpstreamError(f"{cfg.path}: upstream: {url}: {key.scrub(str(exc))}") from None
+    finally:
+        await transport.aclose()
+    return f"the service accepts the key (1 request to {url})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from .reference import ReferencePoller
 from .rest import RestClient
 from .schema import gap_of
 from .serving import serve
-from .session import Target, run_upstream
+from .session import KEY_REFUSED, Target, run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
 from .status import RateMeter, Status, progress
@@ -74,6 +74,8 @@ class Stats:
     #: receive time (wall-clock ns) of the last frame per code
     last_frame: dict[str, int] = field(default_factory=dict)
     last_disconnect_reason: str | None = None
+    #: why the service refuses the API key, while it does (no handshake since succeeded)
+    key_refused: str | None = None
     reloads: int = 0
     #: why the last reload was refused, until one succeeds
     reload_error: str | None = None
@@ -203,6 +205,7 @@ class Recorder:
         self.stats.connected = True
         self.stats.connected_since = time.time()
         self.stats.subscribed = False
+        self.stats.key_refused = None
         # the rate is measured over this connection only, from its first second
         self.rate.reset()
         self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
@@ -216,6 +219,8 @@ class Recorder:
 
     def on_rejected(self, what: str, msg: str) -> None:
         self.stats.rejected += 1
+        if what == KEY_REFUSED:  # until a handshake succeeds
+            self.stats.key_refused = msg
         log.error("request_rejected", what=what, msg=msg)
 
     def on_heartbeat(self, rtt: float) -> None:
@@ -354,6 +359,7 @@ class Recorder:
             connected_since=stats.connected_since,
             subscribed=stats.subscribed,
             last_disconnect_reason=stats.last_disconnect_reason,
+            key_refused=stats.key_refused,
             reconnects=stats.reconnects,
             heartbeat_rtt=stats.heartbeat_rtt,
             frames=dict(stats.frames),

@@ -178,6 +178,11 @@ class _Scraped(Collector):
         yield GaugeMetricFamily(
             "qos_connected", "1 while the session is connected", value=1 if st.connected else 0
         )
+        yield GaugeMetricFamily(
+            "qos_key_refused",
+            "1 while the service refuses the API key (HTTP 401/403 at the handshake)",
+            value=1 if st.key_refused else 0,
+        )
         if st.heartbeat_rtt is not None:
             yield GaugeMetricFamily(
                 "qos_heartbeat_rtt_seconds", "Last heartbeat round trip", value=st.heartbeat_rtt

@@ -31,6 +31,8 @@ from .protocol import STREAMS, Record, Reply, Stream
 from .retry import Retry, classify_reply
 
 log = structlog.get_logger("recorder.session")
+#: what :meth:`Handler.on_rejected` names when the handshake refused the API key (401, 403)
+KEY_REFUSED = "key"
 
 
 class Handler(Protocol):
@@ -326,7 +328,7 @@ async def _one_session(up: UpstreamConfig, target: Target, key: Secret, handler:
     except InvalidStatus as exc:
         status = exc.response.status_code
         if status in (401, 403):
-            handler.on_rejected("connect", f"HTTP {status}: the service refused the API key")
+            handler.on_rejected(KEY_REFUSED, f"HTTP {status}: the service refused the API key")
             log.error("auth_rejected", status=status)
             return str(AuthError(f"HTTP {status}: API key refused"))
         where = exc.response.headers.get("Location")

@@ -65,6 +65,8 @@ class Status:
     backfilled_rows: int
     #: seconds of samples ``frames_per_second`` is measured over (0: not measured yet)
     frames_rate_window: float = 0.0
+    #: why the service refuses the API key, while it does (HTTP 401 or 403 at the handshake)
+    key_refused: str | None = None
     #: rows of batches the sink refused for their content, kept in spool/rejected.ndjson
     rejected_rows: int = 0
     #: damaged spool entries skipped at a drain (their rows are in ``lost_rows`` if known)
@@ -87,7 +89,12 @@ class Status:
         age = self.last_frame_age()
         spool_fraction = self.spool_bytes / self.spool_max_bytes
         reasons = []
-        if not self.connected:
+        if self.key_refused:
+            reasons.append(
+                f"the service refuses the key ({self.key_refused}): check upstream.key_env "
+                "or upstream.key_file, and qos-recorder check-config --online"
+            )
+        elif not self.connected:
             reasons.append(f"disconnected: {self.last_disconnect_reason or 'not yet connected'}")
         elif not self.subscribed:
             reasons.append("connected but not subscribed yet")
@@ -127,6 +134,7 @@ class Status:
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,
             "writer_error": self.writer_error,
+            "key_refused": self.key_refused is not None,
         }
         return not reasons, summary
 

@@ -8,9 +8,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import rows, wait_for
+from conftest import KEY, rows, wait_for, write_config
+from simulated import SimulatorThread
 
 
 def _qos(*args: str) -> list[str]:
@@ -76,3 +78,32 @@ def test_a_port_in_use_names_the_flag_that_changes_it() -> None:
         f"qos-recorder: error: --port {port}: cannot listen on 127.0.0.1:{port}: address "
         "already in use; choose another port with --port PORT (0 picks a free one)\n"
     )
+
+
+def test_check_config_online_tries_the_key_with_one_request(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    sim = make_sim()
+    body = f'[subscribe]\ntrades = ["US:AAPL"]\n[sink]\nsqlite_path = "{tmp_path}/t.sqlite"\n'
+    config = write_config(tmp_path / "rec.toml", sim, body)
+
+    def check(key: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "QOS_TEST_KEY": key}
+        command = _qos("check-config", "--online", str(config))
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    before = len(sim.sim.http_requests)
+    good = check(KEY)
+    assert good.returncode == 0, good.stderr
+    url = f"{sim.http_url}/instrument-info"
+    assert good.stdout == (
+        f"{config}: OK, 1 codes, sink sqlite; the service accepts the key (1 request to {url})\n"
+    )
+    assert len(sim.sim.http_requests) == before + 1
+    wrong = check("not-the-key-0123")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == (
+        f"qos-recorder: error: {config}: upstream: the service refuses the key (invalid key) "
+        f"at {url}\n"
+    )
+    assert "not-the-key" not in wrong.stderr

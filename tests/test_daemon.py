@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from conftest import (
@@ -20,10 +22,13 @@ from conftest import (
     wait_for,
     write_config,
 )
+from prometheus_client import generate_latest
 from simulated import SimulatorThread
 from structlog.testing import capture_logs
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
+from recorder.config import Secret
+from recorder.daemon import Recorder
 from recorder.protocol import NS, Stream
 
 SimFactory = Callable[..., SimulatorThread]
@@ -250,3 +255,43 @@ def test_a_routine_progress_line_says_what_came_since_the_last(
     for key, total in (("frames", "frames_total"), ("rows", "rows_total")):
         assert sum(n for e in lines for n in e[key].values()) == lines[-1][total] > 0
     assert any(e["frames"].get("trades", 0) > 0 for e in later)
+
+
+def test_a_refused_key_is_a_state_while_it_lasts(sim: SimulatorThread, tmp_path: Path) -> None:
+    config = make_config(sim, tmp_path, ["US:AAPL"])
+    recorder = Recorder(config, Secret("wrong-key-0123"))
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not stop.is_set():
+                status = recorder.status()
+                if status.key_refused and not seen:
+                    seen.append(status.health(config.metrics))
+                    text = generate_latest(recorder.metrics.registry).decode()
+                    assert "\nqos_key_refused 1.0\n" in text
+                    # the service takes the key again (a plan renewed): the state ends
+                    sim.sim.config.keys = (*sim.sim.config.keys, "wrong-key-0123")
+                if seen and status.connected and not status.key_refused:
+                    seen.append(status.health(config.metrics))
+                    stop.set()
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(watch())
+            tg.create_task(recorder.run(stop))
+
+    asyncio.run(main())
+    (refused_ok, refused), (_, after) = seen
+    assert not refused_ok and refused["key_refused"] is True
+    assert refused["reasons"][0] == (
+        "the service refuses the key (HTTP 401: the service refused the API key): check "
+        "upstream.key_env or upstream.key_file, and qos-recorder check-config --online"
+    )
+    assert after["key_refused"] is False
+    assert not any("refuses the key" in r for r in after["reasons"])
+    assert "wrong-key-0123" not in repr(seen)
