@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -391,6 +391,164 @@ def part_replay(args: argparse.Namespace) -> None:
     )
 
 
+# --- the archive: reading into Arrow, export, replay, bytes per row ----------------------
+
+ARCHIVE_DAY0 = 1_795_651_200  # 2026-11-26T00:00:00Z, seconds
+ARCHIVE_CODES = [f"US:S{i:02d}" for i in range(20)]
+
+
+def _archive_rows(n: int, seed: int = 7) -> Iterator[dict[str, list[Any]]]:
+    """``n`` trades over two days across 20 codes, and a depth and a snapshot row every 10
+    trades, in batches of 50,000 trades, made with the schema's own row functions."""
+    import random
+
+    from recorder.protocol import NS, Depth, Snapshot, Trade
+    from recorder.schema import depth_row, snapshot_row, trade_row
+
+    rng = random.Random(seed)
+    price = {c: 100.0 + i for i, c in enumerate(ARCHIVE_CODES)}
+    span = 2 * 86400
+    seen: dict[tuple[Any, ...], int] = {}
+    batch: dict[str, list[Any]] = {"trades": [], "depth": [], "snapshots": []}
+    for i in range(n):
+        code = ARCHIVE_CODES[i % len(ARCHIVE_CODES)]
+        ts = (ARCHIVE_DAY0 + i * span // n) * NS
+        recv = ts + rng.randrange(NS)
+        price[code] = round(price[code] + rng.choice((-0.01, 0.0, 0.01)), 2)
+        size, side = float(rng.choice((100, 200, 500))), rng.randrange(3)
+        ident = (code, ts, price[code], size, side)
+        k = seen.get(ident, 0)
+        seen[ident] = k + 1
+        batch["trades"].append(trade_row(Trade(code, ts, price[code], size, side, recv, k)))
+        if i % 10 == 0:
+            p = price[code]
+            bids = tuple((round(p - 0.01 * j, 2), 100.0 * (j + 1)) for j in range(5))
+            asks = tuple((round(p + 0.01 * (j + 1), 2), 100.0 * (j + 1)) for j in range(5))
+            batch["depth"].append(depth_row(Depth(code, ts, bids, asks, recv, "live", i)))
+            batch["snapshots"].append(
+                snapshot_row(
+                    Snapshot(code, ts, p, 99.0, 100.0, p + 1, p - 1, i * 100.0, i * 1e4,
+                             0, 1, recv, {}, "live", i)
+                )
+            )  # fmt: skip
+        if len(batch["trades"]) >= 50_000:
+            yield batch
+            seen.clear()
+            batch = {"trades": [], "depth": [], "snapshots": []}
+    if batch["trades"]:
+        yield batch
+
+
+def _questdb_server(root: Path) -> tuple[Any, str]:
+    """A real QuestDB for the archive part, where this checkout and machine have one."""
+    import importlib
+
+    try:
+        fixture = importlib.import_module("recorder.sim.questdb")
+    except ImportError:
+        return None, "no QuestDB fixture in this checkout"
+    try:
+        return fixture.QuestDB(fixture.NEWEST, root).start(), ""
+    except Exception as exc:  # QuestDBUnavailable: no jar or no Java here
+        return None, " ".join(str(exc).split())[:200]
+
+
+def part_archive(args: argparse.Namespace) -> None:
+    """The same recording read into Arrow from the archive, SQLite and QuestDB; export
+    rate; replay from the archive; bytes per row in each store."""
+    import sqlite3
+
+    from recorder import data
+    from recorder.archive import export
+    from recorder.batching import Batch
+    from recorder.protocol import NS
+    from recorder.replay import replay
+    from recorder.sinks.sqlite import SQLiteSink
+
+    tmp = Path(args.tmp) / "archive"
+    tmp.mkdir(parents=True, exist_ok=True)
+    db, archive = tmp / "ticks.sqlite", tmp / "archive"
+    start, end = ARCHIVE_DAY0 * NS, (ARCHIVE_DAY0 + 2 * 86400) * NS
+    qdb, why_not = _questdb_server(tmp / "questdb")
+    figures: dict[str, Any] = {"trades": args.archive_rows, "questdb": why_not or "ok"}
+    try:
+        sqlite = SQLiteSink(db)
+        qsink = None
+        if qdb is not None:
+            from recorder.sinks.questdb import QuestDBSink
+
+            qsink = QuestDBSink(qdb.conf)
+        counts = {"trades": 0, "depth": 0, "snapshots": 0}
+        for seq, tables in enumerate(_archive_rows(args.archive_rows)):
+            sqlite.write(Batch(tables, seq=seq))
+            if qsink is not None:
+                qsink.write(Batch(tables, seq=seq))
+            for table, rows in tables.items():
+                counts[table] += len(rows)
+        sqlite.close()
+        total = sum(counts.values())
+        # export: every table of the two days
+        t0 = time.monotonic()
+        days = export(db, start, end, str(archive), clock=lambda: end / NS + 86400)
+        figures["export_rate"] = total / (time.monotonic() - t0)
+        held = {t: sum(d.rows.get(t, 0) for d in days) for t in counts}
+        assert held == counts, (held, counts)
+        # bytes per row
+        for table, n in counts.items():
+            files = [f for d in days for f in (archive / table).glob(f"date={d.day}/*.parquet")]
+            figures[f"archive_{table}_bytes"] = sum(f.stat().st_size for f in files) / n
+        con = sqlite3.connect(db)
+        sizes = dict(con.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+        con.close()
+        for table, n in counts.items():
+            figures[f"sqlite_{table}_bytes"] = (
+                sizes.get(table, 0) + sizes.get(f"{table}_key", 0)
+            ) / n
+        # reading the trades into Arrow, from each store
+        for name, source in (("archive", str(archive)), ("sqlite", str(db))):
+            t0 = time.monotonic()
+            got = data.read(source, "trades", start, end).num_rows
+            figures[f"read_{name}_rate"] = got / (time.monotonic() - t0)
+            assert got == counts["trades"], (name, got)
+        if qdb is not None:
+            _questdb_figures(qdb, counts, start, end, figures)
+        # replay from the archive: the records iterator, all streams
+        t0, events = time.monotonic(), 0
+        for _ in replay(archive, start, end):
+            events += 1
+        figures["replay_archive_rate"] = events / (time.monotonic() - t0)
+        figures["replay_events"] = events
+        t0 = time.monotonic()
+        for _ in replay(db, start, end):
+            pass
+        figures["replay_sqlite_rate"] = events / (time.monotonic() - t0)
+    finally:
+        if qdb is not None:
+            qdb.stop()
+    _emit(**figures)
+
+
+def _questdb_figures(
+    qdb: Any, counts: dict[str, int], start: int, end: int, figures: dict[str, Any]
+) -> None:
+    from recorder import data
+    from recorder.store import open_source
+
+    reader = open_source(qdb.url)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # WAL tables apply the rows shortly after the ack
+        stored = {t: sum(reader.count(t, c, start, end) for c in ARCHIVE_CODES) for t in counts}
+        if stored == counts:
+            break
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    got = data.read(qdb.url, "trades", start, end).num_rows
+    figures["read_questdb_rate"] = got / (time.monotonic() - t0)
+    for table, n in counts.items():
+        rows = qdb.rows(f"SELECT sum(diskSize) FROM table_partitions('{table}')")
+        figures[f"questdb_{table}_bytes"] = float(rows[0][0] or 0) / n
+
+
 def part_soak(args: argparse.Namespace) -> None:
     """The recorder at full rate for a long while, resident memory sampled every 10 s."""
     from recorder import logs, runtime
@@ -440,6 +598,7 @@ PARTS: dict[str, Callable[[argparse.Namespace], None]] = {
     "ilp": part_ilp,
     "drain": part_drain,
     "replay": part_replay,
+    "archive": part_archive,
     "soak": part_soak,
 }
 
@@ -561,9 +720,13 @@ class Bench:
             self.results["latency"] = _latency(log, acks)
             self.part("drain", "--drain-batches", str(opts.drain_batches))
             self.part("replay", "--db", str(self.tmp / "bench.sqlite"))
+            self.part("archive", "--archive-rows", str(opts.archive_rows))
         finally:
             _stop(ilp)
         print(self.table())
+
+    def archive_table(self) -> list[str]:
+        return _archive_table(self.results["archive"])
 
     def table(self) -> str:
         r, o = self.results, self.opts
@@ -637,6 +800,7 @@ class Bench:
             f"events; RSS {rp['rss_first_mb']:.0f} → {rp['rss_last_mb']:.0f} MB "
             f"(max {rp['rss_max_mb']:.0f})"
         )
+        lines += ["", *self.archive_table()]
         if "soak" in r:
             s = r["soak"]
             lines.append(
@@ -645,6 +809,48 @@ class Bench:
                 f"({s['growth']:+.1%}), max {s['rss_max_mb']:.0f} MB"
             )
         return "\n".join(lines)
+
+
+def _archive_table(a: dict[str, Any]) -> list[str]:
+    """The archive part: reads into Arrow side by side, export, replay, bytes per row."""
+    na = "n/a"
+
+    def rate(key: str) -> str:
+        return f"{a[key]:,.0f}" if key in a else na
+
+    out = [
+        f"Reading {a['trades']:,} trades (2 days, 20 codes) into Arrow, same data in each store"
+        + ("" if a["questdb"] == "ok" else f" (QuestDB: {a['questdb']})"),
+        "",
+        "| path | rows/s | / replay from the archive (events/s) |",
+        "|---|---:|---:|",
+    ]
+    for key, name in (
+        ("read_archive_rate", "archive (Parquet) → Arrow"),
+        ("read_sqlite_rate", "SQLite → Arrow"),
+        ("read_questdb_rate", "QuestDB (/exp CSV) → Arrow"),
+        ("export_rate", "export, SQLite → archive (all tables)"),
+        ("replay_archive_rate", "replay from the archive (records, events/s)"),
+    ):
+        ratio = f"{a[key] / a['replay_archive_rate']:.1f}x" if key in a else na
+        out.append(f"| {name} | {rate(key)} | {ratio} |")
+    out += [
+        "",
+        f"- replay from the archive: {a['replay_archive_rate']:,.0f} events/s over "
+        f"{a['replay_events']:,} events ({a['replay_archive_rate'] / a['replay_sqlite_rate']:.2f}x"
+        f" replay from SQLite, {a['replay_sqlite_rate']:,.0f}); tardis-machine's figure is about"
+        " 700,000",
+        "",
+        "| bytes per row | archive | SQLite (table + index) | QuestDB |",
+        "|---|---:|---:|---:|",
+    ]
+    for table in ("trades", "depth", "snapshots"):
+        cells = [
+            f"{a[k]:.1f}" if (k := f"{store}_{table}_bytes") in a else na
+            for store in ("archive", "sqlite", "questdb")
+        ]
+        out.append(f"| {table} | {' | '.join(cells)} |")
+    return out
 
 
 def _latency(sent_path: Path, acks_path: Path) -> dict[str, float]:
@@ -700,6 +906,9 @@ def main() -> None:
     shared.add_argument("--drain-batches", type=int, default=200)
     shared.add_argument("--batch-rows", type=int, default=2000)
     shared.add_argument("--batch-age", type=float, default=0.05)
+    shared.add_argument(
+        "--archive-rows", type=int, default=10_000_000, help="trades in the archive part"
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[shared])
     sub = parser.add_subparsers(dest="mode")
     part = sub.add_parser("part", parents=[shared])
@@ -721,12 +930,21 @@ def main() -> None:
         "--soak", type=float, default=600.0, help="seconds of the memory soak (0 skips it)"
     )
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
+    parser.add_argument(
+        "--archive-only", action="store_true", help="only the archive part (--archive-rows)"
+    )
     opts = parser.parse_args()
     if opts.mode == "part":
         PARTS[opts.name](opts)
         return
+    if opts.archive_only:
+        bench = Bench(opts)
+        bench.part("archive", "--archive-rows", str(opts.archive_rows))
+        print("\n".join(bench.archive_table()))
+        return
     if opts.quick:
         opts.seconds, opts.warmup, opts.soak, opts.drain_batches = 0.6, 0.3, 0.0, 5
+        opts.archive_rows = min(opts.archive_rows, 100_000)
     Bench(opts).run()
 
 

@@ -204,3 +204,26 @@ def test_a_database_of_an_older_version_reads_as_the_current_schema(tmp_path: Pa
     db.close()
     (row,) = open_source(tmp_path / "old.sqlite").rows("depth", 0, 10)
     assert len(row) == len(BY_NAME["depth"].columns) and row[:2] == (5, "HK:700")
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=30),
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=False)), max_size=30),
+    st.lists(st.sampled_from(CODES), max_size=30),
+    st.integers(0, 5),
+)
+def test_values_read_from_buffers_equal_to_pylist(
+    ints: list[int | None], floats: list[float | None], codes: list[str], cut: int
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    from recorder.store.arrow import values
+
+    arrays = [
+        pa.array(ints, pa.int64()),
+        pa.array([None if i is None else i % 2**31 for i in ints], pa.int32()),
+        pa.array(floats, pa.float64()),
+        pa.array(codes, pa.string()).dictionary_encode(),
+    ]
+    for array in arrays:
+        for part in (array, array.slice(cut), pa.chunked_array([array, array.slice(cut)])):
+            assert values(part) == part.to_pylist()
