@@ -91,7 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     status = subs.add_parser("status", help="summarize a running recorder; non-zero if unhealthy")
-    status.add_argument("--config", "-c", required=True, help="the TOML config file")
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--config",
+        "-c",
+        help="the TOML config file the recorder was started with (it need not be valid now)",
+    )
+    where.add_argument("--listen", help="ask the recorder whose metrics listen on HOST:PORT")
     status.set_defaults(func=cmd_status)
 
     gaps = subs.add_parser("gaps", help="print the gaps table readably")
@@ -309,13 +315,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running recorder. Its address comes from ``--listen``, else from the runtime
+    file it wrote in its spool directory, else from ``metrics.listen``: the config file is
+    read only as far as it can be, since a bad edit must not hide the recorder running
+    with the config it had."""
+    from .config import Address
     from .report import fetch_health, format_health
+    from .status import loose_settings, read_runtime
 
-    cfg = config_mod.load(args.config)
-    if cfg.metrics.listen is None:
-        raise ConfigError(f"{args.config}: metrics.listen: not set, so there is no health to ask")
-    ok, summary = fetch_health(cfg.metrics.listen)
+    invalid = None
+    if args.listen is not None:
+        try:
+            listen: Address | None = Address.parse(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}") from None
+    else:
+        try:
+            cfg = config_mod.load(args.config)
+            spool_dir, listen = cfg.resolve(cfg.spool.dir), cfg.metrics.listen
+        except ConfigError as exc:
+            invalid = str(exc)
+            spool_dir, listen = loose_settings(args.config)
+        listen = read_runtime(spool_dir) or listen
+    if listen is None:
+        raise ConfigError(
+            invalid or f"{args.config}: metrics.listen: not set, so there is no health to ask"
+        )
+    ok, summary = fetch_health(listen)
     print(format_health(summary))
+    if invalid is not None:
+        print(f"config file now: {invalid}")
     return 0 if ok else 1
 
 

@@ -20,7 +20,7 @@ import structlog
 from . import config as config_mod
 from .backfill import Backfiller
 from .batching import Batch, Batcher
-from .config import Config, Secret, SubscribeConfig
+from .config import Address, Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
 from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
@@ -42,11 +42,11 @@ from .protocol import (
 from .reference import ReferencePoller
 from .rest import RestClient
 from .schema import gap_of
-from .serving import serve
+from .serving import bound_port, serve
 from .session import KEY_REFUSED, Target, run_upstream
 from .sinks import Sink, make_sink
 from .spool import Spool
-from .status import RateMeter, Status, progress
+from .status import RateMeter, Status, progress, write_runtime
 from .writer import Writer
 
 log = structlog.get_logger("recorder")
@@ -479,7 +479,12 @@ class Recorder:
             raise ConfigError(
                 f"{self.config.path}: metrics.listen: cannot listen on {listen}: {exc.strerror}"
             ) from None
-        log.info("metrics_listening", address=str(listen))
+        bound = Address(listen.host, bound_port(runner))
+        log.info("metrics_listening", address=str(bound))
+        try:  # so `qos-recorder status` finds it whatever the config file says now
+            await asyncio.to_thread(write_runtime, self.spool.dir, bound, self.config.path)
+        except OSError as exc:
+            log.warning("runtime_file_not_written", error=str(exc))
         try:
             await asyncio.Event().wait()
         finally:

@@ -6,12 +6,18 @@ and ``qos-recorder status`` only render it, so none of them reaches into the dae
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .config import MetricsConfig
+import orjson
+
+from .config import Address, Config, MetricsConfig
 from .protocol import NS, Stream
 
 
@@ -183,3 +189,64 @@ class RateMeter:
             return 0.0
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+# --- finding a running recorder without trusting the config file as it is now ------------
+
+#: in the spool directory: the running recorder's pid, config and the address its /healthz
+#: listens on (the bound port, so ``listen = "127.0.0.1:0"`` works too)
+RUNTIME_FILE = "recorder.json"
+
+
+def write_runtime(spool_dir: Path, listen: Address, config_path: str) -> Path:
+    """Say where this recorder answers; replaced atomically."""
+    path = spool_dir / RUNTIME_FILE
+    tmp = path.with_suffix(".tmp")
+    doc = {"pid": os.getpid(), "listen": str(listen), "config": config_path}
+    tmp.write_bytes(orjson.dumps(doc))
+    tmp.replace(path)
+    return path
+
+
+def read_runtime(spool_dir: Path) -> Address | None:
+    """The address a recorder using ``spool_dir`` wrote at start, if it wrote one."""
+    try:
+        doc = orjson.loads((spool_dir / RUNTIME_FILE).read_bytes())
+        return Address.parse(doc["listen"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+_SECTION = re.compile(r"\s*\[\s*([A-Za-z_]+)\s*\]")
+_STRING = re.compile(r"""\s*([A-Za-z_]+)\s*=\s*["']([^"']*)["']""")
+
+
+def loose_settings(path: str) -> tuple[Path, Address | None]:
+    """``spool.dir`` (resolved as the recorder resolves it) and ``metrics.listen`` from a
+    config file that may be invalid now (a bad edit the running recorder refused): from
+    the TOML if it still parses, else line by line; defaults for what cannot be read."""
+    values: dict[tuple[str, str], Any] = {}
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        text = ""
+    try:
+        doc = tomllib.loads(text)
+        for section in ("spool", "metrics"):
+            table = doc.get(section)
+            if isinstance(table, dict):
+                values.update({(section, k): v for k, v in table.items()})
+    except tomllib.TOMLDecodeError:
+        section = ""
+        for line in text.splitlines():
+            if header := _SECTION.match(line):
+                section = header.group(1)
+            elif pair := _STRING.match(line):
+                values[(section, pair.group(1))] = pair.group(2)
+    spool = values.get(("spool", "dir"))
+    spool_dir = Config(path=path).resolve(spool if isinstance(spool, str) else "spool")
+    try:
+        listen = Address.parse(str(values[("metrics", "listen")]))
+    except (KeyError, ValueError):
+        listen = None
+    return spool_dir, listen

@@ -396,3 +396,45 @@ def test_a_websocket_redirect_to_another_origin_is_not_followed(tmp_path: Path) 
         assert thief.handshakes == [] and thief.requests == [] and thief.connections == 0
     reason = recorder.stats.last_disconnect_reason or ""
     assert "HTTP 307" in reason and "not followed" in reason
+
+
+# --- #21 item 15: status reports the running recorder whatever the file says now ---------
+
+
+def _status(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "recorder", "status", *args],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_status_reports_the_running_recorder_after_a_refused_reload(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    body = (
+        'backoff_initial = 0.2\n[subscribe]\ntrades = ["US:AAPL", "CF:BTCUSDT"]\n'
+        '[sink]\nsqlite_path = "ticks.sqlite"\n[spool]\ndir = "state/spool"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n'  # any free port: status reads the bound one
+    )
+    config = write_config(tmp_path / "recorder.toml", sim, body)
+    with _running(config, tmp_path / "log") as proc:
+        assert wait_for(lambda: _status("--config", str(config)).returncode == 0, timeout=30)
+        config.write_text(config.read_text() + "\n[subscribe\nbroken = \n")  # a bad edit
+        proc.send_signal(signal.SIGHUP)
+
+        def reload_refused() -> bool:
+            return b"config reload failed" in _status("--config", str(config)).stdout
+
+        assert wait_for(reload_refused, timeout=20)
+        done = _status("--config", str(config))
+        out = done.stdout.decode()
+        assert done.returncode == 0, done.stderr  # the running recorder is healthy
+        assert out.startswith("status: ok") and "rows written:" in out
+        assert "config file now:" in out and "not valid TOML" in out
+        runtime = json.loads((tmp_path / "state" / "spool" / "recorder.json").read_bytes())
+        assert runtime["pid"] == proc.pid
+        by_address = _status("--listen", runtime["listen"])
+        assert by_address.returncode == 0 and b"config reload failed" in by_address.stdout
+        assert _stop(proc) == 0
