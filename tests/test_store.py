@@ -3,12 +3,14 @@ orders, gaps, counts and Arrow batches checked against the rows written."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -227,3 +229,58 @@ def test_values_read_from_buffers_equal_to_pylist(
     for array in arrays:
         for part in (array, array.slice(cut), pa.chunked_array([array, array.slice(cut)])):
             assert values(part) == part.to_pylist()
+
+
+QDB = os.environ.get("QDB_HTTP_ADDR")
+
+
+@pytest.mark.skipif(not QDB, reason="set QDB_HTTP_ADDR=host:9000 to test against a real QuestDB")
+def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(tmp_path: Path) -> None:
+    import random
+
+    from recorder.sinks.questdb import QuestDBSink
+
+    rng = random.Random(3)
+    specs = [
+        (rng.randrange(3 * 86400), rng.choice(CODES), rng.choice([10.0, 10.5]), 1.0,
+         rng.randrange(3), rng.randrange(3))
+        for _ in range(2000)
+    ]  # fmt: skip
+    db = write(tmp_path / "t.sqlite", trade_rows(specs))
+    sink = QuestDBSink(f"http::addr={QDB};")
+    sink.open()
+    for table in ("trades", "gaps", "instruments"):  # a clean slate for this test's rows
+        sink.execute(bind("TRUNCATE TABLE {}", Name(table)))
+    rows = open_source(db)
+    batch = {t: list(rows.rows(t, 0, 2**62)) for t in ("trades",)}
+    batch["gaps"], batch["instruments"] = (
+        gap_rows(),
+        [
+            instrument_row("US:AAPL", DAY0, 2),
+            instrument_row("US:AAPL", DAY0 + 86400 * NS, 3),
+            instrument_row("HK:700", DAY0, None),
+        ],
+    )
+    sink.write(Batch(batch, seq=1))
+    sink.close()
+    quest = open_source(f"http://{QDB}")
+    # WAL tables apply the rows shortly after the acknowledgement
+    assert wait_for(
+        lambda: sum(quest.count("trades", c, 0, 2**62) for c in CODES) == len(specs), 30
+    )
+    start, end = DAY0 + 1000 * NS, DAY0 + 200_000 * NS
+    assert list(quest.rows("trades", start, end)) == list(rows.rows("trades", start, end))
+    assert list(quest.rows("trades", start, end, CODES[:1])) == list(
+        rows.rows("trades", start, end, CODES[:1])
+    )
+    got = [r for b in quest.batches("trades", start, end, size=100) for r in to_rows("trades", b)]
+    assert got == [r for b in rows.batches("trades", start, end) for r in to_rows("trades", b)]
+    for code in CODES:
+        assert quest.count("trades", code, start, end) == rows.count("trades", code, start, end)
+        assert sorted(quest.minutes("trades", code, start, end)) == sorted(
+            rows.minutes("trades", code, start, end)
+        )
+    for overlapping in (False, True):
+        day = (DAY0, DAY0 + 86400 * NS)
+        assert quest.gaps(*day, overlapping) == rows.gaps(*day, overlapping)
+    assert quest.scales() == rows.scales() and quest.codes("trades") == rows.codes("trades")

@@ -51,7 +51,10 @@ class SQLiteReader:
         return ", ".join(n if n in have else "NULL" for n in BY_NAME[table].names)
 
     def _exists(self, table: str) -> bool:
-        return bool(self._have.get(table))
+        # only names of the schema reach a statement
+        if table not in BY_NAME:
+            raise ConfigError(f"{table!r} is not a table: one of {', '.join(BY_NAME)}")
+        return bool(self._have[table])
 
     def codes(self, table: str) -> list[str]:
         if not self._exists(table):
