@@ -120,6 +120,7 @@ class Recorder:
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
+        self._uncovered_said: set[str] = set()
         self.detector = GapDetector(
             config.gaps, config.subscribe, self._on_gap, self.calendar, update=self._on_gap_opened
         )
@@ -311,6 +312,18 @@ class Recorder:
             # lost for want of space, not for what they hold: written again as they were
             self.dropped.again(gap_of(row) for row in lost_gaps)
 
+    def _say_uncovered(self) -> None:
+        """Once per market: its calendar does not reach today, so its hours are the
+        reference table's, Monday to Friday (silence detection stays on)."""
+        new = self.calendar.uncovered - self._uncovered_said
+        if new:
+            self._uncovered_said |= new
+            log.warning(
+                "calendar_does_not_cover_today",
+                markets=sorted(new),
+                using="the reference hours, Monday to Friday",
+            )
+
     def _write_dropped(self, force: bool = False) -> None:
         """The ``dropped`` gaps, once the writer can take them (or at shutdown)."""
         if not self.dropped:
@@ -459,6 +472,7 @@ class Recorder:
                 )
             self.detector.check()
             self._write_dropped()
+            self._say_uncovered()
             self.rate.sample(time.monotonic(), sum(self.stats.frames.values()))
             tick += 1
             if tick % 5 == 0:

@@ -74,12 +74,16 @@ class Calendar:
 
     def __init__(self) -> None:
         self._days: dict[str, set[str]] = {}
+        self._span: dict[str, tuple[str, str]] = {}  # first and last day listed
+        #: markets asked about a day their calendar does not reach (then Monday to Friday)
+        self.uncovered: set[str] = set()
 
     def load(self, data: object) -> list[str]:
         """Take a ``/market-calendar`` answer's ``data`` (see :func:`parse_calendar`);
         returns the markets it held. A bad answer (ValueError) changes nothing."""
         days = parse_calendar(data)
         self._days.update(days)
+        self._span.update({market: (min(d), max(d)) for market, d in days.items()})
         return sorted(days)
 
     def known(self, market: str) -> bool:
@@ -87,9 +91,16 @@ class Calendar:
 
     def trading_day(self, market: str, day: dt.date) -> bool:
         days = self._days.get(market)
+        key = f"{day:%Y%m%d}"
         if days is None:
             return day.weekday() < 5
-        return f"{day:%Y%m%d}" in days
+        first, last = self._span[market]
+        if not first <= key <= last:
+            # a calendar of another year says nothing of this day: were it read as "not a
+            # trading day", silence detection would be off without a word
+            self.uncovered.add(market)
+            return day.weekday() < 5
+        return key in days
 
 
 def is_open(market: str, when_ns: int, calendar: Calendar | None = None) -> bool | None:

@@ -353,3 +353,28 @@ def test_any_bar_times_give_gaps_inside_the_pushed_range(times: list[int]) -> No
     believed = [t for t in times if t <= T0 + CLOCK_SKEW]
     for gap in out:
         assert gap.end is not None and min(believed) < gap.start <= gap.end <= max(believed)
+
+
+def test_a_calendar_of_another_year_leaves_silence_detection_on() -> None:
+    # T0 is Wed 2026-11-25 10:00 ET; the calendar lists only days of 2025
+    calendar = Calendar()
+    assert calendar.load({"US": ["20250102", "20250110,H"]}) == ["US"]
+    assert is_open("US", T0, calendar) is True and calendar.uncovered == {"US"}
+    inside = int(dt.datetime(2025, 1, 2, 15, 0, tzinfo=dt.UTC).timestamp()) * NS
+    not_listed = inside + 86400 * NS * 5  # 2025-01-07: inside the span, not a listed day
+    assert is_open("US", inside, calendar) is True
+    assert is_open("US", not_listed, calendar) is False
+    now = [T0]
+    opened: list[Gap] = []
+    det = GapDetector(
+        GapsConfig(silence_after=5),
+        SubscribeConfig(trades=("US:AAPL",)),
+        lambda gap: None,
+        calendar,
+        clock=lambda: now[0],
+        update=opened.append,
+    )
+    det.on_subscribed("trades")
+    now[0] += 6 * NS
+    det.check()
+    assert [(g.code, g.cause) for g in opened] == [("US:AAPL", "silence")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -438,3 +439,26 @@ def test_status_reports_the_running_recorder_after_a_refused_reload(
         by_address = _status("--listen", runtime["listen"])
         assert by_address.returncode == 0 and b"config reload failed" in by_address.stdout
         assert _stop(proc) == 0
+
+
+# --- #21 item 16: an unusable spool directory is found before anything is received -------
+
+
+def test_an_unusable_spool_directory_is_one_line_at_start_and_in_check_config(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    (tmp_path / "taken").write_text("a file where the spool's folder should be")
+    body = '[subscribe]\ntrades = ["US:AAPL"]\n[spool]\ndir = "taken/spool"\n'
+    config = write_config(tmp_path / "recorder.toml", sim, body)
+    for command in (["check-config", str(config)], ["run", "--config", str(config)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "recorder", *command],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "QOS_TEST_KEY": KEY},
+        )
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, lines
+        assert "spool.dir" in lines[0] and "is a file, not a folder" in lines[0]
+    assert sim.call(lambda: sim.sim.connections_opened) == 0  # nothing received to lose
