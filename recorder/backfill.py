@@ -85,7 +85,7 @@ class Backfiller:
         self.closing_wait = closing_wait
         self._trades_lane = _Lane()
         self._other_lane = _Lane()
-        self._held: dict[int, Gap] = {}  # id(gap) -> gap, for trades gaps not backfilled yet
+        self._held: dict[int, Gap] = {}  # id(gap) -> gap, for gaps not backfilled yet
         self._in_round = 0  # gaps taken by a round that has not ended
         #: recorded gaps backfilled so far, per (stream, status)
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -103,14 +103,16 @@ class Backfiller:
         return bool(self._held) or self._in_round > 0 or any(lane.queue for lane in lanes)
 
     def hold(self, gap: Gap) -> None:
-        """Keep the trade counts a trades gap's backfill will merge against until it ran
-        (they would otherwise leave the counter's window)."""
-        if gap.stream == "trades" and id(gap) not in self._held:
+        """A gap whose backfill will come (its end is not known yet): it counts as pending,
+        and for a trades gap the trade counts its backfill will merge against are kept
+        until it ran (they would otherwise leave the counter's window)."""
+        if id(gap) not in self._held:
             self._held[id(gap)] = gap
-            self.counter.hold(gap.code, gap.start)
+            if gap.stream == "trades":
+                self.counter.hold(gap.code, gap.start)
 
     def _release(self, gap: Gap) -> None:
-        if self._held.pop(id(gap), None) is not None:
+        if self._held.pop(id(gap), None) is not None and gap.stream == "trades":
             self.counter.release(gap.code, gap.start)
 
     def submit(self, gap: Gap) -> None:

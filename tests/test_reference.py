@@ -59,8 +59,7 @@ def test_a_recorder_given_bad_reference_answers_keeps_recording(tmp_path: Path) 
     with Hostile() as up:
         up.frames.append(trade)
         up.http["/market-calendar"] = Answer.ok({"US": "2025..."})
-        up.http["/snapshot"] = Answer.ok(5)
-        up.http["/instrument-info"] = Answer.ok([{"c": "US:AAPL", "e": "NASDAQ", "tc": "USD"}])
+        up.http["/instrument-info"] = Answer.ok(5)
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
 
         def done(recorder: Recorder) -> bool:
@@ -114,3 +113,31 @@ def test_codes_a_sighup_adds_get_a_calendar_and_an_instruments_row(
     # one request per endpoint for the codes the reload added, not one per code
     refreshed = [e["codes"] for e in events("instruments_refreshed")]
     assert refreshed == [1, 2]
+
+
+def test_after_a_restart_reference_data_waits_for_the_backfill_of_the_time_away(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    codes = ["US:AAPL", "HK:700"]
+    config = make_config(sim, tmp_path, codes, subscribe={"depth": []})
+
+    def stored(recorder: Recorder) -> bool:
+        written = recorder.writer.stats.rows
+        return written.get("instruments", 0) == 2 and written.get("snapshots", 0) > 0
+
+    run_recorder(config, until=stored)
+    before = sim.call(lambda: len(sim.sim.http_requests))
+
+    def settled(recorder: Recorder) -> bool:
+        return recorder.backfiller.idle and recorder.writer.stats.rows.get("instruments", 0) == 2
+
+    # a restart: the time away is a gap of every code and stream, backfilled at once; the
+    # calendar and instruments are due again too (a new process), and must wait for it
+    second = run_recorder(config, until=settled)
+    assert second.backfiller.resolved >= 2 * len(codes)
+    paths = [p for _, p in sim.call(lambda: list(sim.sim.http_requests))[before:]]
+    reference = {"/market-calendar", "/instrument-info"}
+    first_reference = min(i for i, p in enumerate(paths) if p in reference)
+    assert "/trade" in paths[:first_reference], paths
+    # the snapshots gaps' refresh too, and one /trade for the time away and the sweep
+    assert paths[:first_reference] == ["/trade", "/snapshot"], paths
