@@ -8,7 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Conne
         config = make_config(
             sim, tmp, CODES, subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1]}
         )
-        run_recorder(config, until=_has(Stream.TRADES, 40), timeout=40)
+        run_recorder(config, until=_recorded, timeout=40)
         # a second run: the time the recorder was away is a gap of each code and stream,
         # written once its backfill ran
         run_recorder(config, until=_settled, timeout=40)
@@ -49,8 +49,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Conne
     db.close()
 
 
-def _has(stream: Stream, n: int) -> Callable[[Any], bool]:
-    return lambda r: r.stats.frames[stream] >= n and r.writer.stats.rows.get("instruments", 0) > 0
+def _recorded(r: Any) -> bool:
+    """Trades, books, K-lines (subscribed last) and the reference data are all stored."""
+    rows = r.writer.stats.rows
+    return bool(
+        r.stats.frames[Stream.TRADES] >= 40
+        and all(rows.get(t, 0) > 0 for t in ("trades", "depth", "klines", "instruments"))
+    )
 
 
 def _settled(r: Any) -> bool:
