@@ -328,23 +328,27 @@ class Writer:
         # overflowed to disk): spool them too, where their sequence numbers sort them.
         self._spool_queued("joining the spool")
         done, corrupt = 0, self.spool.corrupt_entries
-        for path, batch, last in self.spool.drain():
-            if self._abandoned.is_set():
-                return
-            if batch.seq in self._poison:
-                self._reject(batch, SinkRejected(self._poison.pop(batch.seq)))
-            else:
-                self._draining = batch
-                written = not batch.tables or self._write(batch)
-                self._draining = None
-                if not written:
-                    # re-sending the acknowledged ones later is harmless (dedup keys)
-                    log.info("spool_drain_paused", done=done)
+        try:
+            for path, batch, last in self.spool.drain():
+                if self._abandoned.is_set():
                     return
-            done += 1
-            self.stats.drained_batches += 1
-            if last:
-                self.spool.remove(path)
+                if batch.seq in self._poison:
+                    self._reject(batch, SinkRejected(self._poison.pop(batch.seq)))
+                else:
+                    self._draining = batch
+                    written = not batch.tables or self._write(batch)
+                    self._draining = None
+                    if not written:
+                        # re-sending the acknowledged ones later is harmless (dedup keys)
+                        log.info("spool_drain_paused", done=done)
+                        return
+                done += 1
+                self.stats.drained_batches += 1
+                if last:
+                    self.spool.remove(path)
+        finally:  # damaged entries found on the way are dropped rows: the ledger hears
+            for seq, rows in self.spool.take_damage():
+                self._dropped(Batch({}, seq), "lost: a damaged spool entry", rows)
         if done:
             log.info("spool_drained", batches=done)
         if self.spool.corrupt_entries > corrupt:

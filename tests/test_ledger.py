@@ -27,10 +27,12 @@ from prometheus_client import generate_latest
 from simulated import SimulatorThread
 
 from recorder import logs
+from recorder.batching import Batch
 from recorder.config import Secret
 from recorder.daemon import Recorder
-from recorder.protocol import NS, Stream
+from recorder.protocol import NS, Stream, Trade
 from recorder.report import format_gaps, read_gaps
+from recorder.spool import Spool
 
 SimFactory = Callable[..., SimulatorThread]
 
@@ -462,3 +464,36 @@ def test_an_unusable_spool_directory_is_one_line_at_start_and_in_check_config(
         assert done.returncode == 2 and len(lines) == 1, lines
         assert "spool.dir" in lines[0] and "is a file, not a folder" in lines[0]
     assert sim.call(lambda: sim.sim.connections_opened) == 0  # nothing received to lose
+
+
+def test_a_damaged_spool_entry_is_a_dropped_gap(tmp_path: Path) -> None:
+    now = time.time_ns()
+    spool = Spool(tmp_path / "spool")
+    batches = [
+        Batch.of(
+            [Trade("US:AAPL", now - (100 - i) * NS, 1.0 + r, 1.0, 1, now) for r in range(5)],
+            seq=now - (100 - i) * NS,
+        )
+        for i in range(20)
+    ]
+    for batch in batches:
+        spool.append(batch)
+    spool.close()
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    at = sum(8 + len(b.to_bytes()) for b in batches[:9])  # entry 9's payload
+    data[at + 8 + batches[9].to_bytes().index(b"AAPL")] ^= 0x10  # one bit: A -> Q
+    segment.write_bytes(bytes(data))
+    with Hostile() as up:
+        config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
+        recorder = run_recorder(
+            config, until=lambda r: r.writer.stats.rows.get("gaps", 0) >= 1, timeout=20
+        )
+    assert recorder.spool.corrupt_entries == 1
+    db = tmp_path / "ticks.sqlite"
+    assert rows(db, "SELECT count(*) FROM trades") == [(95,)]
+    ((code, stream, missing, start, detail),) = rows(
+        db, "SELECT code, stream, missing, ts, detail FROM gaps WHERE cause = 'dropped'"
+    )
+    assert (code, stream, missing, start) == ("*", "unknown", 5, batches[8].seq)
+    assert "damaged spool entry" in detail
