@@ -107,3 +107,27 @@ def test_check_config_online_tries_the_key_with_one_request(
         f"at {url}\n"
     )
     assert "not-the-key" not in wrong.stderr
+
+
+def test_help_describes_the_program() -> None:
+    text = subprocess.run(_qos("--help"), capture_output=True, text=True, check=True).stdout
+    assert "Record the QOS market-data API" in text and "``" not in text
+    assert "Start with `qos-recorder demo`" in text
+
+
+def test_run_refuses_a_path_it_could_not_write_before_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "rec.toml"
+    config.write_text(
+        '[upstream]\nkey_env = "QOS_TEST_KEY"\n[subscribe]\ntrades = ["US:AAPL"]\n'
+        f'[spool]\ndir = "{tmp_path}/a-file/spool"\n'
+    )
+    env = {**os.environ, "QOS_TEST_KEY": KEY}
+    result = subprocess.run(
+        _qos("run", "--config", str(config)), capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"qos-recorder: error: {config}: spool.dir: {tmp_path}/a-file/spool: cannot be made: "
+        f"{tmp_path}/a-file is a file, not a folder\n"
+    )
