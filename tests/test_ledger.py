@@ -142,8 +142,10 @@ def test_a_key_file_with_a_bom_and_a_newline_sends_the_key_alone(tmp_path: Path)
     key_file = tmp_path / "key"
     key_file.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")
     key_file.chmod(0o600)
+    port = _free_port()
     with Hostile() as up:
-        config = _key_config(tmp_path, up, key_file, _free_port())
+        up.frames.append(_trade(int(time.time()) - 1))
+        config = _key_config(tmp_path, up, key_file, port)
         check = subprocess.run(
             [sys.executable, "-m", "recorder", "check-config", str(config)],
             capture_output=True,
@@ -153,7 +155,12 @@ def test_a_key_file_with_a_bom_and_a_newline_sends_the_key_alone(tmp_path: Path)
         with _running(config, tmp_path / "log") as proc:
             assert wait_for(lambda: len(up.handshakes) >= 1, timeout=20)
             assert up.handshakes[0]["key"] == KEY
+            assert wait_for(lambda: b'"trades":1' in (_healthz(port) or (0, b""))[1], timeout=20)
+            seen = [(_healthz(port) or (0, b""))[1], _status("--config", str(config)).stdout]
             assert _stop(proc) == 0
+    seen += [(tmp_path / "log").read_bytes(), (tmp_path / "ticks.sqlite").read_bytes()]
+    seen += [p.read_bytes() for p in (tmp_path / "spool").iterdir() if p.is_file()]
+    assert all(KEY.encode() not in text for text in seen)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_KEYS))
