@@ -202,7 +202,7 @@ def write_runtime(spool_dir: Path, listen: Address, config_path: str) -> Path:
     """Say where this recorder answers; replaced atomically."""
     path = spool_dir / RUNTIME_FILE
     tmp = path.with_suffix(".tmp")
-    doc = {"pid": os.getpid(), "listen": str(listen), "config": config_path}
+    doc = {"pid": os.getpid(), "listen": str(listen), "config": str(Path(config_path).resolve())}
     tmp.write_bytes(orjson.dumps(doc))
     tmp.replace(path)
     return path
