@@ -152,6 +152,8 @@ class Backfiller:
             await asyncio.sleep(self.settle)
             if lane is self._trades_lane:
                 await self._await(lane, self.sweep_due, self.sweep_wait)
+                if self._thrifty(lane.queue):
+                    await asyncio.sleep(2 * self.settle)
             else:
                 await self._await(lane, self.closing, self.closing_wait)
             await self.rest.scheduler.ready()
@@ -175,6 +177,14 @@ class Backfiller:
                     lane.wake.set()
             finally:
                 self._in_round -= len(taken)
+
+    def _thrifty(self, queue: list[Gap]) -> bool:
+        """Whether a round may wait longer to gather more gaps: only volume gaps (a few
+        trades each, found a snapshot or two late, one code at a time) while half the
+        budget is spent, so a trickle of them does not spend a request each."""
+        limiter = self.rest.limiter
+        volume_only = bool(queue) and all(g.cause == "volume" for g in queue)
+        return volume_only and limiter.remaining() <= limiter.rate // 2
 
     @staticmethod
     async def _await(lane: _Lane, coming: Callable[[], bool], limit: float) -> None:
