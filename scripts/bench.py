@@ -461,6 +461,7 @@ def part_archive(args: argparse.Namespace) -> None:
     from recorder import data
     from recorder.archive import export
     from recorder.batching import Batch
+    from recorder.exceptions import RecorderError
     from recorder.protocol import NS
     from recorder.replay import replay
     from recorder.sinks.sqlite import SQLiteSink
@@ -511,7 +512,10 @@ def part_archive(args: argparse.Namespace) -> None:
             figures[f"read_{name}_rate"] = got / (time.monotonic() - t0)
             assert got == counts["trades"], (name, got)
         if qdb is not None:
-            _questdb_figures(qdb, counts, start, end, figures)
+            try:
+                _questdb_figures(qdb, counts, start, end, figures)
+            except RecorderError as exc:
+                figures["questdb"] = str(exc)[:200]
         # replay from the archive: the records iterator, all streams
         t0, events = time.monotonic(), 0
         for _ in replay(archive, start, end):
