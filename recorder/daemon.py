@@ -41,7 +41,7 @@ from .protocol import (
 )
 from .reference import ReferencePoller
 from .rest import RestClient
-from .schema import gap_of
+from .schema import gap_of, gap_row
 from .serving import bound_port, serve
 from .session import KEY_REFUSED, Target, run_upstream
 from .sinks import Sink, make_sink
@@ -129,6 +129,7 @@ class Recorder:
         self.target = Target(config.subscribe)  # what the session subscribes; reload moves it
         self._want(config.subscribe)
         self._last_seen_path = self.spool.dir / "last-seen.json"
+        self._dropped_path = self.spool.dir / "dropped-gaps.json"
         self.backfiller = Backfiller(
             self.rest,
             self.counter,
@@ -311,6 +312,40 @@ class Recorder:
         if lost_gaps and not kept:
             # lost for want of space, not for what they hold: written again as they were
             self.dropped.again(gap_of(row) for row in lost_gaps)
+
+    def _keep_dropped(self) -> None:
+        """At stop: ``dropped`` gaps the writer could not take (the spool full, the database
+        down) wait in the state directory for the next start, which writes them."""
+        left = self.dropped.take()
+        if not left:
+            return
+        try:
+            kept = orjson.loads(self._dropped_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            kept = []
+        rows = [*(kept if isinstance(kept, list) else []), *(gap_row(g) for g in left)]
+        tmp = self._dropped_path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps(rows))
+            tmp.replace(self._dropped_path)
+        except OSError as exc:
+            log.error("dropped_gaps_not_kept", path=str(self._dropped_path), error=str(exc))
+            return
+        log.warning("dropped_gaps_kept", gaps=len(left), path=str(self._dropped_path))
+
+    def _reload_dropped(self) -> None:
+        """At start: the ``dropped`` gaps the last run kept, to be written."""
+        try:
+            kept = orjson.loads(self._dropped_path.read_bytes())
+            gaps = [gap_of(tuple(row)) for row in kept]
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            log.error("dropped_gaps_unreadable", path=str(self._dropped_path), error=str(exc))
+            return
+        self.dropped.again(gaps, lost=False)
+        self._dropped_path.unlink(missing_ok=True)
+        log.info("dropped_gaps_reloaded", gaps=len(gaps))
 
     def _say_uncovered(self) -> None:
         """Once per market: its calendar does not reach today, so its hours are the
@@ -538,6 +573,7 @@ class Recorder:
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
         await asyncio.to_thread(self.restore)
+        await asyncio.to_thread(self._reload_dropped)
         self.writer.start()
         for gap in self._reopened:
             self.backfiller.submit(gap)
@@ -575,6 +611,7 @@ class Recorder:
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)
         await asyncio.to_thread(self._save_last_seen, self._seen(), done)
+        await asyncio.to_thread(self._keep_dropped)
         log.info(
             "recorder_stopped",
             clean=done,

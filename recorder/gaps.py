@@ -421,7 +421,7 @@ class GapDetector:
         vol.prev_excess = excess
 
     def _check_bar(self, bar: Kline) -> None:
-        if bar.ts > self.clock() + CLOCK_SKEW:
+        if bar.ts > self.horizon:
             return  # not a bar of now: tracking it would hide every later skip
         key = (bar.code, bar.kt)
         last = self.bars.get(key)
@@ -528,12 +528,13 @@ class DroppedRows:
         for (code, stream), (start, end, n) in spans.items():
             self.add(code, stream, start, end, n, why)
 
-    def again(self, gaps: Iterable[Gap]) -> None:
-        """Gap rows that were lost themselves: written again later, the latest state kept."""
+    def again(self, gaps: Iterable[Gap], lost: bool = True) -> None:
+        """Gap rows that were ``lost`` themselves (or kept by the last run at its stop):
+        written again later, the latest state kept."""
         with self._lock:
             for gap in gaps:
                 self._again[(gap.start, gap.code, gap.stream, gap.cause)] = gap
-                self.rewritten += 1
+                self.rewritten += lost
 
     def take(self) -> list[Gap]:
         """The gaps to write now (copies: the writer thread goes on adding to the

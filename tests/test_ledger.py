@@ -504,3 +504,56 @@ def test_a_damaged_spool_entry_is_a_dropped_gap(tmp_path: Path) -> None:
     )
     assert (code, stream, missing, start) == ("*", "unknown", 5, batches[8].seq)
     assert "damaged spool entry" in detail
+
+
+def test_dropped_gaps_a_stop_could_not_write_are_written_by_the_next_start(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=200, seed=6)
+    codes = list(sim.sim.codes)[:2]
+    blocker = tmp_path / "db"
+    blocker.write_text("the database's folder is a file: the sink cannot open")
+    config = make_config(
+        sim,
+        tmp_path,
+        codes,
+        sink={"sqlite_path": str(blocker / "ticks.sqlite"), "retry_interval": 0.2},
+        spool={"max_bytes": 40_000, "segment_bytes": 20_000},
+        gaps={"backfill": False},
+    )
+    # stopped while the database is still down and the spool full: the ledger waits in the
+    # spool, or (when the spool refuses even that) in spool/dropped-gaps.json
+    first = run_recorder(config, until=lambda r: r.writer.stats.lost_rows > 500, timeout=30)
+    blocker.unlink()
+    second = run_recorder(
+        config,
+        until=lambda r: not r.spool and not r.dropped and r.writer.stats.rows.get("gaps", 0) > 0,
+        timeout=30,
+    )
+    assert second.writer.stats.lost_rows == 0
+    dropped = rows(
+        blocker / "ticks.sqlite", "SELECT sum(missing) FROM gaps WHERE cause = 'dropped'"
+    )
+    assert dropped == [(first.writer.stats.lost_rows - first.dropped.rewritten,)]
+    assert not (tmp_path / "spool" / "dropped-gaps.json").exists()
+
+
+def test_dropped_gaps_left_at_a_stop_are_kept_on_disk_for_the_next_start(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    config = make_config(sim, tmp_path, ["US:AAPL"])
+    first = Recorder(config, Secret(KEY))
+    first.dropped.add("US:AAPL", "trades", 5 * NS, 9 * NS, 42, "lost: the spool is full")
+    first._keep_dropped()  # what shutdown does after the writer stopped
+    assert not first.dropped and (tmp_path / "spool" / "dropped-gaps.json").exists()
+    second = Recorder(config, Secret(KEY))
+    second._reload_dropped()  # what run does at start
+    ((gap,),) = [second.dropped.take()]
+    assert (gap.code, gap.cause, gap.missing, gap.start, gap.end) == (
+        "US:AAPL",
+        "dropped",
+        42,
+        5 * NS,
+        9 * NS,
+    )
+    assert not (tmp_path / "spool" / "dropped-gaps.json").exists()
