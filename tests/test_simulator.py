@@ -437,3 +437,25 @@ def test_fault_switches_rehearse_an_outage_without_a_restart(make_sim: SimFactor
         400,
         {"msg": "seconds must be more than 0 and at most 86400"},
     )
+
+
+def test_the_past_has_bars_in_market_hours_only() -> None:
+    now = _WED.replace(hour=10).timestamp()  # Hong Kong closed since 08:00 UTC
+    market = Market(("HK:700", "CF:BTCUSDT"), clock=lambda: now)
+
+    def ts_of(bars: list[dict[str, Any]]) -> list[int]:
+        return [b["ts"] for b in bars]
+
+    week_ago = int(now) - 7 * 86400
+    ones = market.bars("HK:700", 1, 600, week_ago)
+    assert len(ones) == 600 and all(is_open("HK", t * NS) for t in ts_of(ones))
+    fives = market.bars("HK:700", 5, 60, week_ago)
+    for five in fives[-20:]:  # a 5-minute bar is still its 1-minute bars
+        inside = [b for b in ones if five["ts"] <= b["ts"] < five["ts"] + 300]
+        if inside and inside[0]["ts"] > ones[0]["ts"]:
+            assert Decimal(five["v"]) == sum(Decimal(b["v"]) for b in inside)
+    days = market.bars("HK:700", 1001, 10, None)
+    weekdays = {dt.datetime.fromtimestamp(t, dt.UTC).weekday() for t in ts_of(days)}
+    assert len(days) == 10 and weekdays <= {0, 1, 2, 3, 4}  # no bar for a closed day
+    crypto = ts_of(market.bars("CF:BTCUSDT", 1, 120, week_ago))
+    assert crypto == list(range(crypto[0], crypto[0] + 120 * 60, 60))  # 24 h, every minute

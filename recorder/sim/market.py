@@ -9,8 +9,9 @@ ones included. No I/O: the server pushes what :meth:`Market.step` returns.
 A code trades only while its market is open (the reference's hours, lunch breaks included,
 Monday to Friday; crypto 24 h; markets whose hours the reference leaves open always), as
 ``recorder.markets.is_open`` says, so the gap detector's silence rule and the coverage
-picture's "market closed" agree with it; ``market_hours=False`` trades round the clock,
-for tests. US snapshots carry the session (``tt``) of the moment.
+picture's "market closed" agree with it; its past has minutes in those hours only and no
+day bar for a day closed throughout. ``market_hours=False`` trades round the clock, for
+tests. US snapshots carry the session (``tt``) of the moment.
 
 Before a code's market starts (when the simulator first serves it), its past is a
 deterministic function of the seed, the code and the minute: a random walk run backwards
@@ -60,6 +61,22 @@ _INSTRUMENT: Final[dict[str, tuple[str, str, int]]] = {
 
 
 _NY: Final = ZoneInfo("America/New_York")
+#: whether a market trades on a UTC day, by (market, weekday, New York's UTC offset): the
+#: simulator's calendar is Monday to Friday, so that is all the answer depends on
+_OPEN_DAYS: dict[tuple[str, int, float], bool] = {}
+
+
+def _trades_on(market: str, day: int) -> bool:
+    """Whether ``market`` is open at some time of the UTC ``day`` (every session lasts over
+    5 minutes, so a look every 5 minutes finds it)."""
+    noon = dt.datetime.fromtimestamp(day * _DAY + _DAY // 2, _NY)
+    offset = noon.utcoffset()
+    key = (market, noon.weekday(), offset.total_seconds() if offset else 0.0)
+    found = _OPEN_DAYS.get(key)
+    if found is None:
+        times = range(day * _DAY, (day + 1) * _DAY, 300)
+        found = _OPEN_DAYS[key] = any(is_open(market, t * NS) is not False for t in times)
+    return found
 
 
 def us_session(ts: int) -> int:
@@ -98,7 +115,7 @@ class _Code:
     started: int = 0
     start_price: int = 0
     #: the past: whole days (permanent, small) and the minutes of the days last used
-    day_bar: dict[int, Minute] = field(default_factory=dict)
+    day_bar: dict[int, Minute | None] = field(default_factory=dict)
     minutes: OrderedDict[int, dict[int, Minute]] = field(default_factory=OrderedDict)
 
 
@@ -213,6 +230,8 @@ class Market:
         rng = random.Random(f"{self.seed}/{c.code}/{day}")
         close, out = c.start_price, {}
         for opened in range(c.started - 60, day * _DAY - 1, -60):
+            if not self.trading(c.code, opened):
+                continue  # no minute while the market was closed
             o = max(1, close + rng.choice((-2, -1, 0, 0, 1, 2)))
             h = max(o, close) + rng.randrange(0, 3)
             lo = max(1, min(o, close) - rng.randrange(0, 3))
@@ -232,13 +251,22 @@ class Market:
         d = day + 1
         while d < first_day and d not in c.day_bar:
             d += 1
-        if d < first_day:
-            bar = c.day_bar[d]
-            close = bar[0] if bar is not None else c.start_price
+        # the computed days form one run up to the first day: the walk backwards starts
+        # at the open of the first of them with a bar (a closed day has none)
+        after = d
+        while after < first_day and c.day_bar[after] is None:
+            after += 1
+        if after < first_day:
+            bar = c.day_bar[after]
+            assert bar is not None
+            close = bar[0]
         else:
             today = self._day_minutes(c, first_day)
             close = next(iter(today.values()))[0] if today else c.start_price
         for past in range(d - 1, day - 1, -1):  # backwards to the day asked for
+            if not self._trades_on(c.code, past):
+                c.day_bar[past] = None  # a day its market was closed throughout
+                continue
             rng = random.Random(f"{self.seed}/{c.code}/{past}")
             o = max(1, close + rng.randint(-40, 40))
             h = max(o, close) + rng.randrange(1, 30)
@@ -252,10 +280,15 @@ class Market:
         """The minutes of a whole past day: a walk from its open to its close that stays
         inside its high and low, touches both, and splits its volume exactly."""
         bar = self._day_bar(c, day)
-        assert bar is not None
+        if bar is None:  # its market was closed all day
+            return {}
         o, h, lo, cl, v, _ = bar
         rng = random.Random(f"{self.seed}/{c.code}/{day}/minutes")
-        n = _DAY // 60
+        # the day's volume is split over the minutes its market was open only
+        times = [t for t in range(day * _DAY, (day + 1) * _DAY, 60) if self.trading(c.code, t)]
+        n = len(times)
+        if n == 0:
+            return {}
         walk = [0]
         for _ in range(n):
             walk.append(walk[-1] + rng.choice((-2, -1, 0, 0, 1, 2)))
@@ -273,7 +306,7 @@ class Market:
             first, last = closes[i], closes[i + 1]
             high = h if i == top else max(first, last)
             low = lo if i == bottom else min(first, last)
-            out[day * _DAY + i * 60] = (first, high, low, last, volumes[i], volumes[i] * last)
+            out[times[i]] = (first, high, low, last, volumes[i], volumes[i] * last)
         return out
 
     def _synthetic_bar(self, c: _Code, kt: int, opened: int) -> Minute | None:
@@ -319,6 +352,12 @@ class Market:
             open_ = is_open(market, ts * NS) is not False
             self._open[market] = (ts, open_)
         return open_
+
+    def _trades_on(self, code: str, day: int) -> bool:
+        """Whether ``code``'s market is open at some time of the UTC ``day``."""
+        if not self.market_hours:
+            return True
+        return _trades_on(market_of(code), day)
 
     def _new_day(self, c: _Code, ts: int) -> None:
         if c.day >= 0:
