@@ -473,3 +473,40 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
     assert by_purpose.get("trades", 0) + by_purpose.get("sweep", 0) == 3
     assert sum(by_purpose.values()) <= 10
     assert sim.call(lambda: list(sim.sim.http_over_limit)) == []
+
+
+def test_after_a_reconnect_one_history_request_serves_every_kline_type(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=4, seed=29)
+    codes = ["US:AAPL", "CF:BTCUSDT"]
+    config = make_config(
+        sim, tmp_path, codes, subscribe={"depth": [], "klines": codes, "kline_types": [1, 5, 15]}
+    )
+    dropped: list[int] = []  # HTTP requests made before the disconnect
+
+    def disconnect(recorder: Recorder, elapsed: float) -> None:
+        bf, started = recorder.backfiller, recorder.stats.subscribed
+        if (
+            not dropped
+            and started
+            and bf.submitted > 0
+            and bf.idle
+            and not recorder.detector.pending
+        ):
+            dropped.append(sim.call(lambda: len(sim.sim.http_requests)))
+            sim.run(sim.sim.disconnect_all("injected"))
+
+    recorder = run_recorder(
+        config,
+        during=disconnect,
+        timeout=40,
+        until=lambda r: bool(dropped) and r.stats.reconnects == 1 and _settled(r),
+    )
+    assert recorder.stats.reconnects == 1
+    paths = [p for _, p in sim.call(lambda: list(sim.sim.http_requests))[dropped[0] :]]
+    # three K-line types resubscribed a second apart: their gaps share one /history
+    assert paths.count("/history") == 1, paths
+    assert paths.count("/trade") == 1, paths
+    gaps = rows(tmp_path / "ticks.sqlite", "SELECT stream FROM gaps WHERE cause = 'disconnect'")
+    assert {s for (s,) in gaps} >= {"klines:1", "klines:5", "klines:15"}
