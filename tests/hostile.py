@@ -11,7 +11,9 @@ The WebSocket at ``/ws`` answers every command with ``{"type": <same>, "msg": "O
 "reqid": <echo>}`` (or what ``reply`` returns) and then pushes ``frames`` as raw text.
 Every HTTP POST is answered from ``http[path]``: an :class:`Answer` or a callable taking
 the :class:`Request` and returning one; a path without an entry gets an empty OK answer
-(``"data": []``, or ``{}`` for ``/market-calendar``).
+(``"data": []``, or ``{}`` for ``/market-calendar``). ``ws_answer`` makes ``/ws`` answer
+the handshake with an :class:`Answer` (a redirect) instead of upgrading; ``handshakes``
+records every handshake's headers.
 It runs on its own event loop in a background thread, like :mod:`simulated`.
 """
 
