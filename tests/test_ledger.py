@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -28,7 +29,7 @@ from simulated import SimulatorThread
 
 from recorder import logs
 from recorder.batching import Batch
-from recorder.config import Secret
+from recorder.config import Config, Secret
 from recorder.daemon import Recorder
 from recorder.protocol import NS, Stream, Trade
 from recorder.report import format_gaps, read_gaps
@@ -246,20 +247,30 @@ def test_the_log_scrubs_the_key_from_every_event() -> None:
 # --- #21 item 10: every row the recorder dropped is in the ledger ------------------------
 
 
-def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
-    make_sim: SimFactory, tmp_path: Path
-) -> None:
-    sim = make_sim(trades_per_second=200, seed=5)
+def _database_down(
+    make_sim: SimFactory, tmp: Path, seed: int, **sections: dict[str, Any]
+) -> tuple[Config, Path, list[str]]:
+    """A busy simulator, a 40 kB spool and a database that cannot open (its folder is a
+    file, ``blocker``) until the test deletes ``blocker``."""
+    sim = make_sim(trades_per_second=200, seed=seed)
     codes = list(sim.sim.codes)[:2]
-    blocker = tmp_path / "db"
+    blocker = tmp / "db"
     blocker.write_text("a file where the database's folder should be: the sink cannot open")
     config = make_config(
         sim,
-        tmp_path,
+        tmp,
         codes,
         sink={"sqlite_path": str(blocker / "ticks.sqlite"), "retry_interval": 0.2},
         spool={"max_bytes": 40_000, "segment_bytes": 20_000},
+        **sections,
     )
+    return config, blocker, codes
+
+
+def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    config, blocker, codes = _database_down(make_sim, tmp_path, 5)
 
     def unblock(recorder: Recorder, elapsed: float) -> None:
         if recorder.writer.stats.lost_rows > 500 and blocker.is_file():
@@ -509,18 +520,7 @@ def test_a_damaged_spool_entry_is_a_dropped_gap(tmp_path: Path) -> None:
 def test_dropped_gaps_a_stop_could_not_write_are_written_by_the_next_start(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    sim = make_sim(trades_per_second=200, seed=6)
-    codes = list(sim.sim.codes)[:2]
-    blocker = tmp_path / "db"
-    blocker.write_text("the database's folder is a file: the sink cannot open")
-    config = make_config(
-        sim,
-        tmp_path,
-        codes,
-        sink={"sqlite_path": str(blocker / "ticks.sqlite"), "retry_interval": 0.2},
-        spool={"max_bytes": 40_000, "segment_bytes": 20_000},
-        gaps={"backfill": False},
-    )
+    config, blocker, _ = _database_down(make_sim, tmp_path, 6, gaps={"backfill": False})
     # stopped while the database is still down and the spool full: the ledger waits in the
     # spool, or (when the spool refuses even that) in spool/dropped-gaps.json
     first = run_recorder(config, until=lambda r: r.writer.stats.lost_rows > 500, timeout=30)
