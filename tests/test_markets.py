@@ -41,7 +41,7 @@ def test_a_calendar_answer_is_taken() -> None:
 @pytest.mark.parametrize("data", BAD, ids=repr)
 def test_any_other_shape_is_refused_whole_and_changes_nothing(data: Any) -> None:
     calendar = Calendar()
-    calendar.load({"US": ["20261125,F"]})
+    calendar.load({"US": ["20261125,F", "20261127,H"]})
     with pytest.raises(ValueError, match="data"):
         calendar.load(data)
     assert calendar.trading_day("US", dt.date(2026, 11, 25))
