@@ -24,6 +24,9 @@ class TradeCounter:
     Counts live per code and second, and seconds more than ``window_s`` of exchange time
     behind the newest trade of their code are dropped, so memory stays bounded however long
     the recorder runs; :meth:`hold` keeps the seconds a pending backfill will merge into.
+    "Newest" is bounded by each trade's receive time: one trade stamped far in the future
+    must neither drop the current second's counts (its identical trades would then get the
+    same ``k`` again, and one be lost to the dedup keys) nor stop the pruning for good.
     A backfill of seconds that left the window without a hold would be merged against zero
     counts, and the sink's dedup keys then drop the trades it already has.
     """
@@ -38,18 +41,21 @@ class TradeCounter:
     def __len__(self) -> int:
         return sum(len(c) for seconds in self._codes.values() for c in seconds.values())
 
-    def _second(self, code: str, ts: int) -> dict[tuple[float, float, int], int]:
+    def _second(self, code: str, ts: int, seen: int) -> dict[tuple[float, float, int], int]:
+        """The counts of one second; ``seen`` (at most ``ts``: bounded by the clock) may
+        move the code's newest time on and prune."""
         seconds = self._codes.get(code)
         if seconds is None:
             seconds = self._codes[code] = {}
         counts = seconds.get(ts)
         if counts is None:
             counts = seconds[ts] = {}
-            if ts > self._newest.get(code, 0):
-                self._newest[code] = ts
-                held = self._held.get(code)
-                horizon = ts - self._window
-                _prune(seconds, min(horizon, *held) if held else horizon)
+        if seen > self._newest.get(code, 0):
+            self._newest[code] = seen
+            held = self._held.get(code)
+            horizon = seen - self._window
+            _prune(seconds, min(horizon, *held) if held else horizon, seen)
+            counts = seconds.setdefault(ts, counts)  # a late second stays till the next
         return counts
 
     def hold(self, code: str, ts: int) -> None:
@@ -63,7 +69,12 @@ class TradeCounter:
 
     def assign(self, trade: Trade) -> None:
         """Give a live trade its ``k``: the number of identical trades stored before it."""
-        counts = self._second(trade.code, trade.ts)
+        ts = trade.ts
+        seconds = self._codes.get(trade.code)
+        counts = None if seconds is None else seconds.get(ts)
+        if counts is None:  # a new second: the clock-bound newest time may move on
+            recv = trade.recv_ts
+            counts = self._second(trade.code, ts, ts if ts < recv else recv)
         key = (trade.price, trade.size, trade.side)
         k = counts.get(key, 0)
         trade.k = k
@@ -85,13 +96,18 @@ class TradeCounter:
             trade.k = k
             if k >= self.count(key):
                 new.append(trade)
-        self.seed(seen.items())
+        self._load(seen.items())
         return new
 
     def seed(self, counts: Iterable[tuple[Identity, int]]) -> None:
         """Load stored counts (from the sink at start-up)."""
+        self._load(counts)
+
+    def _load(self, counts: Iterable[tuple[Identity, int]]) -> None:
+        # Counts of other sources never move the newest time: a stored or backfilled trade
+        # stamped in 2100 must not prune the live seconds (live trades move it, clock-bound).
         for (code, ts, price, size, side), n in counts:
-            second = self._second(code, ts)
+            second = self._second(code, ts, 0)
             if n > second.get((price, size, side), 0):
                 second[(price, size, side)] = n
 
@@ -120,17 +136,21 @@ class Ordinals:
         counts = seconds.get(ts)
         if counts is None:
             counts = seconds[ts] = {}
-            _prune(seconds, ts - self._window)
+            _prune(seconds, ts - self._window, ts)
         n = counts.get(key, 0)
         counts[key] = n + 1
         return n
 
 
-def _prune(seconds: dict[int, Any], horizon: int) -> None:
-    """Drop the seconds before ``horizon``; they arrive nearly in order, so the stale ones
-    are at the front."""
-    while seconds:
-        first = next(iter(seconds))
-        if first >= horizon:
+def _prune(seconds: dict[int, Any], horizon: int, newest: int) -> None:
+    """Drop the seconds before ``horizon``. They arrive nearly in order, so the stale ones
+    are at the front: the scan stops at the first second between ``horizon`` and
+    ``newest``, stepping over seconds beyond ``newest`` (a trade stamped in the future)."""
+    stale = []
+    for second in seconds:
+        if second < horizon:
+            stale.append(second)
+        elif second <= newest:
             break
-        del seconds[first]
+    for second in stale:
+        del seconds[second]

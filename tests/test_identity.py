@@ -25,7 +25,7 @@ trades = st.lists(
 
 def _trade(t: tuple[str, int, float, float, int]) -> Trade:
     code, second, price, size, side = t
-    return Trade(code, second * NS, price, size, side, 0)
+    return Trade(code, second * NS, price, size, side, second * NS)  # received on time
 
 
 def _key(t: Trade) -> tuple[object, ...]:
@@ -92,11 +92,39 @@ def test_old_seconds_are_forgotten_unless_held() -> None:
     counter.assign(Trade("US:AAPL", 0, 1.0, 1.0, 1, 0))
     counter.assign(Trade("HK:700", 0, 1.0, 1.0, 1, 0))
     counter.hold("HK:700", 0)
-    counter.assign(Trade("US:AAPL", 60 * NS, 1.0, 1.0, 1, 0))
-    counter.assign(Trade("HK:700", 60 * NS, 1.0, 1.0, 1, 0))
+    counter.assign(Trade("US:AAPL", 60 * NS, 1.0, 1.0, 1, 60 * NS))
+    counter.assign(Trade("HK:700", 60 * NS, 1.0, 1.0, 1, 60 * NS))
     assert counter.count(("US:AAPL", 0, 1.0, 1.0, 1)) == 0  # pruned
     assert counter.count(("HK:700", 0, 1.0, 1.0, 1)) == 1  # a pending gap still needs it
     counter.release("HK:700", 0)
-    counter.assign(Trade("HK:700", 61 * NS, 1.0, 1.0, 1, 0))
+    counter.assign(Trade("HK:700", 61 * NS, 1.0, 1.0, 1, 61 * NS))
     assert counter.count(("HK:700", 0, 1.0, 1.0, 1)) == 0
     assert len(counter) == 3
+
+
+def test_a_far_future_trade_neither_splits_k_nor_stops_the_pruning() -> None:
+    """#21 item 16: a trade stamped 2099 between identical trades of this second."""
+    counter = TradeCounter(window_s=10)
+    now = 1_741_960_243 * NS
+    same = [Trade("US:AAPL", now, 1.0, 100.0, 1, now + i) for i in range(3)]
+    counter.assign(same[0])
+    counter.assign(Trade("US:AAPL", 4_070_908_800 * NS, 1.0, 1.0, 1, now + 1))  # 2099
+    counter.assign(same[1])
+    counter.assign(same[2])
+    assert [t.k for t in same] == [0, 1, 2]
+    # an hour of one trade a second later, the counts still stay within the window
+    for second in range(1, 3600):
+        ts = now + second * NS
+        counter.assign(Trade("US:AAPL", ts, 1.0, 100.0, 1, ts + NS // 10))
+    assert len(counter) <= 12  # ~10 s of seconds, plus the 2099 one until it is passed
+
+
+def test_a_far_future_stored_or_backfilled_trade_does_not_prune_live_counts() -> None:
+    counter = TradeCounter(window_s=10)
+    now = 1_741_960_243 * NS
+    counter.assign(Trade("US:AAPL", now, 1.0, 100.0, 1, now))
+    counter.seed([(("US:AAPL", 4_070_908_800 * NS, 1.0, 1.0, 1), 1)])
+    counter.merge([Trade("US:AAPL", 4_070_908_801 * NS, 1.0, 1.0, 1, now)])
+    again = Trade("US:AAPL", now, 1.0, 100.0, 1, now + 1)
+    counter.assign(again)
+    assert again.k == 1
