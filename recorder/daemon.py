@@ -22,7 +22,7 @@ from .backfill import Backfiller
 from .batching import Batch, Batcher
 from .config import Address, Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
-from .exceptions import ConfigError, DecodeError, RecorderError, WriterFailed
+from .exceptions import ConfigError, DecodeError, InUseError, RecorderError, WriterFailed
 from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar, is_open
@@ -440,6 +440,7 @@ class Recorder:
             lost_rows=wstats.lost_rows + spool.lost_rows,
             rejected_rows=wstats.rejected_rows,
             spool_damaged_entries=spool.corrupt_entries,
+            sink_replaced=wstats.sink_replaced,
             spool_bytes=spool.total_bytes,
             spool_max_bytes=spool.max_bytes,
             spool_segments=spool.segments,
@@ -557,6 +558,8 @@ class Recorder:
             starts += [g.start for g in reopened if g.stream == "trades"]
             since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
             self.counter.seed(self.sink.trade_counts(since))
+        except InUseError:
+            raise  # another recorder holds the database file: never write beside it
         except RecorderError as exc:  # the sink is down: the spool takes over
             last = self._last_seen()
             log.warning("restore_from_state_file", error=str(exc), codes=len(last))
@@ -572,7 +575,12 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
-        await asyncio.to_thread(self.restore)
+        self.spool.lock()  # before anything is read or written: one recorder per spool
+        try:
+            await asyncio.to_thread(self.restore)
+        except InUseError:
+            self.spool.close()
+            raise
         await asyncio.to_thread(self._reload_dropped)
         self.writer.start()
         for gap in self._reopened:

@@ -13,8 +13,10 @@ command line can print one line for it instead of a traceback::
     │   └── AuthError        the service refused the API key
     ├── SinkError            the database did not acknowledge a batch (try again later)
     │   ├── SinkRejected     the database refused this batch for good (bad data or schema)
+    │   ├── SinkReplaced     the SQLite file was deleted or replaced under the recorder
     │   └── WriterFailed     the writer thread kept crashing; the process must restart
-    └── SpoolError           the on-disk spool is full or unreadable
+    ├── SpoolError           the on-disk spool is full or unreadable
+    └── InUseError           another recorder holds the spool directory or the database file
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class SinkRejected(SinkError):
     """The database refused a batch for good; retrying it cannot help, so it is set aside."""
 
 
+class SinkReplaced(SinkError):
+    """The file the sink writes is no longer the file at its path (deleted, renamed or
+    replaced while recording): the batch is spooled and the next write opens the path anew."""
+
+
 class WriterFailed(SinkError):
     """The writer thread crashed ``max_crashes`` times without a write in between; what it
     held was spooled, and the process exits non-zero so its supervisor restarts it."""
@@ -83,3 +90,7 @@ class WriterFailed(SinkError):
 
 class SpoolError(RecorderError):
     """The spool is full or one of its files cannot be read or written."""
+
+
+class InUseError(RecorderError):
+    """Another recorder process holds the spool directory or the SQLite file (its lock)."""

@@ -154,6 +154,11 @@ class _Scraped(Collector):
             value=st.spool_damaged_entries,
         )
         yield CounterMetricFamily(
+            "qos_sink_file_replaced",
+            "Times the SQLite file was deleted or replaced under the recorder (reopened)",
+            value=st.sink_replaced,
+        )
+        yield CounterMetricFamily(
             "qos_sink_failures", "Writes the sink did not acknowledge", value=st.sink_failures
         )
         yield CounterMetricFamily(

@@ -37,6 +37,7 @@ import structlog
 from .batching import Batch
 from .config import FsyncPolicy
 from .exceptions import SpoolError
+from .lockfile import LockFile
 
 log = structlog.get_logger("recorder.spool")
 
@@ -89,6 +90,7 @@ class Spool:
             self._bytes = sum(p.stat().st_size for p in self._segments)
         except OSError as exc:
             raise SpoolError(f"spool {self.dir}: {exc.strerror}") from None
+        self._held = LockFile(self.dir / "recorder.lock", f"spool directory {self.dir}")
         self._fd: int | None = None
         self._active: Path | None = None
         self._active_size = 0
@@ -273,9 +275,15 @@ class Spool:
                 self._segments.remove(path)
             self._bytes -= size
 
+    def lock(self) -> None:
+        """Hold the directory for this process (``recorder.lock``, released by
+        :meth:`close` or the process's end); InUseError naming the other recorder's pid."""
+        self._held.acquire()
+
     def close(self) -> None:
         with self._lock:
             self._close_active()
+        self._held.release()
 
 
 def _entry(data: bytes, at: int) -> tuple[Batch | None, int]:

@@ -79,6 +79,8 @@ class Status:
     spool_damaged_entries: int = 0
     #: frames for codes (or K-line types) not subscribed: counted, not recorded
     unsubscribed_frames: int = 0
+    #: times the SQLite file was deleted or replaced under the recorder (reopened each time)
+    sink_replaced: int = 0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -136,6 +138,7 @@ class Status:
             "lost_rows": self.lost_rows,
             "rejected_rows": self.rejected_rows,
             "spool_damaged_entries": self.spool_damaged_entries,
+            "sink_file_replaced": self.sink_replaced,
             "config_reloads": self.reloads,
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,

@@ -35,7 +35,7 @@ import orjson
 import structlog
 
 from .batching import Batch
-from .exceptions import SinkError, SinkRejected, SpoolError
+from .exceptions import SinkError, SinkRejected, SinkReplaced, SpoolError
 from .sinks import EXPIRE_ROWS, Sink
 from .spool import Spool
 
@@ -70,6 +70,8 @@ class WriterStats:
     crash_error: str | None = None
     #: crashed and not written a batch since
     recovering: bool = False
+    #: times the sink's file was deleted or replaced under it (reopened each time)
+    sink_replaced: int = 0
 
 
 class Writer:
@@ -171,6 +173,10 @@ class Writer:
                 log.critical("writer_failed", crashes=in_a_row, error=self.stats.crash_error)
                 self._spool_queued("writer failed")
                 self.failed.set()
+                try:
+                    self.sink.close()  # and let go of it (its lock file)
+                except Exception as exc:  # a sink broken enough to crash may not close
+                    log.error("sink_not_closed", error=repr(exc))
                 return
             time.sleep(min(5.0, 0.1 * 2**in_a_row))
 
@@ -269,6 +275,9 @@ class Writer:
         self.stats.healthy = False
         self.stats.last_error = str(exc)
         self._next_try = time.monotonic() + self.retry_interval
+        if isinstance(exc, SinkReplaced):  # nothing to wait for: open the path anew now
+            self.stats.sink_replaced += 1
+            self._next_try = time.monotonic()
 
     def _write(self, batch: Batch) -> bool:
         self._in_flight = batch

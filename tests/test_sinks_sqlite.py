@@ -4,12 +4,21 @@ spooled still drain."""
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
-from conftest import rows
+import pytest
+from conftest import make_config, rows, run_recorder
+from simulated import SimulatorThread
+from truth import trade_key
 
 from recorder.batching import Batch
+from recorder.daemon import Recorder
+from recorder.exceptions import SinkReplaced
+from recorder.protocol import NS, Stream
 from recorder.schema import DEPTH
 from recorder.sinks.sqlite import SQLiteSink
 
@@ -50,3 +59,64 @@ def test_rows_an_earlier_version_spooled_are_padded(tmp_path: Path) -> None:
     sink.write(batch)
     sink.close()
     assert rows(tmp_path / "ticks.sqlite", "SELECT code, n FROM depth") == [("HK:700", 0)]
+
+
+# --- #21 item 6: the file deleted or replaced while recording --------------------------------
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+def test_a_file_deleted_or_renamed_while_recording_is_noticed_and_a_new_one_written(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path, how: str
+) -> None:
+    sim = make_sim(trades_per_second=40, seed=61)
+    config = make_config(sim, tmp_path, ["US:AAPL", "HK:700"], subscribe={"depth": []})
+    db = tmp_path / "ticks.sqlite"
+    pulled: list[int] = []  # trades received when the file went
+    summaries: list[dict[str, Any]] = []
+
+    def pull_the_file(recorder: Recorder, elapsed: float) -> None:
+        if not pulled and recorder.writer.stats.batches > 5:
+            if how == "renamed":
+                db.rename(tmp_path / "moved.sqlite")
+            else:
+                db.unlink()
+            pulled.append(recorder.stats.frames[Stream.TRADES])
+        summaries.append(recorder.status().health(config.metrics)[1])
+
+    def recovered(recorder: Recorder) -> bool:
+        trades = recorder.stats.frames[Stream.TRADES]
+        return bool(pulled) and trades > pulled[0] + 100 and not recorder.spool
+
+    recorder = run_recorder(config, during=pull_the_file, until=recovered, timeout=60)
+    assert recovered(recorder)
+    assert recorder.status().sink_replaced == 1
+    assert summaries[-1]["sink_file_replaced"] == 1
+    # every trade received after the file went is in the new file, none twice
+    stored = rows(db, "SELECT code, ts, price, size, side, k FROM trades")
+    assert len(stored) == len(set(stored))
+    received = recorder.stats.frames[Stream.TRADES]
+    sent = sim.call(lambda: sim.sim.sent_frames("T"))[:received]
+    seen: Counter[tuple[Any, ...]] = Counter()
+    after = set()
+    for i, frame in enumerate(sent):
+        key = trade_key(frame)
+        if i >= pulled[0]:
+            after.add((*key, seen[key]))
+        seen[key] += 1
+    assert len(after) == received - pulled[0] >= 100
+    assert after <= set(stored)
+
+
+def test_the_sink_refuses_to_acknowledge_a_batch_written_into_a_deleted_file(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ticks.sqlite"
+    sink = SQLiteSink(db)
+    trade = (1741960243 * NS, "US:AAPL", "US", 1.0, 1.0, 1, 0, "live", 7)
+    sink.write(Batch({"trades": [trade]}, 1))
+    db.unlink()
+    with pytest.raises(SinkReplaced, match="the file was deleted while recording"):
+        sink.write(Batch({"trades": [trade]}, 2))
+    sink.write(Batch({"trades": [trade]}, 2))  # the next write opens the path anew
+    sink.close()
+    assert rows(db, "SELECT count(*) FROM trades") == [(1,)]

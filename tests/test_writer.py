@@ -304,11 +304,17 @@ def test_a_writer_that_keeps_crashing_stops_the_recorder_with_an_error_and_spool
     assert isinstance(failed, WriterFailed) and "crashed 5 times in a row" in str(failed)
     (recorder,) = holder
     assert recorder.writer.failed.is_set() and recorder.writer.stats.lost_rows == 0
-    # everything received is in the spool: drain it into a working sink
+    # everything received is in the spool, or set aside in rejected.ndjson (the batch that
+    # crashed the writer max_crashes - 1 times): drain both into a working sink
     received = recorder.stats.frames[Stream.TRADES]
     writer = Writer(SQLiteSink(tmp_path / "ticks.sqlite"), Spool(tmp_path / "spool"))
     writer.start()
     assert wait_for(lambda: not writer.spool, timeout=20)
+    for kept in _rejected(tmp_path / "spool"):
+        assert "crashed the writer 4 times" in kept["error"]
+        writer.submit(
+            Batch({t: [tuple(r) for r in rs] for t, rs in kept["batch"]["tables"].items()}, 0)
+        )
     assert writer.close(5)
     stored = rows(tmp_path / "ticks.sqlite", "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == received > 0

@@ -1,6 +1,11 @@
 """The embedded default sink: one SQLite file in WAL mode.
 
-Other processes can query while the recorder writes. Unique indexes on each table's dedup
+Other processes can query while the recorder writes. Before and after every batch the sink
+checks that the file it has open is still the one at its path (device and inode): a file
+deleted, renamed or replaced while recording raises
+:class:`~recorder.exceptions.SinkReplaced`, so the batch is spooled, never acknowledged
+into an unlinked file, and the next write opens the path anew (a new file if there is
+none). Unique indexes on each table's dedup
 keys make a re-sent batch harmless: trades, depth and snapshots keep the first row of a
 key (so a backfill never relabels a live row), K-lines keep the newest version of a bar,
 gaps their latest state.
@@ -8,13 +13,15 @@ gaps their latest state.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..batching import Batch
-from ..exceptions import SinkError, SinkRejected
+from ..exceptions import SinkError, SinkRejected, SinkReplaced
 from ..identity import Identity
+from ..lockfile import LockFile
 from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
 from .base import EXPIRE_ROWS
 
@@ -65,10 +72,15 @@ class SQLiteSink:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # one recorder per file: a sidecar, since SQLite's own locks are per transaction
+        self._held = LockFile(self.path.with_name(self.path.name + ".lock"), f"SQLite file {path}")
 
     def open(self) -> None:
+        """Open (and hold) the file; InUseError when another recorder holds it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._held.acquire()
             db = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -80,13 +92,37 @@ class SQLiteSink:
                 create_table, create_index = table.sqlite_ddl()
                 db.execute(create_table)
                 _migrate(db, table, create_index)
+            file = self._identity()
         except (sqlite3.Error, OSError) as exc:
             raise SinkError(f"sqlite {self.path}: cannot open: {exc}") from None
-        self._db = db
+        self._db, self._file = db, file
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """SinkReplaced (the connection closed) when the file at the path is not ours."""
+        now = self._identity()
+        if now == self._file:
+            return
+        what = "deleted" if now is None else "replaced"
+        if self._db is not None:
+            self._db.close()  # checkpoints into the old file and removes its -wal
+            self._db = None
+        raise SinkReplaced(
+            f"sqlite {self.path}: the file was {what} while recording; "
+            f"what was written into it before is not in the file at that path; "
+            f"writing on into a new file there"
+        )
 
     def write(self, batch: Batch) -> None:
         if self._db is None:
             self.open()
+        self._check_file()
         db = self._db
         assert db is not None
         try:
@@ -118,6 +154,7 @@ class SQLiteSink:
             ) from None
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite {self.path}: write failed: {exc}") from None
+        self._check_file()  # gone while writing: not acknowledged, it goes to the new file
 
     def trade_counts(self, since_ns: int) -> Iterable[tuple[Identity, int]]:
         if self._db is None:
@@ -203,3 +240,4 @@ class SQLiteSink:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._held.release()
