@@ -120,6 +120,8 @@ class SinkConfig:
     max_pending_batches: int = 64
     shutdown_timeout: float = 10.0
     retry_interval: float = 2.0
+    #: seconds one database write may take before the watchdog reports it stuck
+    write_stuck_after: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

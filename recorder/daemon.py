@@ -22,7 +22,7 @@ from .backfill import Backfiller
 from .batching import Batch, Batcher
 from .config import Address, Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
-from .exceptions import ConfigError, DecodeError, InUseError, RecorderError, WriterFailed
+from .exceptions import ConfigError, DecodeError, InUseError, RecorderError
 from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar, is_open
@@ -115,6 +115,7 @@ class Recorder:
             # with an archive, the export job expires what the archive holds, nothing else
             retention=config.retention.days() if config.retention.archive is None else None,
             on_dropped=self._on_dropped,
+            stuck_after=sc.write_stuck_after,
         )
         self.dropped = DroppedRows()
         self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
@@ -436,6 +437,7 @@ class Recorder:
             writer_crashes=wstats.crashes,
             writer_error=wstats.crash_error if wstats.crashes else None,
             writer_failed=self.writer.failed.is_set(),
+            write_stuck_seconds=self.writer.stuck_for(),
             writer_recovering=wstats.recovering,
             lost_rows=wstats.lost_rows + spool.lost_rows,
             rejected_rows=wstats.rejected_rows,
@@ -501,11 +503,6 @@ class Recorder:
         next_progress, last = time.monotonic() + every, None
         while True:
             await asyncio.sleep(1.0)
-            if self.writer.failed.is_set():
-                raise WriterFailed(
-                    f"the writer thread crashed {self.writer.max_crashes} times in a row "
-                    f"(last: {self.writer.stats.crash_error}); what it held is spooled"
-                )
             self.detector.check()
             self._write_dropped()
             self._say_uncovered()
@@ -582,7 +579,6 @@ class Recorder:
             self.spool.close()
             raise
         await asyncio.to_thread(self._reload_dropped)
-        self.writer.start()
         for gap in self._reopened:
             self.backfiller.submit(gap)
         if self._reopened:
@@ -597,6 +593,7 @@ class Recorder:
         try:
             async with self.rest, asyncio.TaskGroup() as tg:
                 tasks = [
+                    tg.create_task(self.writer.run()),  # the thread, and its watchdog
                     tg.create_task(run_upstream(up, self.target, self.key, self)),
                     tg.create_task(self.batcher.run()),
                     tg.create_task(self.backfiller.run()),

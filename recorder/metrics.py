@@ -153,6 +153,11 @@ class _Scraped(Collector):
             "Damaged spool entries skipped at a drain (segments kept as *.damaged)",
             value=st.spool_damaged_entries,
         )
+        yield GaugeMetricFamily(
+            "qos_sink_write_stuck_seconds",
+            "How long the database write in flight has run, once past write_stuck_after (else 0)",
+            value=st.write_stuck_seconds,
+        )
         yield CounterMetricFamily(
             "qos_sink_file_replaced",
             "Times the SQLite file was deleted or replaced under the recorder (reopened)",

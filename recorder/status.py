@@ -81,6 +81,8 @@ class Status:
     unsubscribed_frames: int = 0
     #: times the SQLite file was deleted or replaced under the recorder (reopened each time)
     sink_replaced: int = 0
+    #: how long the database write in flight has run, once past sink.write_stuck_after
+    write_stuck_seconds: float = 0.0
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -114,6 +116,8 @@ class Status:
             reasons.append(f"spool {spool_fraction:.0%} full")
         if not self.sink_healthy:
             reasons.append(f"database unavailable: {self.sink_error}")
+        if self.write_stuck_seconds:
+            reasons.append(f"database write stuck for {self.write_stuck_seconds:.0f} s")
         if self.writer_failed:
             reasons.append(f"writer failed: {self.writer_error}")
         elif self.writer_recovering:
@@ -139,6 +143,7 @@ class Status:
             "rejected_rows": self.rejected_rows,
             "spool_damaged_entries": self.spool_damaged_entries,
             "sink_file_replaced": self.sink_replaced,
+            "write_stuck_seconds": round(self.write_stuck_seconds, 1),
             "config_reloads": self.reloads,
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,

@@ -20,10 +20,17 @@ crash loop, while a sink that crashes now and then on any batch loses nothing. A
 spooled, ``failed`` is set, and the daemon exits non-zero so systemd restarts it. The
 crash handler itself never raises: a batch that can be neither spooled
 nor encoded is kept in ``rejected.ndjson`` with its odd values as text, or counted lost.
+
+The thread is owned like a task: :meth:`Writer.run` starts it and awaits its end in the
+daemon's TaskGroup (raising :class:`~recorder.exceptions.WriterFailed` there when it gave
+up), and meanwhile is a watchdog: a ``sink.write`` running longer than ``stuck_after``
+seconds is logged once (``sink_write_stuck``) and shown by :meth:`Writer.stuck_for`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -35,7 +42,7 @@ import orjson
 import structlog
 
 from .batching import Batch
-from .exceptions import SinkError, SinkRejected, SinkReplaced, SpoolError
+from .exceptions import SinkError, SinkRejected, SinkReplaced, SpoolError, WriterFailed
 from .sinks import EXPIRE_ROWS, Sink
 from .spool import Spool
 
@@ -86,6 +93,7 @@ class Writer:
         retention: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
         on_dropped: Callable[[Batch, str, int | None, bool], None] | None = None,
+        stuck_after: float = 60.0,
     ) -> None:
         """``retention``: days to keep per table; old rows go in small slices while the
         writer has nothing else to do. ``on_dropped(batch, why, rows, kept)`` hears of every
@@ -110,12 +118,71 @@ class Writer:
         self._on_dropped = on_dropped
         self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max_pending)
         self._in_flight: Batch | None = None
+        self._write_started = 0.0  # monotonic start of the sink.write in flight
+        #: seconds a sink.write may take before the watchdog reports it stuck
+        self.stuck_after = stuck_after
+        self._stuck_reported = False
         self._abandoned = threading.Event()
         self._next_try = 0.0
         self._thread = threading.Thread(target=self._run, name="qos-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    async def run(self, period: float = 1.0) -> None:
+        """The writer thread owned like a task: start it, watch it, and end with it. Every
+        ``period`` seconds the watchdog looks at the ``sink.write`` in flight and reports
+        one stuck longer than ``stuck_after`` (log, :meth:`stuck_for`). When the thread
+        gives up, this raises :class:`WriterFailed` into the caller's TaskGroup; when the
+        task is cancelled the thread goes on until :meth:`close` stops it."""
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def end() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        def watch_thread() -> None:
+            try:
+                self._run()
+            finally:
+                # the loop may be closed already: a thread abandoned at shutdown ends late
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(end)
+
+        self._thread = threading.Thread(target=watch_thread, name="qos-writer", daemon=True)
+        self._thread.start()
+        while not ended.done():
+            await asyncio.wait([ended], timeout=period)
+            self._watch()
+        if self.failed.is_set():
+            raise WriterFailed(
+                f"the writer thread crashed {self.max_crashes} times in a row "
+                f"(last: {self.stats.crash_error}); what it held is spooled"
+            )
+
+    def stuck_for(self) -> float:
+        """Seconds the ``sink.write`` in flight has run, once past ``stuck_after``; else 0."""
+        started = self._write_started
+        if self._in_flight is None or not started:
+            return 0.0
+        running = time.monotonic() - started
+        return running if running > self.stuck_after else 0.0
+
+    def _watch(self) -> None:
+        stuck = self.stuck_for()
+        if stuck and not self._stuck_reported:
+            self._stuck_reported = True
+            log.error(
+                "sink_write_stuck",
+                sink=self.sink.name,
+                seconds=round(stuck, 1),
+                limit=self.stuck_after,
+                detail="the write has not returned; new batches are queued, then spooled",
+            )
+        elif not stuck and self._stuck_reported:
+            self._stuck_reported = False
+            log.info("sink_write_unstuck", sink=self.sink.name)
 
     @property
     def pending(self) -> int:
@@ -280,8 +347,8 @@ class Writer:
             self._next_try = time.monotonic()
 
     def _write(self, batch: Batch) -> bool:
+        start = self._write_started = time.monotonic()
         self._in_flight = batch
-        start = time.monotonic()
         try:
             self.sink.write(batch)
         except SinkRejected as exc:

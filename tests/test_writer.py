@@ -23,6 +23,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from prometheus_client import generate_latest
 from simulated import SimulatorThread
 from truth import check_trades
 
@@ -452,3 +453,62 @@ def test_a_far_future_and_a_millisecond_ts_go_to_the_dead_letter_file(tmp_path: 
     ]
     assert [d["frame"] for d in dead] == [far, ms]
     assert all("'ts'" in d["reason"] for d in dead)
+
+
+# --- #17 item 6: the writer owned like a task, with a watchdog on sink.write ----------------
+
+
+class HangingSink(SQLiteSink):
+    """A database that stops answering: ``write`` waits for ``gate`` once ``hang`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.hang = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, batch: Batch) -> None:
+        if self.hang.is_set():
+            self.gate.wait(30)
+        super().write(batch)
+
+
+def test_a_stuck_sink_write_is_reported_in_log_status_health_and_metrics(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=20, seed=37)
+    config = make_config(sim, tmp_path, ["US:AAPL"], sink={"write_stuck_after": 0.5})
+    sink = HangingSink(tmp_path / "ticks.sqlite")
+    seen: dict[str, Any] = {}
+
+    with structlog.testing.capture_logs() as logs:
+
+        def hang_then_release(recorder: Recorder, elapsed: float) -> None:
+            if not sink.hang.is_set() and recorder.writer.stats.batches > 3:
+                sink.hang.set()
+            status = recorder.status()
+            logged = any(e["event"] == "sink_write_stuck" for e in logs)
+            if status.write_stuck_seconds and logged and "stuck" not in seen:
+                seen["stuck"] = status.write_stuck_seconds
+                seen["health"] = status.health(config.metrics)
+                seen["metrics"] = generate_latest(recorder.metrics.registry).decode()
+                sink.gate.set()
+            if "stuck" in seen and any(e["event"] == "sink_write_unstuck" for e in logs):
+                seen["after"] = status.health(config.metrics)
+
+        recorder = run_recorder(
+            config, sink=sink, during=hang_then_release, until=lambda r: "after" in seen
+        )
+    assert seen["stuck"] > 0.5
+    ok, summary = seen["health"]
+    assert not ok and any(r.startswith("database write stuck for") for r in summary["reasons"])
+    assert "qos_sink_write_stuck_seconds " in seen["metrics"]
+    stuck_line = next(
+        line for line in seen["metrics"].splitlines() if line.startswith("qos_sink_write_stuck")
+    )
+    assert float(stuck_line.split()[-1]) > 0.5
+    assert [e["event"] for e in logs if "stuck" in e["event"]] == [
+        "sink_write_stuck",
+        "sink_write_unstuck",
+    ]
+    assert not any("stuck" in r for r in seen["after"][1]["reasons"])
+    assert recorder.writer.stats.lost_rows == 0
