@@ -594,6 +594,7 @@ class Recorder:
             async with self.rest, asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.writer.run()),  # the thread, and its watchdog
+                    tg.create_task(self.dead_letter.run()),
                     tg.create_task(run_upstream(up, self.target, self.key, self)),
                     tg.create_task(self.batcher.run()),
                     tg.create_task(self.backfiller.run()),
@@ -615,6 +616,7 @@ class Recorder:
         self.batcher.cut()
         timeout = self.config.sink.shutdown_timeout
         done = await asyncio.to_thread(self.writer.close, timeout)
+        await asyncio.to_thread(self.dead_letter.close)
         await asyncio.to_thread(self._save_last_seen, self._seen(), done)
         await asyncio.to_thread(self._keep_dropped)
         log.info(

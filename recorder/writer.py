@@ -1,7 +1,9 @@
 """The writer: one thread that owns the sink, and the spool behind it.
 
-The event loop hands batches over with :meth:`Writer.submit`, which never blocks: when the
-thread's bounded queue is full the batch goes straight to the spool. The thread writes a
+The event loop hands batches over with :meth:`Writer.submit`, which never blocks and never
+touches a file: when the thread's bounded queue is full the batch goes to a second bounded
+queue that a spooler thread appends to the spool (only if that one is full too, because
+the disk is slower than the market, does the loop spool the batch itself). The thread writes a
 batch to the sink and, when the sink does not acknowledge it, appends it to the spool and
 keeps going. While anything is spooled, new batches are spooled behind it and the spool is
 drained oldest first, so batches reach the database in the order they were cut (the later
@@ -125,9 +127,35 @@ class Writer:
         self._abandoned = threading.Event()
         self._next_try = 0.0
         self._thread = threading.Thread(target=self._run, name="qos-writer", daemon=True)
+        # the overflow: batches the writer's queue had no room for, spooled by their thread
+        self._overflow: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max(256, max_pending))
+        self._overflowed = 0  # handed over (only the event loop counts these)
+        self._overflow_done = 0  # spooled or counted lost (only the spooler counts these)
+        self._spooler = threading.Thread(
+            target=self._spool_overflow, name="qos-spooler", daemon=True
+        )
+        self._counting = threading.Lock()  # stats both threads bump
 
     def start(self) -> None:
+        self._spooler.start()
         self._thread.start()
+
+    @property
+    def _overflow_pending(self) -> bool:
+        """Batches handed to the spooler and not spooled yet: nothing may overtake them."""
+        return self._overflowed != self._overflow_done
+
+    def _spool_overflow(self) -> None:
+        """The spooler thread: appends the overflow to the spool, off the event loop."""
+        while not isinstance(batch := self._overflow.get(), _Stop):
+            try:
+                self._spool(batch, "writer queue full")
+            except Exception as exc:  # _spool does not raise; if it did, count, say, go on
+                with self._counting:
+                    self.stats.lost_rows += len(batch)
+                log.error("overflow_not_spooled", error=repr(exc), rows=len(batch))
+            finally:
+                self._overflow_done += 1
 
     async def run(self, period: float = 1.0) -> None:
         """The writer thread owned like a task: start it, watch it, and end with it. Every
@@ -151,6 +179,7 @@ class Writer:
                     loop.call_soon_threadsafe(end)
 
         self._thread = threading.Thread(target=watch_thread, name="qos-writer", daemon=True)
+        self._spooler.start()
         self._thread.start()
         while not ended.done():
             await asyncio.wait([ended], timeout=period)
@@ -189,24 +218,34 @@ class Writer:
         return self._queue.qsize()
 
     def submit(self, batch: Batch) -> None:
-        """Hand a batch over; never waits on the database."""
+        """Hand a batch over; never waits on the database, never writes a file (unless
+        both queues are full)."""
         try:
             self._queue.put_nowait(batch)
+            return
         except queue.Full:
-            self._spool(batch, "writer queue full")
+            pass
+        self._overflowed += 1  # first: the writer thread must see it pending at once
+        try:
+            self._overflow.put_nowait(batch)
+        except queue.Full:
+            self._overflowed -= 1
+            self._spool(batch, "writer queue and overflow full")
 
     def _spool(self, batch: Batch, why: str) -> None:
         try:
             self.spool.append(batch)
         except SpoolError as exc:
-            self.stats.lost_rows += len(batch)
+            with self._counting:
+                self.stats.lost_rows += len(batch)
             log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
             self._dropped(batch, f"lost: the spool could not keep them ({exc})")
             return
         except _BAD_DATA as exc:  # its rows cannot even be encoded (an int beyond 64 bits)
             self._reject(batch, SinkRejected(f"it cannot be spooled: {type(exc).__name__}: {exc}"))
             return
-        self.stats.spooled_batches += 1
+        with self._counting:
+            self.stats.spooled_batches += 1
 
     def _dropped(self, batch: Batch, why: str, rows: int | None = None, kept: bool = False) -> None:
         """Rows that will not reach the database: lost, or ``kept`` aside in a file. The
@@ -294,8 +333,8 @@ class Writer:
                 self._in_hand = batch
                 self._handle(batch)
                 self._in_hand = None
-            if self.spool and time.monotonic() >= self._next_try:
-                self._drain()
+            if self.spool and not self._overflow_pending and time.monotonic() >= self._next_try:
+                self._drain()  # once the overflow is in: it may hold older batches
             elif self.retention and time.monotonic() >= self._next_expiry:
                 self._expire()  # a slice at a time, between batches: never the event loop
 
@@ -389,9 +428,9 @@ class Writer:
         self._dropped(batch, f"set aside in {path}: {exc}", kept=True)
 
     def _handle(self, batch: Batch) -> None:
-        if self.spool or not self.stats.healthy:
-            # keep order: nothing overtakes what is already spooled
-            self._spool(batch, "spool not empty" if self.spool else "sink unavailable")
+        if self.spool or self._overflow_pending or not self.stats.healthy:
+            # keep order: nothing overtakes what is already spooled or about to be
+            self._spool(batch, "sink unavailable" if not self.stats.healthy else "spool not empty")
             return
         if not self._write(batch):
             self._spool(batch, "sink did not acknowledge")
@@ -457,6 +496,13 @@ class Writer:
         writing) is spooled from here, so nothing received is lost. True if it finished
         cleanly: not when it timed out, and not when the supervisor had given up.
         """
+        deadline = time.monotonic() + timeout
+        if self._spooler.is_alive():  # the overflow first: it may hold older batches
+            with contextlib.suppress(queue.Full):  # a spooler stuck on a hung disk
+                self._overflow.put(_STOP, timeout=timeout)
+            self._spooler.join(max(0.0, deadline - time.monotonic()))
+        self._spool_overflow_left()
+        timeout = max(0.0, deadline - time.monotonic())
         if self._thread.is_alive():
             while True:
                 try:
@@ -481,6 +527,17 @@ class Writer:
             )
         self.spool.close()
         return finished and not self.failed.is_set()
+
+    def _spool_overflow_left(self) -> None:
+        """What a spooler that did not finish in time left in the overflow."""
+        while True:
+            try:
+                batch = self._overflow.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(batch, _Stop):
+                self._spool(batch, "shutdown")
+                self._overflow_done += 1
 
     def _spool_queued(self, why: str = "shutdown") -> None:
         while True:

@@ -222,7 +222,8 @@ def test_writer_spools_when_its_queue_is_full_and_keeps_order(tmp_path: Path) ->
     ]
     for batch in batches:
         writer.submit(batch)
-    assert writer.stats.spooled_batches > 0  # submit never waited on the slow database
+    # submit never waited on the slow database: the overflow went to the spooler thread
+    assert wait_for(lambda: writer.stats.spooled_batches > 0)
     sink.gate.set()
     assert wait_for(lambda: sink.batches == 10 and not writer.spool)
     assert sink.order == list(range(10))  # the order they were cut in, spooled or not
@@ -512,3 +513,48 @@ def test_a_stuck_sink_write_is_reported_in_log_status_health_and_metrics(
     ]
     assert not any("stuck" in r for r in seen["after"][1]["reasons"])
     assert recorder.writer.stats.lost_rows == 0
+
+
+class WatchedSpool(Spool):
+    """The real spool, noting which thread appends (the event loop must never)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.appended_by: list[str] = []
+
+    def append(self, batch: Batch) -> None:
+        self.appended_by.append(threading.current_thread().name)
+        super().append(batch)
+
+
+def test_the_overflow_is_spooled_off_the_submitting_thread_and_keeps_order(
+    tmp_path: Path,
+) -> None:
+    """#17 item 5: submit() (the frame loop) only queues; the spooler thread writes."""
+
+    class SlowSink(NullSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+            self.order: list[int] = []
+
+        def write(self, batch: Batch) -> None:
+            self.gate.wait(10)
+            self.order.append(batch.seq)
+            super().write(batch)
+
+    sink, spool = SlowSink(), WatchedSpool(tmp_path / "spool")
+    writer = Writer(sink, spool, max_pending=2, retry_interval=0.05)
+    writer.start()
+    for seq in range(40):
+        writer.submit(Batch({"trades": [_trade_row(seq * NS)]}, seq))
+        if seq == 20:
+            sink.gate.set()  # the database comes back while batches still overflow
+    assert wait_for(lambda: sink.batches == 40 and not writer.spool)
+    assert writer.close(5)
+    assert spool.appended_by and "MainThread" not in spool.appended_by
+    assert set(spool.appended_by) <= {"qos-spooler", "qos-writer"}
+    # what was written directly and what went through the spool reached it in order
+    assert sorted(set(sink.order)) == list(range(40))
+    firsts = [sink.order.index(seq) for seq in range(40)]
+    assert firsts == sorted(firsts)
