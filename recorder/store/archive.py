@@ -191,6 +191,9 @@ class ArchiveReader:
     def kline_types(self, code: str) -> list[int]:
         found: set[int] = set()
         for day in self.days:
+            entry = self.manifest(day)["tables"].get("klines")
+            if not entry or code not in entry["codes"]:  # the manifest says: no bar here
+                continue
             for path in self.files("klines", day):
                 data = self._dataset([path]).to_table(
                     columns=["kt"], filter=self._pc_field("code").isin([code])
