@@ -107,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     gaps.set_defaults(func=cmd_gaps)
 
     cov = subs.add_parser("coverage", help="picture a day or a window of the record as HTML")
-    cov.add_argument("--config", "-c", required=True, help="the TOML config file")
+    cov.add_argument(
+        "--config", "-c", help="the TOML config file (without it: --source and the codes it holds)"
+    )
     cov.add_argument("--source", help="read this store instead of the config's: " + SOURCE_HELP)
     cov.add_argument(
         "--day",
@@ -360,14 +362,29 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_of(reader: Any, source: str) -> config_mod.Config:
+    """A config recording what a source holds (its codes per stream), for coverage alone."""
+    streams = {t: reader.codes(t) for t in ("trades", "depth", "snapshots")}
+    doc: dict[str, Any] = {"subscribe": {t: codes for t, codes in streams.items() if codes}}
+    if reader.codes("klines"):
+        doc["subscribe"] |= {"klines": reader.codes("klines"), "kline_types": [1]}
+    if not doc["subscribe"]:
+        raise ConfigError(f"--source: {source} holds no market data")
+    return config_mod.parse(doc, name=source)
+
+
 def cmd_coverage(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from .coverage import build, render, window_text
     from .protocol import NS
     from .report import parse_time
+    from .store import open_source
 
-    cfg = config_mod.load(args.config)
+    if args.config is None and args.source is None:
+        raise ConfigError("coverage: give --config, --source, or both")
+    reader = open_source(args.source) if args.source else None
+    cfg = config_mod.load(args.config) if args.config else _config_of(reader, args.source)
     window = None
     if args.start is not None:
         if args.day is not None or args.whole_day:
@@ -390,9 +407,6 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             day = dt.date.fromisoformat(args.day)
         except ValueError:
             raise ConfigError(f"--day: {args.day!r} is not a date such as 2026-11-26") from None
-    from .store import open_source
-
-    reader = open_source(args.source) if args.source else None
     picture = build(cfg, day, window=window, reader=reader)
     if window is None and not args.whole_day:
         picture = picture.zoomed()

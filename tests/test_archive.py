@@ -358,6 +358,16 @@ def test_gaps_and_coverage_read_the_archive_as_the_database(sources: tuple[Path,
         for source in (db, archive)
     ]
     assert printed[0].returncode == 0 and "filled" in printed[0].stdout
+    # the archive alone, no config: its codes make the lines
+    html = db.parent / "coverage.html"
+    drawn = subprocess.run(
+        [sys.executable, "-m", "recorder", "coverage", "--source", str(archive), "--day",
+         "2026-11-26", "--whole-day", "--out", str(html)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    page = html.read_text()
+    assert all(f"{code}  trades" in page for code in CODES) and "US:AAPL  depth" in page
     # an open gap shows how long it has lasted so far: the clock moved between the two
     lasted = re.compile(r"open \d+s")
     assert lasted.sub("open", printed[1].stdout) == lasted.sub("open", printed[0].stdout)
