@@ -37,6 +37,8 @@ log = structlog.get_logger("recorder.backfill")
 
 #: internal sweeps: the span after a (re)subscription, and a code a reload added
 SWEEPS = frozenset({"startup", "added"})
+#: seconds a /trade answer may settle a later gap it covers, instead of a new request
+REUSE = 30.0
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Backfiller:
         self.resolved = 0
         #: records an answer carried for codes that were not asked for (ignored)
         self.unasked = 0
+        #: the last /trade answer per code, and when it came (monotonic)
+        self._answers: dict[str, tuple[float, list[Trade]]] = {}
         rest.scheduler.backlog = self.pending
 
     def pending(self) -> bool:
@@ -238,14 +242,34 @@ class Backfiller:
                 await self._refresh(by_stream[stream], path, kind)
 
     async def _trades(self, gaps: list[Gap]) -> None:
-        codes = sorted({g.code for g in gaps})
-        urgent = any(g.cause not in SWEEPS for g in gaps)
-        purpose = Purpose.TRADES if urgent else Purpose.SWEEP
-        body = {"codes": codes, "count": self.trade_count}
-        data = await self.rest.post("/trade", body, purpose)
-        by_code = self._by_code("T", data, codes)
+        answers = {g.code: a for g in gaps if (a := self._answered(g)) is not None}
+        asking = [g for g in gaps if g.code not in answers]
+        if asking:
+            codes = sorted({g.code for g in asking})
+            urgent = any(g.cause not in SWEEPS for g in asking)
+            purpose = Purpose.TRADES if urgent else Purpose.SWEEP
+            body = {"codes": codes, "count": self.trade_count}
+            data = await self.rest.post("/trade", body, purpose)
+            by_code = self._by_code("T", data, codes)
+            fetched = time.monotonic()
+            for code in codes:
+                got = [r for r in by_code.get(code, []) if type(r) is Trade]
+                self._answers[code] = (fetched, got)
+                answers[code] = got
         for gap in sorted(gaps, key=lambda g: g.start):
-            self._settle_trades(gap, [r for r in by_code.get(gap.code, []) if type(r) is Trade])
+            self._settle_trades(gap, answers[gap.code])
+
+    def _answered(self, gap: Gap) -> list[Trade] | None:
+        """The last ``/trade`` answer for the gap's code when it already covers the gap (a
+        trade after the gap's end in it: /trade gives the latest trades, so everything up
+        to the end was there), fetched less than ``REUSE`` seconds ago: a round that would
+        repeat one that finished is not made."""
+        entry = self._answers.get(gap.code)
+        if entry is None or time.monotonic() - entry[0] > REUSE:
+            return None
+        trades = entry[1]
+        newest = max((t.ts for t in trades), default=None)
+        return trades if newest is not None and newest > _end(gap) else None
 
     def _settle_trades(self, gap: Gap, returned: list[Trade]) -> None:
         """What ``/trade``'s answer for the gap's code proves about the gap."""

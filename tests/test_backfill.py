@@ -446,8 +446,9 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
             drops.append(elapsed)
             sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", True))
             sim.run(sim.sim.disconnect_all("injected"))
-        elif drops and elapsed >= drops[-1] + 1.5 and sim.sim.faults.refuse_connections:
-            # an outage of 1.5 s: a dozen trades a code that only the backfill can recover
+        elif drops and elapsed >= drops[-1] + 1.0 and sim.sim.faults.refuse_connections:
+            # an outage of 1-2 s (the backoff adds to it): a dozen trades a code that only
+            # the backfill can recover
             sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", False))
 
     recorder = run_recorder(
@@ -466,7 +467,9 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
     print(f"trades expected {len(truth)}, stored {len(stored)}; requests {by_purpose}")
     check_trades(stored, truth)  # every trade recovered, none twice
     statuses = rows(db, "SELECT status FROM gaps WHERE stream = 'trades'")
-    assert len(statuses) == 2 * len(codes) and {s for (s,) in statuses} == {"filled"}
+    # filled; under a heavy load a window of 50 that begins inside a gap's first second
+    # makes it partial (that second might have been cut), though every trade came back
+    assert len(statuses) == 2 * len(codes) and {s for (s,) in statuses} <= {"filled", "partial"}
     (backfilled,) = rows(db, "SELECT count(*) FROM trades WHERE source = 'backfill'")[0]
     assert backfilled > 2 * len(codes) * 5  # the outages did lose trades, and they came back
     # one /trade per disconnect (its start-up sweep rides along) and one at start-up
@@ -510,3 +513,30 @@ def test_after_a_reconnect_one_history_request_serves_every_kline_type(
     assert paths.count("/trade") == 1, paths
     gaps = rows(tmp_path / "ticks.sqlite", "SELECT stream FROM gaps WHERE cause = 'disconnect'")
     assert {s for (s,) in gaps} >= {"klines:1", "klines:5", "klines:15"}
+
+
+def test_a_round_an_earlier_answer_already_covers_makes_no_request() -> None:
+    now = int(time.time())
+    written: list[Record] = []
+    with Hostile() as up:
+        up.http["/trade"] = Answer.ok([_trade("US:AAPL", now - 20 + i) for i in range(20)])
+
+        def gap(start: int, end: int) -> Gap:
+            return Gap(start * NS, end * NS, "US:AAPL", "trades", "disconnect", now * NS)
+
+        async def backfill() -> list[Gap]:
+            up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
+            gaps = [gap(now - 15, now - 10), gap(now - 8, now - 5), gap(now - 3, now)]
+            async with RestClient(up_config, Secret(KEY)) as rest:
+                backfiller = Backfiller(rest, TradeCounter(), written.append, lambda g: None)
+                for one in gaps:
+                    await backfiller.round([one])
+            return gaps
+
+        first, covered, later = asyncio.run(backfill())
+        # the second gap ended before the newest trade of the first answer: no request;
+        # the third ends after it: the answer cannot show its end, so it asks again
+        assert len(up.requests) == 2
+    assert [g.status for g in (first, covered, later)] == ["filled"] * 3
+    assert (first.backfilled, covered.backfilled) == (6, 4)
+    assert len(written) == 6 + 4 + 3  # each trade once
