@@ -40,8 +40,10 @@ from .store.archive import (
     ArchiveReader,
     day_of,
     day_start,
+    describe,
     filesystem,
     manifest_path,
+    storage_errors,
 )
 from .store.arrow import pyarrow, schema
 
@@ -96,10 +98,11 @@ def export(
         )
     fs, root = filesystem(dest, storage_options)
     try:
-        fs.makedirs(f"{root}/{MANIFESTS}", exist_ok=True)
-    except OSError as exc:
-        raise SinkError(f"archive {dest}: {exc}") from None
-    return [_export_day(reader, fs, root, dest, d, day_start(d) + DAY > now) for d in days]
+        if _local(fs):  # an object store has no folders (and s3fs would create a bucket)
+            fs.makedirs(f"{root}/{MANIFESTS}", exist_ok=True)
+        return [_export_day(reader, fs, root, dest, d, day_start(d) + DAY > now) for d in days]
+    except storage_errors() as exc:
+        raise SinkError(f"archive {dest}: {describe(exc)}") from None
 
 
 def _export_day(
@@ -158,11 +161,12 @@ def _write_table(
     name = f"{table}/date={day.isoformat()}/part-{export_id}.parquet"
     target = f"{root}/{name}"
     staging = f"{root}/{table}/date={day.isoformat()}/.part-{export_id}.tmp"
-    local = type(fs).__name__ == "LocalFileSystem"
+    local = _local(fs)
     codes: dict[str, int] = {}
     rows = 0
     try:
-        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        if local:
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         with fs.open(staging if local else target, "wb") as out:
             writer = pq.ParquetWriter(
                 out,
@@ -183,9 +187,9 @@ def _write_table(
         if local:
             fs.mv(staging, target)
         size = int(fs.size(target))
-    except OSError as exc:
+    except storage_errors() as exc:
         _remove(fs, staging)
-        raise SinkError(f"archive: writing {name}: {exc}") from None
+        raise SinkError(f"archive: writing {name}: {describe(exc)}") from None
     return {"files": [name], "rows": rows, "bytes": size, "codes": dict(sorted(codes.items()))}
 
 
@@ -200,6 +204,10 @@ def _gaps(reader: Reader, start: int, end: int) -> Iterator[Any]:
         yield from sort(
             pa.Table.from_batches([to_batch("gaps", rows)]), code_order("gaps")
         ).to_batches()
+
+
+def _local(fs: Any) -> bool:
+    return type(fs).__name__ == "LocalFileSystem"
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -284,22 +292,22 @@ def _schema_version() -> int | str:
 def _put(fs: Any, path: str, data: bytes) -> None:
     """Write a small file whole: a rename on a local disk, one PUT on an object store."""
     try:
-        if type(fs).__name__ == "LocalFileSystem":
+        if _local(fs):
             staging = path.rsplit("/", 1)[0] + "/." + path.rsplit("/", 1)[1] + ".tmp"
             with fs.open(staging, "wb") as out:
                 out.write(data)
             fs.mv(staging, path)
         else:
             fs.pipe_file(path, data)
-    except OSError as exc:
-        raise SinkError(f"archive: writing {path}: {exc}") from None
+    except storage_errors() as exc:
+        raise SinkError(f"archive: writing {path}: {describe(exc)}") from None
 
 
 def _remove(fs: Any, path: str) -> None:
     try:
         if fs.exists(path):
             fs.rm(path)
-    except OSError:
+    except storage_errors():
         pass  # a stray file no manifest names: readers of the archive ignore it
 
 
@@ -309,7 +317,7 @@ def _remove_old(fs: Any, root: str, day: dt.date, keep: set[str]) -> None:
         folder = f"{root}/{table.name}/date={day.isoformat()}"
         try:
             listed = fs.ls(folder, detail=False) if fs.exists(folder) else []
-        except OSError:
+        except storage_errors():
             continue
         for path in listed:
             name = str(path)[len(root) + 1 :] if str(path).startswith(root) else str(path)

@@ -330,6 +330,18 @@ def test_an_s3_archive_reads_back_as_the_database(
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert replayed.stdout == local_replay.stdout and replayed.stdout
+    # a bucket that is not there, credentials that are not there: one line each, exit 2
+    for out, variables in (
+        ("s3://no-such-bucket/x", env),
+        ("s3://ticks/y", {k: v for k, v in env.items() if not k.startswith("AWS_") or k in (
+            "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")} | {"AWS_EC2_METADATA_DISABLED": "true"}),
+    ):  # fmt: skip
+        failed = subprocess.run(
+            [sys.executable, "-m", "recorder", "export", "--source", str(db), *span, "--out", out],
+            capture_output=True, text=True, env=variables, timeout=120,
+        )  # fmt: skip
+        assert failed.returncode == 2 and failed.stderr.count("\n") == 1, failed.stderr
+        assert failed.stderr.startswith("qos-recorder: error: archive"), failed.stderr
 
 
 def test_gaps_and_coverage_read_the_archive_as_the_database(sources: tuple[Path, Path]) -> None:

@@ -40,6 +40,18 @@ def manifest_path(day: dt.date) -> str:
     return f"{MANIFESTS}/date={day.isoformat()}.json"
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What reading or writing the archive raises when the storage fails: OSError from
+    fsspec, and an object store client's own errors (botocore's missing credentials or
+    unreachable endpoint are not OSErrors), which become one line, not a traceback."""
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return errors
+    return (*errors, BotoCoreError, ClientError)
+
+
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and root path of an archive URL or folder."""
     try:
@@ -68,8 +80,8 @@ class ArchiveReader:
                 f"{url}: not an archive (no {MANIFESTS}/ folder; write one with qos-recorder "
                 "export)"
             ) from None
-        except OSError as exc:
-            raise SinkError(f"archive {url}: {exc}") from None
+        except storage_errors() as exc:
+            raise SinkError(f"archive {url}: {describe(exc)}") from None
         self.days: dict[dt.date, str] = {}
         self._manifests: dict[dt.date, dict[str, Any]] = {}
         self._arrow_fs: Any = None
@@ -88,19 +100,22 @@ class ArchiveReader:
         try:
             self.fs.invalidate_cache()
             self._list(self.fs.ls(f"{self.root}/{MANIFESTS}", detail=False))
-        except OSError as exc:
-            raise SinkError(f"archive {self.source}: {exc}") from None
+        except storage_errors() as exc:
+            raise SinkError(f"archive {self.source}: {describe(exc)}") from None
 
     def manifest(self, day: dt.date) -> dict[str, Any]:
         """The manifest of ``day``; ConfigError when the archive does not hold that day."""
         if day not in self.days:
             raise ConfigError(f"{self.source}: {day} is not in the archive")
         if day not in self._manifests:
+            failures: tuple[type[BaseException], ...] = (*storage_errors(), ValueError)
             try:
                 with self.fs.open(self.days[day], "rb") as f:
                     self._manifests[day] = json.loads(f.read())
-            except (OSError, ValueError) as exc:
-                raise SinkError(f"archive {self.source}: {self.days[day]}: {exc}") from None
+            except failures as exc:
+                raise SinkError(
+                    f"archive {self.source}: {self.days[day]}: {describe(exc)}"
+                ) from None
         return self._manifests[day]
 
     def _in(self, start: int, end: int) -> list[dt.date]:
@@ -147,6 +162,7 @@ class ArchiveReader:
         kt: int | None = None,
         columns: Sequence[str] | None = None,
     ) -> Iterator[tuple[dt.date, Any]]:
+        failures = (*storage_errors(), self._pa.ArrowException)
         for day in self._in(start, end):
             paths = self.files(table, day)
             if not paths:
@@ -162,8 +178,8 @@ class ArchiveReader:
                 for batch in scan:
                     if batch.num_rows:
                         yield day, batch
-            except (OSError, self._pa.ArrowException) as exc:
-                raise SinkError(f"archive {self.source}: {table} {day}: {exc}") from None
+            except failures as exc:
+                raise SinkError(f"archive {self.source}: {table} {day}: {describe(exc)}") from None
 
     def _day_tables(
         self, table: str, start: int, end: int, codes: Sequence[str], kt: int | None = None
@@ -268,3 +284,9 @@ class ArchiveReader:
 
     def close(self) -> None:
         pass
+
+
+def describe(exc: BaseException) -> str:
+    """An error of the storage in one line, naming its kind when the text alone is vague."""
+    text = " ".join(str(exc).split())[:300]
+    return text if isinstance(exc, OSError) and text else f"{type(exc).__name__}: {text}"
