@@ -555,8 +555,6 @@ class Recorder:
             starts += [g.start for g in reopened if g.stream == "trades"]
             since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
             self.counter.seed(self.sink.trade_counts(since))
-        except InUseError:
-            raise  # another recorder holds the database file: never write beside it
         except RecorderError as exc:  # the sink is down: the spool takes over
             last = self._last_seen()
             log.warning("restore_from_state_file", error=str(exc), codes=len(last))
@@ -572,12 +570,14 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Record until ``stop`` is set; then flush everything received."""
-        self.spool.lock()  # before anything is read or written: one recorder per spool
+        # before anything is read or written: one recorder per spool and per database file
+        self.spool.lock()
         try:
-            await asyncio.to_thread(self.restore)
-        except InUseError:
+            await asyncio.to_thread(self.sink.claim)
+        except (InUseError, OSError):
             self.spool.close()
             raise
+        await asyncio.to_thread(self.restore)
         await asyncio.to_thread(self._reload_dropped)
         for gap in self._reopened:
             self.backfiller.submit(gap)

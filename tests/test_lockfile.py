@@ -8,6 +8,8 @@ from pathlib import Path
 from conftest import sigterm, start_recorder, wait_for, write_config
 from simulated import SimulatorThread
 
+from recorder.sinks.sqlite import SQLiteSink
+
 SimFactory = Callable[..., SimulatorThread]
 
 
@@ -44,6 +46,11 @@ def test_a_second_recorder_on_the_same_spool_or_database_exits_2_naming_the_firs
             assert len(lines) == 1 and lines[0].startswith("qos-recorder: error: " + held)
             assert f"in use by another qos-recorder (pid {first.pid}" in lines[0]
             assert b"recorder_started" not in out
+        # the archive job's retention opens the file beside the recorder: it does not claim
+        beside = SQLiteSink(db)
+        beside.open()
+        assert beside.expire("trades", 0) == 0
+        beside.close()
         assert first.poll() is None  # the first one records on, undisturbed
     finally:
         stopped, _ = sigterm(first)

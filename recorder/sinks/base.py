@@ -23,6 +23,11 @@ class Sink(Protocol):
     def open(self) -> None:
         """Connect and create missing tables; SinkError when the database is unreachable."""
 
+    def claim(self) -> None:
+        """Hold the store for this recorder process alone (a lock file, for a store that is
+        a local file); InUseError naming the holder when another recorder has it. Other
+        users of a sink (the archive's retention) do not claim."""
+
     def write(self, batch: Batch) -> None:
         """Write a batch and wait for the acknowledgement; SinkError otherwise."""
 

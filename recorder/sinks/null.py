@@ -38,5 +38,8 @@ class NullSink:
     def expire(self, table: str, before_ns: int) -> int:
         return 0
 
+    def claim(self) -> None:
+        """Nothing to hold: the server keeps its own consistency."""
+
     def close(self) -> None:
         pass

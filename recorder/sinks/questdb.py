@@ -178,6 +178,9 @@ class QuestDBSink:
         self.execute(drop_partitions_sql(table, before_ns))
         return 0
 
+    def claim(self) -> None:
+        """Nothing to hold: the server keeps its own consistency."""
+
     def close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:

@@ -76,11 +76,16 @@ class SQLiteSink:
         # one recorder per file: a sidecar, since SQLite's own locks are per transaction
         self._held = LockFile(self.path.with_name(self.path.name + ".lock"), f"SQLite file {path}")
 
+    def claim(self) -> None:
+        """Hold the file for this recorder (``<file>.lock``, released by :meth:`close` or
+        the process's end); InUseError naming the other recorder's pid. The archive job's
+        retention opens the same file without claiming it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._held.acquire()
+
     def open(self) -> None:
-        """Open (and hold) the file; InUseError when another recorder holds it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._held.acquire()
             db = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
