@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import orjson
 from conftest import make_config, rows, run_recorder
 from hostile import Answer, Hostile, Request
 
@@ -52,3 +53,29 @@ def test_answers_drip_redirect_and_follow_the_script() -> None:
         assert echoed == b'{"msg":"OK","data":["X:Y"]}'
         assert [r.path for r in up.requests] == ["/trade", "/kline", "/snapshot"]
         assert isinstance(up.requests[0], Request)
+
+
+def test_frames_of_the_wrong_shape_are_dead_letters_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    """#21 item 3: each of these crashed the daemon with a traceback."""
+    pq = '{"lp":"1","yp":"1","h":"1","l":"1","ts":1741960243000,"v":"1","t":"1"}'
+    bad = [
+        '{"tp":[1]}',
+        '{"tp":{}}',
+        '{"tp":"S","c":"US:AAPL","lp":"1","yp":"1","o":"1","h":"1","l":"1","ts":1741960243,'
+        '"v":"1","t":"1","s":0,"pq":' + pq + "}",
+        '{"tp":"T","c":"US:AAPL","p":"1_000","v":"1","ts":1741960243,"d":1}',
+    ]
+    with Hostile() as up:
+        up.frames += [*bad, TRADE]
+        config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": []})
+
+        def stored(recorder: Recorder) -> bool:
+            return recorder.writer.stats.rows.get("trades", 0) >= 1
+
+        recorder = run_recorder(config, until=stored, timeout=20)
+        assert stored(recorder) and up.connections == 1  # one session: none of it ended it
+    assert recorder.stats.decode_errors == len(bad)
+    dead = (tmp_path / "dead-letter.ndjson").read_text().splitlines()
+    assert [orjson.loads(line)["frame"] for line in dead] == bad
