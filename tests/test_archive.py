@@ -6,7 +6,9 @@ what the archive holds."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -462,3 +464,35 @@ def test_the_timer_and_its_service_are_valid_units(tmp_path: Path) -> None:
         line for line in (result.stdout + result.stderr).splitlines() if "qos-recorder" in line
     ]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_the_readme_backtest_examples_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Python example of the README's Backtests section, run in a folder holding a
+    ``demo.sqlite`` of its day and its ``archive``, prints the codes or the day it shows."""
+    pytest.importorskip("polars")
+    pytest.importorskip("duckdb")
+    pytest.importorskip("pandas")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Backtests") : text.index("## Run it as a service")]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 5
+    day = 1_796_256_000 * NS  # 2026-12-03, the README's day
+    specs = [(s, CODES[s % 3], 10.0, 1.0, 1, 0) for s in range(0, 86400, 61)]
+    trades = [(r[0] - DAY0 + day, *r[1:]) for r in trade_rows(specs)]
+    db = tmp_path / "demo.sqlite"
+    sink = SQLiteSink(db)
+    books = [depth("US:AAPL", day + s * NS, 100.0 + s, day + s * NS + 7) for s in (10, 20)]
+    sink.write(Batch({"trades": trades, "depth": books}, seq=1))
+    sink.close()
+    export(db, day, day + DAY, str(tmp_path / "archive"), clock=clock_at(day + 2 * DAY))
+    monkeypatch.chdir(tmp_path)
+    session: dict[str, Any] = {}  # one session, as a reader runs them one after the other
+    for block in blocks:
+        prompts = [line[4:] for line in block.splitlines() if line.startswith(">>> ")]
+        code = "\n".join(f"print({p})" for p in prompts) if prompts else block
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), session)
+        assert "US:AAPL" in out.getvalue() or "2026-12-03" in out.getvalue(), (code, out)
