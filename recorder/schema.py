@@ -84,18 +84,46 @@ class Table:
         missing = self.columns[len(row) :]
         return row + tuple(self.defaults.get(name) for name, _ in missing) if missing else row
 
-    def questdb_migrations(self) -> list[str]:
-        """For a table an earlier version created: its added columns and dedup keys."""
-        if not self.added:
-            return []
-        kinds = dict(self.columns)
+    def questdb_migrations(self, found: dict[str, tuple[str, bool]] | None = None) -> list[str]:
+        """What makes the table QuestDB holds match this one: ``ADD COLUMN`` for each
+        column missing from ``found`` (column -> (type, is an upsert key), as
+        ``table_columns()`` reads it), then the dedup keys if they differ. ``found=None``
+        means the table as the first release made it (no ``added`` column).
+
+        Plain ``ADD COLUMN`` of the missing ones only: ``ADD COLUMN IF NOT EXISTS`` needs
+        QuestDB 8.2.2 (8.3.2 on a column that exists), above our minimum."""
+        if found is None:
+            found = {
+                name: (self.questdb_type(name), name in self.keys)
+                for name in self.names
+                if name not in self.added
+            }
         out = [
-            f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {name} {_QDB_TYPE[kinds[name]]};"
-            for name in self.added
+            f"ALTER TABLE {self.name} ADD COLUMN {name} {self.questdb_type(name)};"
+            for name in self.names
+            if name not in found
         ]
-        if set(self.added) & set(self.keys):
+        keys = {name for name, (_, key) in found.items() if key}
+        if keys != set(self.keys):
             out.append(f"ALTER TABLE {self.name} DEDUP ENABLE UPSERT KEYS({', '.join(self.keys)});")
         return out
+
+    def questdb_type(self, name: str) -> str:
+        """The column's QuestDB type as ``CREATE``/``ADD COLUMN`` spell it."""
+        kind = dict(self.columns)[name]
+        if kind == "sym":
+            return f"SYMBOL CAPACITY {self.symbol_capacity.get(name, 256)} CACHE"
+        return _QDB_TYPE[kind]
+
+    def questdb_mismatch(self, found: dict[str, tuple[str, bool]]) -> str | None:
+        """A column QuestDB holds with another type than ours: the recorder cannot fix that
+        by itself (QuestDB changes a type only by rewriting the column)."""
+        for name in self.names:
+            have = found.get(name, (None, False))[0]
+            want = self.questdb_type(name).split()[0]
+            if have is not None and have != want:
+                return f"table {self.name} column {name} is {have}, the recorder writes {want}"
+        return None
 
     def sqlite_key(self) -> tuple[str, ...]:
         """The unique index's columns: code and ts first, so one code's rows come in order."""
@@ -103,13 +131,7 @@ class Table:
 
     def questdb_ddl(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` for QuestDB: WAL, day partitions, dedup keys."""
-        cols = []
-        for name, kind in self.columns:
-            if kind == "sym":
-                capacity = self.symbol_capacity.get(name, 256)
-                cols.append(f"  {name} SYMBOL CAPACITY {capacity} CACHE")
-            else:
-                cols.append(f"  {name} {_QDB_TYPE[kind]}")
+        cols = [f"  {name} {self.questdb_type(name)}" for name in self.names]
         return (
             f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(cols) + "\n)"
             f" TIMESTAMP(ts) PARTITION BY DAY WAL\nDEDUP UPSERT KEYS({', '.join(self.keys)});"
@@ -130,6 +152,18 @@ class Table:
         default = self.defaults.get(name)
         tail = "" if default is None else f" NOT NULL DEFAULT {default!r}"
         return f"ALTER TABLE {self.name} ADD COLUMN {name} {_SQLITE_TYPE[kind]}{tail}"
+
+
+#: What the tables need of QuestDB, (version, feature); the highest is the minimum the
+#: recorder supports, checked at start-up. Add a row with a feature that needs a newer one.
+QUESTDB_NEEDS: Final[tuple[tuple[tuple[int, int, int], str], ...]] = (
+    ((8, 1, 1), "VARCHAR dedup keys (depth's bids and asks)"),
+)
+
+
+def questdb_minimum() -> tuple[tuple[int, int, int], str]:
+    """The oldest QuestDB the tables work on, and the feature that makes it so."""
+    return max(QUESTDB_NEEDS)
 
 
 _COMMON_TAIL: Final[tuple[tuple[str, Kind], ...]] = (("source", "sym"), ("recv_ts", "long"))

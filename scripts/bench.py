@@ -441,15 +441,11 @@ def _archive_rows(n: int, seed: int = 7) -> Iterator[dict[str, list[Any]]]:
 
 def _questdb_server(root: Path) -> tuple[Any, str]:
     """A real QuestDB for the archive part, where this checkout and machine have one."""
-    import importlib
+    from recorder.sim.questdb import NEWEST, QuestDB, QuestDBUnavailable
 
     try:
-        fixture = importlib.import_module("recorder.sim.questdb")
-    except ImportError:
-        return None, "no QuestDB fixture in this checkout"
-    try:
-        return fixture.QuestDB(fixture.NEWEST, root).start(), ""
-    except Exception as exc:  # QuestDBUnavailable: no jar or no Java here
+        return QuestDB(NEWEST, root).start(), ""
+    except QuestDBUnavailable as exc:  # no jar, no Maven or no Java here
         return None, " ".join(str(exc).split())[:200]
 
 

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from simulated import SimulatorThread
 from recorder.config import Config, Secret, parse
 from recorder.daemon import Recorder
 from recorder.sim import Faults, SimConfig
+from recorder.sim.questdb import PINNED, QuestDB, QuestDBUnavailable
 from recorder.sinks import Sink
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -183,3 +185,117 @@ def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return con.execute(sql, args).fetchall()
     finally:
         con.close()
+
+
+# --- a real QuestDB (#18) --------------------------------------------------------------------
+#
+# One server per pinned version per test session, started on first use and shared: every
+# test that uses ``questdb`` (or ``questdb_newest``) runs in the xdist group "questdb", so
+# one worker owns the JVMs, and each test starts on an empty database. A test that kills or
+# stalls the server leaves it running again (``questdb.start()``) or the next test restarts it.
+
+_STARTED_LOG = "QOS_TEST_QUESTDB_STARTED"  # a file the workers append "QuestDB X on ..." to
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _STARTED_LOG not in os.environ:
+        fd, name = tempfile.mkstemp(prefix="qos-questdb-started-")
+        os.close(fd)
+        os.environ[_STARTED_LOG] = name  # inherited by the xdist workers started after this
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"questdb", "questdb_newest", "questdb_pool"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("questdb"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not (name := os.environ.get(_STARTED_LOG)):
+        return
+    path = Path(name)
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+class QuestDBPool:
+    """The session's servers, one per version, started on first use; a version that cannot
+    start is remembered with the reason, so later tests skip (or, in CI, fail) at once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: dict[str, QuestDB] = {}
+        self.broken: dict[str, str] = {}
+
+    def get(self, version: str) -> QuestDB:
+        if version in self.broken:
+            _unavailable(self.broken[version])
+        server = self.servers.get(version)
+        if server is None or server.proc is None or server.proc.poll() is not None:
+            server = server or QuestDB(version, self.root / version)
+            try:
+                server.start()
+            except QuestDBUnavailable as exc:
+                self.broken[version] = str(exc)
+                _unavailable(str(exc))
+            self.servers[version] = server
+            if name := os.environ.get(_STARTED_LOG):
+                with open(name, "a") as f:
+                    f.write(server.describe() + "\n")
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a real QuestDB: {reason}", pytrace=False)
+    pytest.skip(f"no real QuestDB here: {reason}")
+
+
+@pytest.fixture(scope="session")
+def questdb_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuestDBPool]:
+    pool = QuestDBPool(tmp_path_factory.mktemp("questdb"))
+    yield pool
+    pool.stop()
+
+
+def _fresh(pool: QuestDBPool, version: str) -> Iterator[QuestDB]:
+    server = pool.get(version)
+    server.drop_all_tables()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.resume()  # a test that stalled the server and failed must not stall the next
+
+
+@pytest.fixture(params=PINNED, ids=[f"qdb{v}" for v in PINNED])
+def questdb(request: pytest.FixtureRequest, questdb_pool: QuestDBPool) -> Iterator[QuestDB]:
+    """A real QuestDB of each pinned version (newest, oldest supported), database empty."""
+    yield from _fresh(questdb_pool, request.param)
+
+
+@pytest.fixture
+def questdb_newest(questdb_pool: QuestDBPool) -> Iterator[QuestDB]:
+    """The newest pinned QuestDB only (fault tests), database empty."""
+    yield from _fresh(questdb_pool, PINNED[0])
+
+
+def qdb_wait(
+    server: QuestDB, query: str, check: Callable[[list[list[Any]]], bool], timeout: float = 30
+) -> list[list[Any]]:
+    """The rows of ``query`` once ``check`` holds for them (WAL tables apply a moment after
+    the client's acknowledgement), or the last rows read when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = server.rows(query)
+        except ValueError:  # the table is not there yet
+            got = []
+        if check(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(POLL * 5)

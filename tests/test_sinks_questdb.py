@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import struct
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config, run_recorder
+from conftest import (
+    QuestDBPool,
+    make_config,
+    qdb_wait,
+    run_recorder,
+    start_recorder,
+    write_config,
+)
 from simulated import SimulatorThread
 from truth import check_trades, last_bars, snapshot_key
 
 from recorder.batching import Batch
-from recorder.exceptions import ConfigError, SinkError
+from recorder.exceptions import ConfigError, SinkError, SinkIncompatible
 from recorder.gaps import Gap
 from recorder.protocol import NS, Stream, Trade
-from recorder.schema import TABLES
+from recorder.schema import TABLES, Table, questdb_minimum
 from recorder.sim.ilp import IlpServer, parse_ilp
+from recorder.sim.questdb import QuestDB
 from recorder.sinks.questdb import QuestDBSink, parse_conf
 
 SimFactory = Callable[..., SimulatorThread]
+TOO_OLD = "7.4.2"  # VARCHAR dedup keys came in 8.1.1
 
 
 def _ts(value: Any) -> int:
@@ -50,10 +57,12 @@ def test_records_from_the_simulator_arrive_row_for_row(
             config, until=lambda r: r.stats.frames[Stream.TRADES] >= 200, timeout=30
         )
         state = ilp.state
-    # DDL went first, over /exec, for every table
-    # (and the migrations for tables an earlier version made, no-ops on new ones)
-    ddl = [s for t in TABLES for s in (t.questdb_ddl(), *t.questdb_migrations())]
-    assert state.statements[: len(ddl)] == ddl
+    # the version first, then the DDL, over /exec, for every table, each followed by the
+    # reading of its columns (the stand-in lists none: nothing to migrate)
+    ddl = [t.questdb_ddl() for t in TABLES]
+    assert state.statements[0] == "SELECT build()"
+    assert state.statements[1 : 2 * len(ddl) + 1 : 2] == ddl
+    assert all("table_columns" in q for q in state.statements[2 : 2 * len(ddl) + 1 : 2])
     # the recorder received exactly the first frames sent (TCP keeps order)
     sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.stats.frames.values())]
 
@@ -173,43 +182,45 @@ def test_ilp_parser_reads_text_and_binary_doubles() -> None:
     assert row.fields["f"] == 2.5 and row.ts == 5
 
 
-# --- against a real QuestDB, when one is given --------------------------------------------
-
-QDB = os.environ.get("QDB_HTTP_ADDR")
+# --- against a real QuestDB (#18) -------------------------------------------------------------
 
 
-def _query(sql: str) -> dict[str, Any]:
-    url = f"http://{QDB}/exec?{urllib.parse.urlencode({'query': sql})}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        body: dict[str, Any] = json.loads(resp.read())
-    return body
+def _since(start_ns: int) -> str:
+    return f"ts >= cast({start_ns // 1000 - 5_000_000} AS TIMESTAMP)"
 
 
-@pytest.mark.skipif(not QDB, reason="set QDB_HTTP_ADDR=host:9000 to test against a real QuestDB")
-def test_against_a_real_questdb(make_sim: SimFactory, tmp_path: Path) -> None:
+def test_tables_on_an_empty_server_then_every_trade_once(
+    make_sim: SimFactory, tmp_path: Path, questdb: QuestDB
+) -> None:
     sim = make_sim(trades_per_second=20, seed=21)
     codes = ["US:AAPL", "HK:700"]
-    config = make_config(
-        sim, tmp_path, codes, sink={"kind": "questdb", "questdb": f"http::addr={QDB};"}
-    )
+    config = make_config(sim, tmp_path, codes, sink={"kind": "questdb", "questdb": questdb.conf})
     start = time.time_ns()
     run_recorder(config, until=lambda r: r.stats.frames[Stream.TRADES] >= 200, timeout=30)
-    sent = [f for f in sim.call(lambda: list(sim.sim.sent_frames("T")))]
-    deadline = time.monotonic() + 30
-    while True:  # WAL tables apply asynchronously
-        body = _query(
-            f"SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
-            f"WHERE ts >= cast({start // 1000 - 5_000_000} AS TIMESTAMP)"
+    sent = sim.call(lambda: list(sim.sim.sent_frames("T")))
+    query = (
+        "SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
+        f"WHERE {_since(start)}"
+    )
+    stored = qdb_wait(questdb, query, lambda got: len(got) >= len(sent))
+    check_trades([tuple(r) for r in stored], sent)
+    # every table as the schema says: designated ts, day partitions, WAL, its dedup keys
+    made = {
+        name: (ts, part, wal, dedup)
+        for name, ts, part, wal, dedup in questdb.rows(
+            "SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup FROM tables()"
         )
-        stored = [tuple(r) for r in body["dataset"]]
-        if len(stored) >= len(sent) or time.monotonic() > deadline:
-            break
-    check_trades(stored, sent)
+    }
+    for table in TABLES:
+        assert made[table.name] == ("ts", "DAY", True, True), table.name
+        columns = questdb.rows(f"SELECT \"column\", upsertKey FROM table_columns('{table.name}')")
+        assert [c for c, _ in columns] == list(table.names)
+        assert {c for c, key in columns if key} == set(table.keys)
     # replay reads the same rows back through QuestDB's /exp, in time order
     from recorder.replay import replay
 
     replayed = list(
-        replay(f"http://{QDB}", start - 5 * NS, time.time_ns(), codes=codes, streams=["trades"])
+        replay(questdb.url, start - 5 * NS, time.time_ns(), codes=codes, streams=["trades"])
     )
     assert all(isinstance(t, Trade) for t in replayed)
     check_trades(
@@ -217,8 +228,87 @@ def test_against_a_real_questdb(make_sim: SimFactory, tmp_path: Path) -> None:
         sent,
     )
     assert [t.ts for t in replayed] == sorted(t.ts for t in replayed)
-    ddl = _query(
-        "SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup "
-        "FROM tables() WHERE table_name = 'trades'"
+
+
+def _as_first_released(table: Table) -> Table:
+    """The table as the release before ``added`` columns made it."""
+    return dataclasses.replace(
+        table,
+        columns=tuple(c for c in table.columns if c[0] not in table.added),
+        keys=tuple(k for k in table.keys if k not in table.added),
+        added=(),
     )
-    assert ddl["dataset"][0][1:] == ["ts", "DAY", True, True]
+
+
+def test_tables_an_earlier_version_made_gain_the_new_columns_and_keys(
+    make_sim: SimFactory, tmp_path: Path, questdb: QuestDB
+) -> None:
+    old = [_as_first_released(t) for t in TABLES if t.added]
+    for table in old:
+        questdb.sql(table.questdb_ddl())
+    day = time.time_ns() // 1000 - 3_600_000_000
+    questdb.sql(
+        "INSERT INTO depth (ts, code, market, bids, asks, source) VALUES "
+        f"(cast({day} AS TIMESTAMP), 'US:AAPL', 'US', '[[1.0,2.0]]', '[[1.1,3.0]]', 'live')"
+    )
+    sim = make_sim(trades_per_second=20, seed=5)
+    config = make_config(
+        sim, tmp_path, ["US:AAPL"], sink={"kind": "questdb", "questdb": questdb.conf}
+    )
+    run_recorder(config, until=lambda r: r.writer.stats.rows.get("depth", 0) >= 5, timeout=30)
+    for table in TABLES:
+        columns = questdb.rows(f"SELECT \"column\", upsertKey FROM table_columns('{table.name}')")
+        assert [c for c, _ in columns] == list(table.names), table.name
+        assert {c for c, key in columns if key} == set(table.keys), table.name
+    # the old row is still there beside the new ones, which carry n
+    got = qdb_wait(
+        questdb, "SELECT n FROM depth ORDER BY ts", lambda rows: len(rows) >= 6, timeout=20
+    )
+    assert got[0] == [None] and len(got) >= 6 and all(n == [0] or n[0] > 0 for n in got[1:])
+
+
+def test_a_server_below_the_minimum_stops_the_recorder_with_one_line(
+    sim: SimulatorThread, tmp_path: Path, questdb_pool: QuestDBPool
+) -> None:
+    old = questdb_pool.get(TOO_OLD)
+    conf = write_config(
+        tmp_path / "recorder.toml",
+        sim,
+        f'[subscribe]\ntrades = ["US:AAPL"]\n[sink]\nkind = "questdb"\nquestdb = "{old.conf}"\n'
+        f'[spool]\ndir = "{tmp_path / "spool"}"\n',
+    )
+    proc = start_recorder(conf)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    (line,) = [ln for ln in err.decode().splitlines() if ln.strip()]
+    need, feature = questdb_minimum()
+    assert line == (
+        f"qos-recorder: error: questdb at {old.url}/exec: version {TOO_OLD} is below "
+        f"{'.'.join(map(str, need))}, the oldest the recorder supports ({feature} need it)"
+    )
+    assert old.rows("SELECT table_name FROM tables() WHERE table_name = 'trades'") == []
+
+
+def test_a_ddl_the_server_refuses_is_one_fatal_line_quoting_its_error(
+    questdb_newest: QuestDB,
+) -> None:
+    questdb = questdb_newest
+    # a trades table made by hand without WAL: dedup keys cannot be enabled on it
+    questdb.sql("CREATE TABLE trades (ts TIMESTAMP, code SYMBOL) TIMESTAMP(ts) BYPASS WAL")
+    with pytest.raises(SinkIncompatible) as refused:
+        QuestDBSink(questdb.conf).open()
+    assert str(refused.value) == (
+        f"questdb at {questdb.url}/exec: QuestDB refused 'ALTER TABLE trades DEDUP ENABLE "
+        "UPSERT KEYS(ts, code, price, size, side, k);': deduplication is only supported for "
+        "WAL tables (position 12)"
+    )
+    # a column of another type: named, not retried
+    questdb.drop_all_tables()
+    questdb.sql("CREATE TABLE trades (ts TIMESTAMP, price VARCHAR) TIMESTAMP(ts) WAL")
+    with pytest.raises(
+        SinkIncompatible, match="column price is VARCHAR, the recorder writes DOUBLE"
+    ):
+        QuestDBSink(questdb.conf).open()

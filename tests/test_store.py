@@ -3,7 +3,6 @@ orders, gaps, counts and Arrow batches checked against the rows written."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from recorder.batching import Batch
 from recorder.exceptions import ConfigError
 from recorder.protocol import NS, Scale
 from recorder.schema import BY_NAME, Row
+from recorder.sim.questdb import QuestDB
 from recorder.sinks.sqlite import SQLiteSink
 from recorder.store import code_order, open_source, time_order
 from recorder.store.arrow import to_rows
@@ -231,11 +231,9 @@ def test_values_read_from_buffers_equal_to_pylist(
             assert values(part) == part.to_pylist()
 
 
-QDB = os.environ.get("QDB_HTTP_ADDR")
-
-
-@pytest.mark.skipif(not QDB, reason="set QDB_HTTP_ADDR=host:9000 to test against a real QuestDB")
-def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(tmp_path: Path) -> None:
+def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(
+    tmp_path: Path, questdb: QuestDB
+) -> None:
     import random
 
     from recorder.sinks.questdb import QuestDBSink
@@ -247,7 +245,7 @@ def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(tmp_path: Path) -
         for _ in range(2000)
     ]  # fmt: skip
     db = write(tmp_path / "t.sqlite", trade_rows(specs))
-    sink = QuestDBSink(f"http::addr={QDB};")
+    sink = QuestDBSink(questdb.conf)
     sink.open()
     for table in ("trades", "gaps", "instruments"):  # a clean slate for this test's rows
         sink.execute(bind("TRUNCATE TABLE {}", Name(table)))
@@ -263,7 +261,7 @@ def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(tmp_path: Path) -
     )
     sink.write(Batch(batch, seq=1))
     sink.close()
-    quest = open_source(f"http://{QDB}")
+    quest = open_source(questdb.url)
     # WAL tables apply the rows shortly after the acknowledgement
     assert wait_for(
         lambda: sum(quest.count("trades", c, 0, 2**62) for c in CODES) == len(specs), 30
