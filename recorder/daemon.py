@@ -22,7 +22,7 @@ from .backfill import Backfiller
 from .batching import Batch, Batcher
 from .config import Address, Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
-from .exceptions import ConfigError, DecodeError, InUseError, RecorderError
+from .exceptions import ConfigError, DecodeError, InUseError, RecorderError, SinkIncompatible
 from .gaps import CLOCK_SKEW, DroppedRows, Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar, is_open
@@ -555,6 +555,8 @@ class Recorder:
             starts += [g.start for g in reopened if g.stream == "trades"]
             since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
             self.counter.seed(self.sink.trade_counts(since))
+        except SinkIncompatible:  # waiting cannot help: stop with its one line
+            raise
         except RecorderError as exc:  # the sink is down: the spool takes over
             last = self._last_seen()
             log.warning("restore_from_state_file", error=str(exc), codes=len(last))

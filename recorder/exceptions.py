@@ -15,6 +15,7 @@ command line can print one line for it instead of a traceback::
     │   ├── SinkRejected     the database refused this batch for good (bad data or schema)
     │   ├── SinkReplaced     the SQLite file was deleted or replaced under the recorder
     │   └── WriterFailed     the writer thread kept crashing; the process must restart
+    ├── SinkIncompatible     the database cannot hold our tables (too old, DDL refused): stop
     ├── SpoolError           the on-disk spool is full or unreadable
     └── InUseError           another recorder holds the spool directory or the database file
 """
@@ -86,6 +87,12 @@ class SinkReplaced(SinkError):
 class WriterFailed(SinkError):
     """The writer thread crashed ``max_crashes`` times without a write in between; what it
     held was spooled, and the process exits non-zero so its supervisor restarts it."""
+
+
+class SinkIncompatible(RecorderError):
+    """The database cannot hold the recorder's tables: a version below the minimum, a DDL
+    statement it refuses, a column of another type. Retrying cannot help, so the recorder
+    stops with this one line (what it received so far stays in the spool)."""
 
 
 class SpoolError(RecorderError):

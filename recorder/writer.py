@@ -44,7 +44,14 @@ import orjson
 import structlog
 
 from .batching import Batch
-from .exceptions import SinkError, SinkRejected, SinkReplaced, SpoolError, WriterFailed
+from .exceptions import (
+    SinkError,
+    SinkIncompatible,
+    SinkRejected,
+    SinkReplaced,
+    SpoolError,
+    WriterFailed,
+)
 from .sinks import EXPIRE_ROWS, Sink
 from .spool import Spool
 
@@ -111,6 +118,8 @@ class Writer:
         #: set when the supervisor gave up; the daemon then stops with an error
         self.failed = threading.Event()
         self._in_hand: Batch | None = None  # taken off the queue, not written or spooled yet
+        #: why the writer stopped for good without crashing (a database it cannot use)
+        self.fatal: SinkIncompatible | None = None
         #: spooled batches to set aside at the next drain, and why
         self._poison: dict[int, str] = {}
         self._culprit: tuple[int, int] = (-1, 0)  # (seq, crashes) of the last crash's batch
@@ -184,6 +193,8 @@ class Writer:
         while not ended.done():
             await asyncio.wait([ended], timeout=period)
             self._watch()
+        if self.fatal is not None:
+            raise self.fatal
         if self.failed.is_set():
             raise WriterFailed(
                 f"the writer thread crashed {self.max_crashes} times in a row "
@@ -268,6 +279,15 @@ class Writer:
             written = self.stats.batches
             try:
                 self._loop()
+                return
+            except SinkIncompatible as exc:  # retrying cannot help: the recorder stops
+                log.critical("sink_incompatible", error=str(exc))
+                self.fatal = exc
+                batch, self._in_hand = self._in_hand, None
+                if batch is not None:
+                    self._spool(batch, "the database cannot hold the tables")
+                self._spool_queued("the database cannot hold the tables")
+                self.failed.set()
                 return
             except Exception as exc:  # anything: the thread must not die unnoticed
                 in_a_row = 1 if self.stats.batches > written else in_a_row + 1

@@ -10,28 +10,43 @@ The conf string picks the transport, and the meaning of an acknowledgement follo
   ACK of the flushed frame; with ``sf_dir`` the client keeps unacknowledged frames on disk
   itself, so a flush is durable at once and the recorder does not spool them again.
 
-Missing tables are created at start-up with explicit DDL over HTTP ``/exec`` (designated
-timestamp, day partitions, WAL, dedup keys), before the first row could auto-create them
-without dedup keys.
+At start-up, over HTTP ``/exec``: the server's version is read and one below the minimum
+the tables need stops the recorder (:func:`recorder.schema.questdb_minimum`); missing
+tables are created with explicit DDL (designated timestamp, day partitions, WAL, dedup
+keys) before the first row could auto-create them without dedup keys; tables an earlier
+version made gain the columns and keys added since (read from ``table_columns()``). A
+statement QuestDB refuses there is final: :class:`SinkIncompatible`, quoting QuestDB's own
+``error`` and ``position``, never an endless retry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from questdb import Sender, TimestampNanos
 
 from ..batching import Batch
-from ..exceptions import ConfigError, SinkError, SinkRejected
+from ..exceptions import ConfigError, SinkError, SinkIncompatible, SinkRejected
 from ..identity import Identity
-from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row
-from ..store.questdb import QuestDBHttp, default_http, parse_conf
+from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table, questdb_minimum
+from ..store.questdb import QueryRefused, QuestDBHttp, default_http, parse_conf
 from ..store.quote import At, Name, bind
 
 __all__ = ["QuestDBSink", "parse_conf"]
 
 ACK_TIMEOUT_MS = 30_000
+
+
+def server_version(build: str) -> tuple[int, int, int] | None:
+    """``(9, 3, 4)`` from ``build()``'s "Build Information: QuestDB 9.3.4, JDK ...";
+    None when it does not say (a build that names no version)."""
+    found = re.search(r"QuestDB (\d+)\.(\d+)\.(\d+)", build)
+    if found is None:
+        return None
+    major, minor, patch = (int(g) for g in found.groups())
+    return major, minor, patch
 
 
 class QuestDBSink:
@@ -52,6 +67,7 @@ class QuestDBSink:
         self.timeout = timeout
         self._sender: Any = None
         self._ready = False
+        self.version: tuple[int, int, int] | None = None
         self._plan = {t.name: self._columns(t.name) for t in TABLES}
 
     @staticmethod
@@ -71,10 +87,9 @@ class QuestDBSink:
 
     def open(self) -> None:
         if not self._ready:
+            self._check_version()
             for table in TABLES:
-                self.execute(table.questdb_ddl())
-                for statement in table.questdb_migrations():  # tables made by earlier versions
-                    self.execute(statement)
+                self._ensure(table)
             self._ready = True
         if self._sender is None:
             try:
@@ -83,6 +98,35 @@ class QuestDBSink:
             except Exception as exc:  # the client raises IngressError/QuestDBError subclasses
                 raise SinkError(f"questdb: cannot connect: {exc}") from None
             self._sender = sender
+
+    def _check_version(self) -> None:
+        rows = self.execute("SELECT build()").get("dataset") or [[""]]
+        self.version = server_version(str(rows[0][0]))
+        need, feature = questdb_minimum()
+        if self.version is not None and self.version < need:
+            raise SinkIncompatible(
+                f"questdb at {self.exec_url}: version {_dotted(self.version)} is below "
+                f"{_dotted(need)}, the oldest the recorder supports ({feature} need it)"
+            )
+
+    def _ensure(self, table: Table) -> None:
+        """Create the table, or bring one an earlier version made up to date."""
+        try:
+            self.execute(table.questdb_ddl())
+            found = {
+                name: (str(kind), bool(key))
+                for name, kind, key in self.execute(
+                    bind('SELECT "column", type, upsertKey FROM table_columns({})', table.name)
+                ).get("dataset", [])
+            }
+            if not found:  # a server that does not list columns: nothing to compare
+                return
+            if mismatch := table.questdb_mismatch(found):
+                raise SinkIncompatible(f"questdb at {self.exec_url}: {mismatch}")
+            for statement in table.questdb_migrations(found):
+                self.execute(statement)
+        except QueryRefused as exc:  # the same statement would be refused again, for ever
+            raise SinkIncompatible(f"questdb at {self.exec_url}: {exc}") from None
 
     def execute(self, sql: str) -> dict[str, Any]:
         """Run one statement over HTTP ``/exec``; SinkError when it fails."""
@@ -225,6 +269,10 @@ def _refused(exc: BaseException) -> bool:
     with HTTP 400 and the error code ``invalid``), rather than being unreachable."""
     code = getattr(getattr(exc, "code", None), "name", "")
     return code in _DATA_ERRORS or (code == "ServerFlushError" and "[code: invalid]" in str(exc))
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -28,6 +28,18 @@ from .quote import At, Name, Value, bind
 NS_PER_UNIT = 1000  # a QuestDB TIMESTAMP is in microseconds
 
 
+class QueryRefused(SinkError):
+    """QuestDB answered a statement with an error of its own (a JSON body with ``error``
+    and ``position``): the statement, not the connection, is at fault."""
+
+    def __init__(self, query: str, error: str, position: object) -> None:
+        head = " ".join(query.split())
+        head = head if len(head) <= 80 else head[:77] + "..."
+        super().__init__(f"QuestDB refused {head!r}: {error} (position {position})")
+        self.error = error
+        self.position = position
+
+
 def parse_conf(conf: str) -> tuple[str, dict[str, str]]:
     """Split ``schema::key=value;...`` (``;;`` is a literal semicolon)."""
     schema, sep, rest = conf.partition("::")
@@ -90,21 +102,29 @@ class QuestDBHttp:
                 self._request(endpoint, sql), timeout=timeout or self.timeout, context=context
             )
         except urllib.error.HTTPError as exc:
-            detail = " ".join(exc.read()[:300].decode(errors="replace").split())
+            raw = exc.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if exc.code == 400 and isinstance(body, dict) and "error" in body:
+                raise QueryRefused(sql, str(body["error"]), body.get("position")) from None
+            detail = " ".join(raw[:300].decode(errors="replace").split())
             raise SinkError(f"questdb /{endpoint}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise SinkError(f"questdb /{endpoint} at {self.base}: {exc}") from None
         return resp
 
     def execute(self, sql: str) -> dict[str, Any]:
-        """Run one statement over ``/exec``; SinkError when it fails."""
+        """Run one statement over ``/exec``; :class:`QueryRefused` when QuestDB says the
+        statement is wrong, SinkError when the server cannot be reached or fails."""
         try:
             with self._open("exec", sql) as resp:
                 body: dict[str, Any] = json.loads(resp.read())
         except (OSError, ValueError) as exc:
             raise SinkError(f"questdb /exec at {self.base}: {exc}") from None
         if "error" in body:
-            raise SinkError(f"questdb /exec: {body['error']}")
+            raise QueryRefused(sql, str(body["error"]), body.get("position"))
         return body
 
     def dataset(self, sql: str) -> list[list[Any]]:
