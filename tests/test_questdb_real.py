@@ -1,0 +1,222 @@
+"""The QuestDB paths against the real server (#18): every pinned version for the paths, the
+newest for the faults. Rows are written through the sink as the writer writes them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_config, qdb_wait, run_recorder
+from simulated import SimulatorThread
+from truth import check_trades
+
+from recorder.batching import Batch
+from recorder.daemon import Recorder
+from recorder.exceptions import SinkError
+from recorder.protocol import NS, Stream
+from recorder.schema import Row
+from recorder.sim.questdb import QuestDB
+from recorder.sinks.questdb import QuestDBSink
+
+SimFactory = Callable[..., SimulatorThread]
+DAY0 = 1_767_225_600 * NS  # 2026-01-01, a midnight
+CODES = ("US:AAPL", "HK:700")
+
+
+def _trades(seconds: range, source: str = "live") -> list[Row]:
+    """Two trades a second per code; the second one a tie of the first (k = 1)."""
+    out: list[Row] = []
+    for second in seconds:
+        for code in CODES:
+            ts = DAY0 + second * 3600 * NS  # an hour apart: three days in 72 of them
+            for k in (0, 1):
+                out.append((ts, code, code[:2], 10.25, 1.0, 1, k, source, ts + 5))
+    return out
+
+
+def _applied(server: QuestDB, table: str) -> bool:
+    """Every transaction the server took for ``table`` is applied (WAL)."""
+    got = server.rows(
+        f"SELECT writerTxn, sequencerTxn, suspended FROM wal_tables() WHERE name = '{table}'"
+    )
+    return bool(got) and got[0][0] == got[0][1] and not got[0][2]
+
+
+def _count(server: QuestDB, table: str) -> int:
+    return int(server.rows(f"SELECT count() FROM {table}")[0][0])
+
+
+def _settled(server: QuestDB, table: str, want: int, timeout: float = 30) -> int:
+    """The row count of ``table`` once it reaches ``want`` with every transaction applied
+    (or the count when ``timeout`` passes): a later extra row would have to be in a
+    transaction still pending, and none is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            count = _count(server, table)
+            if count >= want and _applied(server, table):
+                return _count(server, table)
+        except ValueError:  # not created yet
+            count = 0
+        if time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
+
+
+def _sink(server: QuestDB, transport: str) -> QuestDBSink:
+    if transport == "tcp":
+        return QuestDBSink(server.tcp_conf, http=server.url)
+    return QuestDBSink(server.conf)
+
+
+@pytest.mark.parametrize("transport", ["http", "tcp"])
+def test_resent_segments_and_an_overlapping_backfill_are_stored_once(
+    questdb: QuestDB, transport: str
+) -> None:
+    sink = _sink(questdb, transport)
+    live = _trades(range(0, 48))
+    backfill = _trades(range(40, 72), source="rest")  # 8 hours overlap the live rows
+    try:
+        sink.write(Batch({"trades": live}, seq=1))
+        sink.write(Batch({"trades": live}, seq=1))  # the spool segment sent again
+        sink.write(Batch({"trades": backfill}, seq=2))
+    finally:
+        sink.close()
+    want = len(_trades(range(0, 72)))
+    assert _settled(questdb, "trades", want) == want
+    # the overlap holds one row per identity, the later write's (the upsert keeps the last)
+    got = questdb.rows(
+        "SELECT source, count() FROM trades GROUP BY source ORDER BY source",
+    )
+    assert got == [["live", len(_trades(range(0, 40)))], ["rest", len(backfill)]]
+
+
+def _gap(status: str, end: int | None, backfilled: int) -> Row:
+    start = DAY0 + 100 * NS
+    return (start, end, "US:AAPL", "US", "trades", "disconnect", start, backfilled, 3.0,
+            "trades", status, None, 2.5, 1)  # fmt: skip
+
+
+def test_the_gaps_ledger_instruments_and_retention_on_the_real_server(
+    questdb: QuestDB,
+) -> None:
+    sink = QuestDBSink(questdb.conf)
+    try:
+        # one gap opened, closed, then backfilled: one row, its last state
+        sink.write(Batch({"gaps": [_gap("open", None, 0)]}, seq=1))
+        sink.write(Batch({"gaps": [_gap("closed", DAY0 + 200 * NS, 0)]}, seq=2))
+        sink.write(Batch({"gaps": [_gap("filled", DAY0 + 200 * NS, 3)]}, seq=3))
+        instruments = [
+            (DAY0, "US:AAPL", "US", "NASDAQ", "USD", None, "Apple", 1, 0, 0, 0.0, 0.0, 0.0,
+             None, None, None, DAY0),
+            (DAY0, "US:AAPL", "US", "NASDAQ", "USD", None, "Apple Inc", 1, 0, 0, 0.0, 0.0, 0.0,
+             None, None, None, DAY0 + 1),
+        ]  # fmt: skip
+        sink.write(Batch({"instruments": instruments, "trades": _trades(range(0, 72))}, seq=4))
+        assert _settled(questdb, "gaps", 1) == 1
+        got = questdb.rows("SELECT status, backfilled, cast(end_ts AS LONG) FROM gaps")
+        assert got == [["filled", 3, (DAY0 + 200 * NS) // 1000]]
+        assert sink.open_gaps() == []
+        assert _settled(questdb, "instruments", 1) == 1
+        assert questdb.rows("SELECT name_en FROM instruments") == [["Apple Inc"]]
+        # retention: the two oldest day partitions go, the third stays whole
+        assert _settled(questdb, "trades", 288) == 288
+        sink.expire("trades", DAY0 + 2 * 86400 * NS)
+        assert qdb_wait(questdb, "SELECT count() FROM trades", lambda r: r == [[96]]) == [[96]]
+        first = questdb.rows("SELECT cast(min(ts) AS LONG) FROM trades")[0][0]
+        assert first == (DAY0 + 48 * 3600 * NS) // 1000
+    finally:
+        sink.close()
+
+
+def test_ws_needs_a_server_with_qwp(questdb_newest: QuestDB) -> None:
+    """No pinned release has the QWP WebSocket endpoint yet: ``ws::`` is one clear line."""
+    sink = QuestDBSink(f"ws::addr={questdb_newest.http};")
+    with pytest.raises(SinkError, match=r"questdb: cannot connect: .*404"):
+        sink.open()
+
+
+# --- faults of the real server (newest pinned version) -----------------------------------
+
+
+def _record_through(
+    make_sim: SimFactory,
+    tmp_path: Path,
+    server: QuestDB,
+    fault: Callable[[], None],
+    after: float,
+) -> tuple[Recorder, list[dict[str, Any]], float]:
+    """Record trades into ``server``; ``after`` seconds in, ``fault`` runs in a thread.
+    Short client timeouts (2 s per request, 1 s of retries) so a fault outlasts them."""
+    sim = make_sim(trades_per_second=30, seed=8)
+    conf = f"http::addr={server.http};request_timeout=2000;retry_timeout=1000;"
+    config = make_config(sim, tmp_path, list(CODES), sink={"kind": "questdb", "questdb": conf})
+    fired: list[threading.Thread] = []
+    began = time.monotonic()
+
+    def during(recorder: Recorder, elapsed: float) -> None:
+        if elapsed >= after and not fired:
+            fired.append(threading.Thread(target=fault, daemon=True))
+            fired[0].start()
+
+    def until(recorder: Recorder) -> bool:
+        return (
+            bool(fired)
+            and not fired[0].is_alive()
+            and recorder.writer.stats.healthy
+            and recorder.spool.segments == 0
+            and recorder.stats.frames[Stream.TRADES] > 0
+        )
+
+    recorder = run_recorder(config, until=until, during=during, timeout=90)
+    took = time.monotonic() - began
+    sent = sim.call(lambda: list(sim.sim.sent_frames("T")))
+    return recorder, sent, took
+
+
+def _stored_trades(server: QuestDB, want: int) -> list[tuple[Any, ...]]:
+    _settled(server, "trades", want, timeout=60)
+    return [
+        tuple(r)
+        for r in server.rows(
+            "SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades"
+        )
+    ]
+
+
+def test_a_server_stalled_longer_than_the_client_timeouts_loses_nothing(
+    make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB
+) -> None:
+    server = questdb_newest
+
+    def stall() -> None:
+        server.pause()
+        time.sleep(6)  # the fault itself: three request timeouts of the client
+        server.resume()
+
+    recorder, sent, _ = _record_through(make_sim, tmp_path, server, stall, after=2)
+    assert recorder.writer.stats.failures > 0  # the stall was felt, and spooled
+    stored = _stored_trades(server, len(sent))
+    check_trades(stored, sent)
+    print(f"stalled 6 s: {len(stored)} of {len(sent)} trades, each once")
+
+
+def test_a_server_killed_and_restarted_loses_nothing(
+    make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB
+) -> None:
+    server = questdb_newest
+
+    def crash() -> None:
+        server.kill()  # kill -9
+        time.sleep(3)  # the fault itself: the server stays dead a while
+        server.start()
+
+    recorder, sent, _ = _record_through(make_sim, tmp_path, server, crash, after=2)
+    assert recorder.writer.stats.failures > 0
+    stored = _stored_trades(server, len(sent))
+    check_trades(stored, sent)
+    print(f"kill -9 and restart: {len(stored)} of {len(sent)} trades, each once")
