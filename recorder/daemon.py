@@ -438,6 +438,7 @@ class Recorder:
             writer_error=wstats.crash_error if wstats.crashes else None,
             writer_failed=self.writer.failed.is_set(),
             write_stuck_seconds=self.writer.stuck_for(),
+            suspended_tables=dict(getattr(self.sink, "suspended", {})),
             writer_recovering=wstats.recovering,
             lost_rows=wstats.lost_rows + spool.lost_rows,
             rejected_rows=wstats.rejected_rows,

@@ -158,6 +158,11 @@ class _Scraped(Collector):
             "How long the database write in flight has run, once past write_stuck_after (else 0)",
             value=st.write_stuck_seconds,
         )
+        yield GaugeMetricFamily(
+            "qos_sink_tables_suspended",
+            "Tables whose WAL QuestDB suspended (their rows are not applied; status names them)",
+            value=len(st.suspended_tables),
+        )
         yield CounterMetricFamily(
             "qos_sink_file_replaced",
             "Times the SQLite file was deleted or replaced under the recorder (reopened)",

@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,8 @@ class Status:
     sink_replaced: int = 0
     #: how long the database write in flight has run, once past sink.write_stuck_after
     write_stuck_seconds: float = 0.0
+    #: the tables whose WAL QuestDB suspended (table -> its error): rows not applied
+    suspended_tables: Mapping[str, str] = field(default_factory=dict)
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -118,6 +120,11 @@ class Status:
             reasons.append(f"database unavailable: {self.sink_error}")
         if self.write_stuck_seconds:
             reasons.append(f"database write stuck for {self.write_stuck_seconds:.0f} s")
+        for table, error in sorted(self.suspended_tables.items()):
+            reasons.append(
+                f"QuestDB suspended the WAL of table {table} ({error}): its rows are not "
+                f"applied until ALTER TABLE {table} RESUME WAL"
+            )
         if self.writer_failed:
             reasons.append(f"writer failed: {self.writer_error}")
         elif self.writer_recovering:
@@ -144,6 +151,7 @@ class Status:
             "spool_damaged_entries": self.spool_damaged_entries,
             "sink_file_replaced": self.sink_replaced,
             "write_stuck_seconds": round(self.write_stuck_seconds, 1),
+            "suspended_tables": dict(self.suspended_tables),
             "config_reloads": self.reloads,
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,

@@ -235,7 +235,7 @@ class QuestDBPool:
             _unavailable(self.broken[version])
         server = self.servers.get(version)
         if server is None or server.proc is None or server.proc.poll() is not None:
-            server = server or QuestDB(version, self.root / version)
+            server = server or QuestDB(version, self.root / version, dev_mode=True)
             try:
                 server.start()
             except QuestDBUnavailable as exc:

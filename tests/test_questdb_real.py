@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from conftest import make_config, qdb_wait, run_recorder
+from prometheus_client import generate_latest
 from simulated import SimulatorThread
 from truth import check_trades
 
@@ -205,18 +207,63 @@ def test_a_server_stalled_longer_than_the_client_timeouts_loses_nothing(
     print(f"stalled 6 s: {len(stored)} of {len(sent)} trades, each once")
 
 
-def test_a_server_killed_and_restarted_loses_nothing(
-    make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB
+@pytest.mark.parametrize("how", ["kill -9", "clean stop"])
+def test_a_server_stopped_and_restarted_loses_nothing(
+    make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB, how: str
 ) -> None:
     server = questdb_newest
 
     def crash() -> None:
-        server.kill()  # kill -9
-        time.sleep(3)  # the fault itself: the server stays dead a while
+        if how == "kill -9":
+            server.kill()
+        else:
+            server.stop()
+        time.sleep(3)  # the fault itself: the server stays down a while
         server.start()
 
     recorder, sent, _ = _record_through(make_sim, tmp_path, server, crash, after=2)
     assert recorder.writer.stats.failures > 0
     stored = _stored_trades(server, len(sent))
     check_trades(stored, sent)
-    print(f"kill -9 and restart: {len(stored)} of {len(sent)} trades, each once")
+    print(f"{how} and restart: {len(stored)} of {len(sent)} trades, each once")
+
+
+def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
+    make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB
+) -> None:
+    server = questdb_newest
+    sim = make_sim(trades_per_second=20, seed=9)
+    config = make_config(
+        sim, tmp_path, list(CODES), sink={"kind": "questdb", "questdb": server.conf}
+    )
+    seen: dict[str, Any] = {}
+
+    def suspend_then_resume(recorder: Recorder, elapsed: float) -> None:
+        if "suspended" not in seen and recorder.writer.stats.rows.get("depth", 0) > 5:
+            server.sql("ALTER TABLE depth SUSPEND WAL WITH 24, 'disk full'")
+            seen["suspended"] = elapsed
+        status = recorder.status()
+        if status.suspended_tables and "health" not in seen:
+            seen["health"] = status.health(config.metrics)
+            seen["metrics"] = generate_latest(recorder.metrics.registry).decode()
+            server.sql("ALTER TABLE depth RESUME WAL")
+        if "health" in seen and not status.suspended_tables:
+            seen["after"] = status.health(config.metrics)
+
+    with structlog.testing.capture_logs() as logs:
+        recorder = run_recorder(
+            config, during=suspend_then_resume, until=lambda r: "after" in seen, timeout=60
+        )
+    ok, summary = seen["health"]
+    (reason,) = [r for r in summary["reasons"] if "suspended" in r]
+    assert not ok and reason == (
+        "QuestDB suspended the WAL of table depth (TOO MANY OPEN FILES: disk full): its rows "
+        "are not applied until ALTER TABLE depth RESUME WAL"
+    )
+    assert summary["suspended_tables"] == {"depth": "TOO MANY OPEN FILES: disk full"}
+    assert "qos_sink_tables_suspended 1.0" in seen["metrics"]
+    assert [e["table"] for e in logs if e["event"] == "questdb_wal_suspended"] == ["depth"]
+    assert not any("suspended" in r for r in seen["after"][1]["reasons"])
+    # the rows sent while it was suspended were kept in its WAL and applied on resume
+    written = recorder.writer.stats.rows["depth"]
+    assert _settled(server, "depth", written) == written

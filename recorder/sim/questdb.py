@@ -168,6 +168,8 @@ class QuestDB:
     http_port: int = 0
     ilp_port: int = 0
     heap: str = HEAP
+    #: QuestDB's dev mode, for the tests only: it allows ``ALTER TABLE t SUSPEND WAL``
+    dev_mode: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     build: str = ""
 
@@ -217,6 +219,7 @@ class QuestDB:
             "QDB_HTTP_MIN_NET_BIND_TO": f"127.0.0.1:{free_port()}",
             "QDB_LINE_UDP_ENABLED": "false",
             "QDB_TELEMETRY_ENABLED": "false",
+            "QDB_DEV_MODE_ENABLED": "true" if self.dev_mode else "false",
             "QDB_HTTP_QUERY_CACHE_ENABLED": "false",
         }
         command = [

@@ -22,9 +22,11 @@ statement QuestDB refuses there is final: :class:`SinkIncompatible`, quoting Que
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
 from questdb import Sender, TimestampNanos
 
 from ..batching import Batch
@@ -36,7 +38,10 @@ from ..store.quote import At, Name, bind
 
 __all__ = ["QuestDBSink", "parse_conf"]
 
+log = structlog.get_logger()
+
 ACK_TIMEOUT_MS = 30_000
+WAL_CHECK_EVERY = 5.0  # seconds between two readings of wal_tables() after writes
 
 
 def server_version(build: str) -> tuple[int, int, int] | None:
@@ -68,6 +73,11 @@ class QuestDBSink:
         self._sender: Any = None
         self._ready = False
         self.version: tuple[int, int, int] | None = None
+        #: the recorder's tables whose WAL QuestDB suspended: table -> its errorTag and
+        #: errorMessage. Rows sent to them are acknowledged but not applied until an
+        #: operator resumes the WAL, so the status reports them while it lasts.
+        self.suspended: dict[str, str] = {}
+        self._wal_checked = 0.0
         self._plan = {t.name: self._columns(t.name) for t in TABLES}
 
     @staticmethod
@@ -156,6 +166,7 @@ class QuestDBSink:
                     raise SinkError("questdb: no ACK for the flushed frame in time")
             else:
                 sender.flush()
+            self._check_wal()
         except SinkError:
             self._reset()
             raise
@@ -164,6 +175,37 @@ class QuestDBSink:
             if _refused(exc):
                 raise SinkRejected(f"questdb: batch refused: {_one_line(exc)}") from None
             raise SinkError(f"questdb: flush failed: {_one_line(exc)}") from None
+
+    def _check_wal(self, force: bool = False) -> None:
+        """Read ``wal_tables()`` (at most every :data:`WAL_CHECK_EVERY` seconds) for the
+        recorder's tables QuestDB suspended; a change is logged once."""
+        now = time.monotonic()
+        if not force and now - self._wal_checked < WAL_CHECK_EVERY:
+            return
+        self._wal_checked = now
+        try:
+            rows = self.http.dataset(
+                "SELECT name, suspended, errorTag, errorMessage FROM wal_tables()"
+            )
+        except SinkError as exc:  # the rows are acknowledged; the next check will tell
+            log.warning("wal_tables_unread", error=str(exc))
+            return
+        names = {t.name for t in TABLES}
+        found = {
+            str(name): f"{tag}: {message}".strip(": ") or "suspended"
+            for name, suspended, tag, message in rows
+            if suspended and name in names
+        }
+        for table in found.keys() - self.suspended.keys():
+            log.error(
+                "questdb_wal_suspended",
+                table=table,
+                error=found[table],
+                fix=f"ALTER TABLE {table} RESUME WAL once the cause is fixed",
+            )
+        for table in self.suspended.keys() - found.keys():
+            log.info("questdb_wal_resumed", table=table)
+        self.suspended = found
 
     def _reset(self) -> None:
         # A failed flush may leave rows in the client's buffer or a broken connection; start
