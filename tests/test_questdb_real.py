@@ -3,6 +3,7 @@ newest for the faults. Rows are written through the sink as the writer writes th
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -267,3 +268,40 @@ def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
     # the rows sent while it was suspended were kept in its WAL and applied on resume
     written = recorder.writer.stats.rows["depth"]
     assert _settled(server, "depth", written) == written
+
+
+def _questdb_cookbook() -> list[str]:
+    """The README's ```sql blocks after its DDL: the QuestDB query cookbook."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return [b for b in re.findall(r"```sql\n(.*?)```", text, flags=re.S) if "SELECT" in b[:10]]
+
+
+def test_every_questdb_query_of_the_readme_returns_rows_of_a_recorded_day(
+    make_sim: SimFactory, tmp_path: Path, questdb: QuestDB
+) -> None:
+    sim = make_sim(trades_per_second=10, seed=4, market_hours=False)
+    codes = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
+    config = make_config(
+        sim,
+        tmp_path,
+        codes,
+        sink={"kind": "questdb", "questdb": questdb.conf},
+        subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1]},
+    )
+    tables = ("trades", "depth", "klines", "instruments", "snapshots")
+
+    def recorded(r: Recorder) -> bool:
+        return all(r.writer.stats.rows.get(t, 0) > 0 for t in tables)
+
+    run_recorder(config, until=recorded, timeout=40)
+    # a second run: the time it was away is a gap, written once found
+    run_recorder(config, until=lambda r: r.writer.stats.rows.get("gaps", 0) > 0, timeout=40)
+    for table in (*tables, "gaps"):
+        assert _settled(questdb, table, 1) > 0, table
+    day = questdb.rows("SELECT to_str(min(ts), 'yyyy-MM-dd') FROM trades")[0][0]
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    blocks = _questdb_cookbook()
+    assert len(blocks) >= 9
+    for block in blocks:
+        sql = block.replace("2026-11-26T14:30:00.000000Z", now).replace("2026-11-26", day)
+        assert questdb.rows(sql.strip().rstrip(";")), sql
