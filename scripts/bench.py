@@ -237,7 +237,8 @@ def part_recorder(args: argparse.Namespace) -> None:
     if args.sink == "sqlite":
         sink["sqlite_path"] = str(tmp / "bench.sqlite")
     if args.sink == "questdb":
-        sink["questdb"] = f"http::addr=127.0.0.1:{args.ilp_port};"
+        # a real server's conf string (--questdb), else the stand-in receiver on --ilp-port
+        sink["questdb"] = args.questdb or f"http::addr=127.0.0.1:{args.ilp_port};"
         sink["kind"] = "questdb"
     acks: list[int] = []  # acknowledgement time of each trade row, in the order acknowledged
 
@@ -694,6 +695,7 @@ class Bench:
                 self.part("raw", "--url", url)
                 for sink in ("null", "sqlite", "questdb"):
                     self.part("recorder", "--url", url, "--sink", sink, label=f"recorder_{sink}")
+                self.real_questdb(url)
                 self.part("naive", "--url", url)
                 if opts.soak:
                     self.part("soak", "--url", url, "--seconds", str(opts.soak))
@@ -724,6 +726,80 @@ class Bench:
         finally:
             _stop(ilp)
         print(self.table())
+
+    def real_questdb(self, url: str) -> None:
+        """The recorder into a real QuestDB (the newest pinned release) over ILP/HTTP; ws::
+        where the server has QWP (9.3.4 answers its upgrade with 404: no row then)."""
+        qdb, why_not = _questdb_server(self.tmp / "questdb-real")
+        if qdb is None:
+            self.results["questdb_real"] = {"why_not": why_not}
+            return
+        try:
+            self.results["questdb_real"] = {"version": qdb.version}
+            self.part(
+                "recorder",
+                "--url",
+                url,
+                "--sink",
+                "questdb",
+                "--questdb",
+                qdb.conf,
+                label="recorder_questdb_real",
+            )
+            stored = qdb.rows("SELECT count() FROM trades")[0][0]
+            self.results["questdb_real"]["trades_stored"] = stored
+        finally:
+            qdb.stop()
+
+    def run_questdb(self) -> None:
+        ilp = subprocess.Popen(
+            [sys.executable, __file__, "part", "ilp", "--ilp-port", str(self.ilp_port)],
+            stdout=subprocess.PIPE,
+            env=self.env,
+        )
+        assert ilp.stdout is not None
+        ilp.stdout.readline()
+        try:
+            sim, url = self.simulator("--blast-rate", "0")
+            try:
+                self.part("raw", "--url", url)
+                self.part("recorder", "--url", url, "--sink", "questdb", label="recorder_questdb")
+                self.real_questdb(url)
+            finally:
+                _stop(sim)
+        finally:
+            _stop(ilp)
+        print("\n".join(self.questdb_rows()))
+
+    def questdb_rows(self) -> list[str]:
+        """The real-QuestDB rows of the table, beside the raw limit and the stand-in."""
+        r = self.results
+        raw = r["raw"]["rate"]
+        real = r.get("questdb_real", {})
+        lines = [
+            "| path | msgs/s | CPU s per 1M msgs | peak RSS MB | / raw limit |",
+            "|---|---:|---:|---:|---:|",
+            f"| raw websockets receive (limit) | {raw:,.0f} | {r['raw']['cpu_per_million']:.1f} "
+            f"| {r['raw']['peak_rss_mb']:.0f} | 1.00 |",
+        ]
+        for label, name in (
+            ("recorder_questdb", "recorder → ILP/HTTP stand-in receiver"),
+            ("recorder_questdb_real", f"recorder → real QuestDB {real.get('version')}, ILP/HTTP"),
+        ):
+            if label in r:
+                f = r[label]
+                lines.append(
+                    f"| {name} | {f['rate']:,.0f} | {f['cpu_per_million']:.1f} "
+                    f"| {f['peak_rss_mb']:.0f} | {f['rate'] / raw:.2f} |"
+                )
+        if "why_not" in real:
+            lines.append(f"- no real QuestDB here: {real['why_not']}")
+        else:
+            lines.append(
+                f"- rows acknowledged by QuestDB {real.get('version')} and stored: "
+                f"{real.get('trades_stored')} trades; ws:: (QWP) is not in this release"
+            )
+        return lines
 
     def archive_table(self) -> list[str]:
         return _archive_table(self.results["archive"])
@@ -923,6 +999,7 @@ def main() -> None:
         ("--port", int, 0),
         ("--blast-rate", float, 0.0),
         ("--blast-log", str, ""),
+        ("--questdb", str, ""),
     ):
         part.add_argument(flag, type=kind, default=default)
     parser.add_argument("--quick", action="store_true", help="short runs, under 30 s in all")
@@ -932,6 +1009,11 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
     parser.add_argument(
         "--archive-only", action="store_true", help="only the archive part (--archive-rows)"
+    )
+    parser.add_argument(
+        "--questdb-only",
+        action="store_true",
+        help="only the raw receive rate and the recorder into the stand-in and a real QuestDB",
     )
     opts = parser.parse_args()
     if opts.mode == "part":
@@ -945,6 +1027,9 @@ def main() -> None:
     if opts.quick:
         opts.seconds, opts.warmup, opts.soak, opts.drain_batches = 0.6, 0.3, 0.0, 5
         opts.archive_rows = min(opts.archive_rows, 100_000)
+    if opts.questdb_only:
+        Bench(opts).run_questdb()
+        return
     Bench(opts).run()
 
 
