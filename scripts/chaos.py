@@ -11,6 +11,11 @@ The report counts, over the trades the market produced while the recorder was re
 expected, stored, recovered by backfill, lost; lost trades outside every unfilled gap row
 of their code (must be 0); stored trades the market never produced, or more often than it
 did (must be 0); and the gaps' estimated lost volume against the real one.
+
+``--questdb`` records into a real QuestDB (the newest pinned release, started here by
+``recorder.sim.questdb``) instead of SQLite: the database faults become the server stopped
+with SIGSTOP or killed with ``kill -9`` and restarted, and the reconciliation reads the
+server's tables (copied into a SQLite file once every WAL transaction is applied).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 from recorder.protocol import NS
 from recorder.sim import Faults, SimConfig, Simulator
+from recorder.sim.questdb import NEWEST, QuestDB
 
 KEY = "chaos-key"
 CODES = ("US:AAPL", "HK:700", "SH:600519", "CF:BTCUSDT")
@@ -51,6 +57,7 @@ class Run:
     proc: asyncio.subprocess.Process | None = None
     faults: list[str] = field(default_factory=list)
     starts: int = 0
+    qdb: QuestDB | None = None
 
     @property
     def db(self) -> Path:
@@ -82,6 +89,9 @@ class Run:
 
 def _config(run: Run, port: int) -> None:
     codes = ", ".join(f'"{c}"' for c in CODES)
+    sink = '[sink]\nkind = "sqlite"\nsqlite_path = "ticks.sqlite"'
+    if run.qdb is not None:
+        sink = f'[sink]\nkind = "questdb"\nquestdb = "{run.qdb.conf}"'
     (run.dir / "recorder.toml").write_text(
         f"""[upstream]
 ws_url = "ws://127.0.0.1:{port}/ws"
@@ -94,9 +104,7 @@ heartbeat_timeout = 5.0
 trades = [{codes}]
 depth = [{codes}]
 snapshots = [{codes}]
-[sink]
-kind = "sqlite"
-sqlite_path = "ticks.sqlite"
+{sink}
 retry_interval = 1.0
 [spool]
 dir = "spool"
@@ -182,6 +190,8 @@ async def http_errors(run: Run) -> str:
 
 async def database_down(run: Run) -> str:
     seconds = run.rng.uniform(10, 40)
+    if run.qdb is not None:
+        return await _questdb_down(run.qdb, seconds, run.rng.random() < 0.5)
     release = threading.Event()
 
     def hold() -> None:
@@ -197,6 +207,18 @@ async def database_down(run: Run) -> str:
     release.set()
     await asyncio.to_thread(holder.join)
     return f"database locked {seconds:.0f} s"
+
+
+async def _questdb_down(qdb: QuestDB, seconds: float, kill: bool) -> str:
+    if kill:
+        qdb.kill()
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(qdb.start)
+        return f"QuestDB killed (kill -9), restarted after {seconds:.0f} s"
+    qdb.pause()
+    await asyncio.sleep(seconds)
+    qdb.resume()
+    return f"QuestDB stalled (SIGSTOP) {seconds:.0f} s"
 
 
 async def sigterm_restart(run: Run) -> str:
@@ -354,6 +376,36 @@ def report(run: Run, result: dict[str, Any], minutes: float) -> str:
 # --- the run -----------------------------------------------------------------------------
 
 
+def copy_questdb(qdb: QuestDB, db: Path) -> Path:
+    """The server's trades and gaps, once every WAL transaction is applied, in a SQLite
+    file with the columns :func:`reconcile` reads (times in ns)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = qdb.rows("SELECT name, writerTxn, sequencerTxn, suspended FROM wal_tables()")
+        if all(w == s and not sus for name, w, s, sus in state if name in ("trades", "gaps")):
+            break
+        time.sleep(0.5)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE trades (code, ts, price, size, side, source)")
+    con.execute("CREATE TABLE gaps (code, ts, end_ts, cause, status, lost_volume, stream)")
+    con.executemany(
+        "INSERT INTO trades VALUES (?, ?, ?, ?, ?, ?)",
+        qdb.rows(
+            "SELECT code, cast(ts AS LONG) * 1000, price, size, side, source FROM trades",
+        ),
+    )
+    con.executemany(
+        "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+        qdb.rows(
+            "SELECT code, cast(ts AS LONG) * 1000, cast(end_ts AS LONG) * 1000, cause, status,"
+            " lost_volume, stream FROM gaps"
+        ),
+    )
+    con.commit()
+    con.close()
+    return db
+
+
 async def chaos(opts: argparse.Namespace, directory: Path) -> int:
     rng = random.Random(opts.seed)
     sim = Simulator(
@@ -367,6 +419,18 @@ async def chaos(opts: argparse.Namespace, directory: Path) -> int:
         )
     )
     run = Run(opts, sim, directory, rng)
+    if opts.questdb:
+        run.qdb = QuestDB(NEWEST, directory / "questdb").start()
+        print(f"  {run.qdb.describe()}", file=sys.stderr, flush=True)
+    try:
+        return await _chaos(run, opts, directory)
+    finally:
+        if run.qdb is not None:
+            run.qdb.stop()
+
+
+async def _chaos(run: Run, opts: argparse.Namespace, directory: Path) -> int:
+    rng, sim = run.rng, run.sim
     async with sim.serving() as port:
         _config(run, port)
         await run.start()
@@ -383,7 +447,8 @@ async def chaos(opts: argparse.Namespace, directory: Path) -> int:
         if code != 0:
             print(f"chaos: the recorder's final stop exited {code}", file=sys.stderr)
         truth = list(sim.truth)
-    result = reconcile(run.db, truth)
+    db = run.db if run.qdb is None else copy_questdb(run.qdb, directory / "from-questdb.sqlite")
+    result = reconcile(db, truth)
     (directory / "report.json").write_text(json.dumps(result, indent=1))
     print(report(run, result, opts.minutes))
     print(f"files: {directory}", file=sys.stderr)
@@ -398,6 +463,9 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=20.0, help="most seconds between faults")
     parser.add_argument("--settle", type=float, default=25.0, help="seconds before the stop")
     parser.add_argument("--dir", help="keep the run's files here (default: a temp folder)")
+    parser.add_argument(
+        "--questdb", action="store_true", help="record into a real QuestDB instead of SQLite"
+    )
     opts = parser.parse_args()
     directory = Path(opts.dir or tempfile.mkdtemp(prefix="qos-chaos-"))
     directory.mkdir(parents=True, exist_ok=True)

@@ -204,11 +204,25 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_STARTED_LOG] = name  # inherited by the xdist workers started after this
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # marked as each item is collected, before xdist's loadgroup reads the marks
+    if {"questdb", "questdb_newest", "questdb_pool"} & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group("questdb"))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """xdist's loadgroup sends the tests of one group to one worker by the ``@group``
+    suffix of their ids; xdist 3.8 writes it into ``_nodeid``, which pytest 9 no longer
+    reads (the id is ``_id``), so the suffix is set here where it is missing."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
     for item in items:
-        if {"questdb", "questdb_newest", "questdb_pool"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("questdb"))
+        group = item.get_closest_marker("xdist_group")
+        if group is not None and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{group.args[0]}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
