@@ -833,6 +833,18 @@ class Bench:
                     f"{f['rate'] / raw:.2f}",
                 )
             )
+        if "recorder_questdb_real" in r:
+            f = r["recorder_questdb_real"]
+            version = r["questdb_real"]["version"]
+            rows.append(
+                (
+                    f"recorder → real QuestDB {version}, ILP/HTTP",
+                    f["rate"],
+                    f["cpu_per_million"],
+                    f["peak_rss_mb"],
+                    f"{f['rate'] / raw:.2f}",
+                )
+            )
         naive = r["naive"]
         rows.append(
             (
