@@ -4,6 +4,8 @@ newest for the faults. Rows are written through the sink as the writer writes th
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -305,3 +307,18 @@ def test_every_questdb_query_of_the_readme_returns_rows_of_a_recorded_day(
     for block in blocks:
         sql = block.replace("2026-11-26T14:30:00.000000Z", now).replace("2026-11-26", day)
         assert questdb.rows(sql.strip().rstrip(";")), sql
+    # the gaps and coverage commands read the same server
+    cli = [sys.executable, "-m", "recorder"]
+    gaps = subprocess.run([*cli, "gaps", "--source", questdb.url], capture_output=True, text=True)
+    assert gaps.returncode == 0, gaps.stderr
+    stored_gaps = questdb.rows("SELECT code, stream FROM gaps")
+    assert all(code in gaps.stdout for code, _ in stored_gaps), gaps.stdout
+    html = tmp_path / "coverage.html"
+    cov = subprocess.run(
+        [*cli, "coverage", "--source", questdb.url, "--day", day, "--out", str(html)],
+        capture_output=True,
+        text=True,
+    )
+    assert cov.returncode == 0, cov.stderr
+    page = html.read_text()
+    assert all(code in page for code in codes)
