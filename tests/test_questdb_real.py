@@ -322,3 +322,22 @@ def test_every_questdb_query_of_the_readme_returns_rows_of_a_recorded_day(
     assert cov.returncode == 0, cov.stderr
     page = html.read_text()
     assert all(code in page for code in codes)
+
+
+def test_a_batch_the_server_refuses_for_good_is_rejected_not_retried(
+    questdb: QuestDB,
+) -> None:
+    from recorder.exceptions import SinkRejected
+
+    sink = QuestDBSink(questdb.conf)
+    good = _trades(range(0, 2))
+    bad = [(*good[0][:3], "not a price", *good[0][4:])]  # a string into the DOUBLE column
+    try:
+        with pytest.raises(
+            SinkRejected, match=r"questdb: batch refused: .*column: price; cast error"
+        ):
+            sink.write(Batch({"trades": bad}, seq=1))
+        sink.write(Batch({"trades": good}, seq=2))  # the next batch goes in as before
+    finally:
+        sink.close()
+    assert _settled(questdb, "trades", len(good)) == len(good)

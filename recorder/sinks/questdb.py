@@ -310,7 +310,11 @@ def _refused(exc: BaseException) -> bool:
     """Whether the server or the client refused the data itself (QuestDB answers bad rows
     with HTTP 400 and the error code ``invalid``), rather than being unreachable."""
     code = getattr(getattr(exc, "code", None), "name", "")
-    return code in _DATA_ERRORS or (code == "ServerFlushError" and "[code: invalid]" in str(exc))
+    if code in _DATA_ERRORS:
+        return True
+    # the client's summary (``[code: invalid]``) or, from a real server, its JSON body
+    text = str(exc).replace(" ", "")
+    return code == "ServerFlushError" and ("[code:invalid]" in text or '"code":"invalid"' in text)
 
 
 def _dotted(version: tuple[int, ...]) -> str:
