@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..batching import Batch
-from ..exceptions import SinkError, SinkRejected, SinkReplaced
+from ..exceptions import InUseError, SinkError, SinkIncompatible, SinkRejected, SinkReplaced
 from ..identity import Identity
 from ..lockfile import LockFile
 from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
@@ -75,17 +75,25 @@ class SQLiteSink:
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         # one recorder per file: a sidecar, since SQLite's own locks are per transaction
         self._held = LockFile(self.path.with_name(self.path.name + ".lock"), f"SQLite file {path}")
+        self._claimed = False  # claim() was called: open() takes the lock if claim could not
 
     def claim(self) -> None:
         """Hold the file for this recorder (``<file>.lock``, released by :meth:`close` or
         the process's end); InUseError naming the other recorder's pid. The archive job's
-        retention opens the same file without claiming it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._held.acquire()
+        retention opens the same file without claiming it. A directory that cannot be made
+        yet is the database being down: :meth:`open` claims it once it can."""
+        self._claimed = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._held.acquire()
+        except OSError:
+            pass  # open() raises SinkError for it, and the recorder spools meanwhile
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._claimed:
+                self._held.acquire()  # a no-op when claim() took it
             db = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -100,6 +108,8 @@ class SQLiteSink:
             file = self._identity()
         except (sqlite3.Error, OSError) as exc:
             raise SinkError(f"sqlite {self.path}: cannot open: {exc}") from None
+        except InUseError as exc:  # taken while the directory was unusable: waiting cannot help
+            raise SinkIncompatible(str(exc)) from None
         self._db, self._file = db, file
 
     def _identity(self) -> tuple[int, int] | None:
