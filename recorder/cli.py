@@ -479,7 +479,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import Query, check, frames, read_scales, replay
+    from .replay import Query, check, frames, replay
     from .report import parse_time
 
     query = Query(
@@ -507,9 +507,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.serve is not None:
         return _serve_replay(args, query)
     out = sys.stdout.buffer
-    scales = read_scales(args.source)
-    out.write(next(frames([first], scales)))
-    for line in frames(records, scales):
+    out.write(next(frames([first])))
+    for line in frames(records):
         out.write(line)
     out.flush()
     return 0

@@ -1,8 +1,10 @@
 """The QOS wire protocol: frame bytes in, typed records out, and commands back out.
 
 Pure and I/O free. Push frames carry ``tp`` (T, D, S, K); command replies carry ``type``.
-Prices, sizes and amounts arrive as decimal strings and become floats; ``ts`` arrives in
-seconds and becomes integer nanoseconds. Every record also carries ``recv_ts``, the local
+Prices, sizes and amounts arrive as decimal strings and become floats, and every record
+also keeps the strings themselves (``text``), so what was received can be given back digit
+for digit (``"212.30"`` stays ``"212.30"``); ``ts`` arrives in seconds and becomes integer
+nanoseconds. Every record also carries ``recv_ts``, the local
 receive time in nanoseconds, given by the caller.
 
 Anything malformed raises :class:`~recorder.exceptions.DecodeError` with the raw frame, so
@@ -91,7 +93,8 @@ MAX_TRADE_COUNT: Final = 50
 
 @dataclass(slots=True)
 class Trade:
-    """One trade. ``k`` counts earlier identical trades of the same code and second."""
+    """One trade. ``k`` counts earlier identical trades of the same code and second.
+    ``text`` holds the wire strings of price and size (empty when not decoded)."""
 
     stream: ClassVar[Stream] = Stream.TRADES
     code: str
@@ -102,15 +105,19 @@ class Trade:
     recv_ts: int
     k: int = 0
     source: str = "live"
+    text: tuple[str, ...] = ()
 
 
 Level: TypeAlias = tuple[float, float]
+#: A level's wire strings, ``(price, size)``.
+LevelText: TypeAlias = tuple[str, str]
 
 
 @dataclass(slots=True)
 class Depth:
     """The whole visible book of one code: bids and asks best first, ``(price, size)``.
-    ``n`` counts earlier identical books of the same code and second."""
+    ``n`` counts earlier identical books of the same code and second; ``bid_text`` and
+    ``ask_text`` hold the levels' wire strings (empty when not decoded)."""
 
     stream: ClassVar[Stream] = Stream.DEPTH
     code: str
@@ -120,11 +127,14 @@ class Depth:
     recv_ts: int
     source: str = "live"
     n: int = 0
+    bid_text: tuple[LevelText, ...] = ()
+    ask_text: tuple[LevelText, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
 class SessionQuote:
-    """A US extended-session quote inside a snapshot (``pq``, ``aq`` or ``nq``)."""
+    """A US extended-session quote inside a snapshot (``pq``, ``aq`` or ``nq``); ``text``
+    holds the wire strings of its decimals in field order."""
 
     last: float
     prev_close: float
@@ -133,12 +143,14 @@ class SessionQuote:
     ts: int
     volume: float
     turnover: float
+    text: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class Snapshot:
     """A snapshot; ``volume`` and ``turnover`` are cumulative for the trading day. ``n``
-    counts earlier snapshots of the same code and second with the same volume and last."""
+    counts earlier snapshots of the same code and second with the same volume and last.
+    ``text`` holds the wire strings of last to turnover in field order."""
 
     stream: ClassVar[Stream] = Stream.SNAPSHOTS
     code: str
@@ -156,11 +168,13 @@ class Snapshot:
     extended: dict[str, SessionQuote] = field(default_factory=dict)
     source: str = "live"
     n: int = 0
+    text: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class Kline:
-    """One K-line bar; ``ts`` is the bar's open time. A later push of a bar replaces it."""
+    """One K-line bar; ``ts`` is the bar's open time. A later push of a bar replaces it in
+    ``klines``. ``text`` holds the wire strings of open to volume in field order."""
 
     stream: ClassVar[Stream] = Stream.KLINES
     code: str
@@ -173,6 +187,7 @@ class Kline:
     volume: float
     recv_ts: int
     source: str = "live"
+    text: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -192,6 +207,11 @@ class Reply:
 
 Record: TypeAlias = Trade | Depth | Snapshot | Kline
 EXTENDED_SESSIONS: Final = ("pq", "aq", "nq")
+#: The wire keys of each record's decimals, in the order of its fields and its ``text``.
+TRADE_FIELDS: Final = ("p", "v")
+SNAPSHOT_FIELDS: Final = ("lp", "yp", "o", "h", "l", "v", "t")
+QUOTE_FIELDS: Final = ("lp", "yp", "h", "l", "v", "t")
+KLINE_FIELDS: Final = ("o", "cl", "h", "l", "v")
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -256,6 +276,12 @@ def _plain_float(text: str) -> float | None:
     return number
 
 
+def _text(obj: dict[str, Any], *keys: str) -> tuple[str, ...]:
+    """The wire strings of decimal fields :func:`_dec` accepted (a tolerated JSON number
+    becomes its shortest decimal form)."""
+    return tuple(v if type(v := obj[key]) is str else fmt(float(v)) for key in keys)
+
+
 def _int(obj: dict[str, Any], key: str) -> int:
     try:
         value = obj[key]
@@ -280,16 +306,19 @@ def _code(obj: dict[str, Any]) -> str:
     return code
 
 
-def _levels(obj: dict[str, Any], key: str) -> tuple[Level, ...]:
+def _levels(obj: dict[str, Any], key: str) -> tuple[tuple[Level, ...], tuple[LevelText, ...]]:
     side = obj.get(key, [])
     if type(side) is not list:
         raise _Bad(f"field {key!r} is not a list of levels")
     levels = []
+    texts = []
     for level in side:
         if type(level) is not dict:
             raise _Bad(f"field {key!r} holds a level that is not an object")
         levels.append((_dec(level, "p"), _size(level, "v")))
-    return tuple(levels)
+        price, size = _text(level, "p", "v")
+        texts.append((price, size))
+    return tuple(levels), tuple(texts)
 
 
 def trade_from(obj: dict[str, Any], recv_ts: int) -> Trade:
@@ -297,12 +326,14 @@ def trade_from(obj: dict[str, Any], recv_ts: int) -> Trade:
     side = _int(obj, "d")
     if side not in (0, 1, 2):
         raise _Bad(f"field 'd' is {side}, not 0, 1 or 2")
-    return Trade(_code(obj), _ts(obj), _dec(obj, "p"), _size(obj, "v"), side, recv_ts)
+    price, size = _dec(obj, "p"), _size(obj, "v")
+    return Trade(_code(obj), _ts(obj), price, size, side, recv_ts, text=_text(obj, "p", "v"))
 
 
 def depth_from(obj: dict[str, Any], recv_ts: int) -> Depth:
     """A book from a ``D`` push or a ``/depth`` record."""
-    return Depth(_code(obj), _ts(obj), _levels(obj, "b"), _levels(obj, "a"), recv_ts)
+    (bids, bid_text), (asks, ask_text) = _levels(obj, "b"), _levels(obj, "a")
+    return Depth(_code(obj), _ts(obj), bids, asks, recv_ts, bid_text=bid_text, ask_text=ask_text)
 
 
 def _session_quote(obj: Any, key: str) -> SessionQuote:
@@ -316,6 +347,7 @@ def _session_quote(obj: Any, key: str) -> SessionQuote:
         _ts(obj),
         _size(obj, "v"),
         _dec(obj, "t"),
+        _text(obj, *QUOTE_FIELDS),
     )
 
 
@@ -344,6 +376,7 @@ def snapshot_from(obj: dict[str, Any], recv_ts: int) -> Snapshot:
         session,
         recv_ts,
         extended,
+        text=_text(obj, *SNAPSHOT_FIELDS),
     )
 
 
@@ -362,6 +395,7 @@ def kline_from(obj: dict[str, Any], recv_ts: int, code: str | None = None) -> Kl
         _dec(obj, "l"),
         _size(obj, "v"),
         recv_ts,
+        text=_text(obj, *KLINE_FIELDS),
     )
 
 
@@ -404,7 +438,7 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
             if size is None:
                 size = _plain_float(v)
             if price is not None and size is not None:
-                return Trade(code, ts * NS, price, size, d, recv_ts)
+                return Trade(code, ts * NS, price, size, d, recv_ts, 0, "live", (p, v))
     try:
         if tp is not None:
             if type(tp) is not str:
@@ -441,7 +475,7 @@ def _raw(frame: bytes | str) -> bytes:
 @dataclass(slots=True)
 class Instrument:
     """Reference data of one code from ``/instrument-info`` (crypto: only the first three
-    fields), with the decimals its strings carry when they are known."""
+    fields)."""
 
     code: str
     exchange: str | None
@@ -454,7 +488,6 @@ class Instrument:
     eps: float | None = None
     net_assets: float | None = None
     dividend_yield: float | None = None
-    scale: Scale | None = None
 
 
 def instrument_from(obj: Any) -> Instrument:
@@ -557,45 +590,17 @@ def fmt(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def decimals(text: str) -> int:
-    """How many decimals a decimal string carries: ``"212.30"`` -> 2, ``"6"`` -> 0."""
-    _, dot, fraction = text.partition(".")
-    return len(fraction) if dot else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Scale:
-    """How many decimals one code's strings carry: prices, sizes and volumes, turnover. The
-    service writes them at a fixed scale (``"212.30"``, ``"6.000"``); a float forgets it,
-    so replay needs it to give back the strings as they were."""
-
-    price: int
-    size: int
-    turnover: int
-
-    @classmethod
-    def of_snapshot(cls, data: dict[str, Any]) -> Scale:
-        """The scale of a code from one of its raw snapshot records (``/snapshot`` data)."""
-        price = max(decimals(str(data.get(k, ""))) for k in ("lp", "yp", "o", "h", "l"))
-        return cls(price, decimals(str(data.get("v", ""))), decimals(str(data.get("t", ""))))
-
-
-def push_frame(record: Record, scale: Scale | None = None) -> dict[str, Any]:
-    """The QOS push frame (``tp`` and string decimals, ``ts`` in seconds) of a record, its
-    decimals at the code's ``scale`` where it is known (else the shortest form)."""
-    price: Callable[[float], str]
-    size: Callable[[float], str]
-    turnover: Callable[[float], str]
-    if scale is None:
-        price = size = turnover = fmt
-    else:
-        price, size, turnover = _fixed(scale.price), _fixed(scale.size), _fixed(scale.turnover)
+def push_frame(record: Record) -> dict[str, Any]:
+    """The QOS push frame (``tp``, string decimals, ``ts`` in seconds) of a record: the
+    strings it was received with, digit for digit, where it kept them (``text``); else the
+    shortest decimal form of its floats. The one place a record becomes a frame again."""
     if isinstance(record, Trade):
+        price, size = record.text or (fmt(record.price), fmt(record.size))
         return {
             "tp": "T",
             "c": record.code,
-            "p": price(record.price),
-            "v": size(record.size),
+            "p": price,
+            "v": size,
             "ts": record.ts // NS,
             "d": record.side,
         }
@@ -603,52 +608,73 @@ def push_frame(record: Record, scale: Scale | None = None) -> dict[str, Any]:
         return {
             "tp": "D",
             "c": record.code,
-            "b": [{"p": price(p), "v": size(v)} for p, v in record.bids],
-            "a": [{"p": price(p), "v": size(v)} for p, v in record.asks],
+            "b": _book_frame(record.bids, record.bid_text),
+            "a": _book_frame(record.asks, record.ask_text),
             "ts": record.ts // NS,
         }
     if isinstance(record, Snapshot):
+        lp, yp, o, h, lo, v, t = record.text or _shortest(
+            record.last,
+            record.prev_close,
+            record.open,
+            record.high,
+            record.low,
+            record.volume,
+            record.turnover,
+        )
         frame: dict[str, Any] = {
             "tp": "S",
             "c": record.code,
-            "lp": price(record.last),
-            "yp": price(record.prev_close),
-            "o": price(record.open),
-            "h": price(record.high),
-            "l": price(record.low),
+            "lp": lp,
+            "yp": yp,
+            "o": o,
+            "h": h,
+            "l": lo,
             "ts": record.ts // NS,
-            "v": size(record.volume),
-            "t": turnover(record.turnover),
+            "v": v,
+            "t": t,
             "s": record.suspended,
         }
         if record.session is not None:
             frame["tt"] = record.session
         for key, q in record.extended.items():
+            qlp, qyp, qh, ql, qv, qt = q.text or _shortest(
+                q.last, q.prev_close, q.high, q.low, q.volume, q.turnover
+            )
             frame[key] = {
-                "lp": price(q.last),
-                "yp": price(q.prev_close),
-                "h": price(q.high),
-                "l": price(q.low),
+                "lp": qlp,
+                "yp": qyp,
+                "h": qh,
+                "l": ql,
                 "ts": q.ts // NS,
-                "v": size(q.volume),
-                "t": turnover(q.turnover),
+                "v": qv,
+                "t": qt,
             }
         return frame
+    o, cl, h, lo, v = record.text or _shortest(
+        record.open, record.close, record.high, record.low, record.volume
+    )
     return {
         "tp": "K",
         "c": record.code,
-        "o": price(record.open),
-        "cl": price(record.close),
-        "h": price(record.high),
-        "l": price(record.low),
-        "v": size(record.volume),
+        "o": o,
+        "cl": cl,
+        "h": h,
+        "l": lo,
+        "v": v,
         "ts": record.ts // NS,
         "kt": record.kt,
     }
 
 
-def _fixed(places: int) -> Callable[[float], str]:
-    return lambda value: f"{value:.{places}f}"
+def _shortest(*values: float) -> tuple[str, ...]:
+    return tuple(fmt(value) for value in values)
+
+
+def _book_frame(levels: tuple[Level, ...], text: tuple[LevelText, ...]) -> list[dict[str, str]]:
+    if len(text) == len(levels):
+        return [{"p": p, "v": v} for p, v in text]
+    return [{"p": fmt(p), "v": fmt(v)} for p, v in levels]
 
 
 def market_of(code: str) -> str:

@@ -2,8 +2,7 @@
 
 - trading days per market from ``/market-calendar`` (silence in a closed market is not a
   gap), refreshed daily;
-- an ``instruments`` row per code a day: ``/instrument-info`` and the decimals its strings
-  carry (from ``/snapshot``).
+- an ``instruments`` row per code a day from ``/instrument-info``.
 
 The codes come from the live subscription target, read at every pass: a code a reload
 added gets its calendar and its instruments row within a pass, in one request with every
@@ -23,7 +22,7 @@ import structlog
 
 from .exceptions import DecodeError, RecorderError, UpstreamError
 from .markets import Calendar
-from .protocol import NS, Scale, instrument_from, market_of
+from .protocol import NS, instrument_from, market_of
 from .rest import Purpose, RestClient
 from .schema import Row, instrument_row
 
@@ -109,11 +108,10 @@ class ReferencePoller:
         return True
 
     async def _fetch_instruments(self, codes: list[str]) -> bool:
-        """``instruments`` rows of ``codes``: ``/instrument-info`` and ``/snapshot``."""
+        """``instruments`` rows of ``codes`` from ``/instrument-info``."""
         try:
             infos = await self.rest.post("/instrument-info", {"codes": codes}, Purpose.INSTRUMENTS)
-            snapshots = await self.rest.post("/snapshot", {"codes": codes}, Purpose.DECIMALS)
-            rows = instrument_rows(infos, snapshots, set(codes), time.time_ns())
+            rows = instrument_rows(infos, set(codes), time.time_ns())
         except RecorderError as exc:
             self.failures += 1
             log.warning("instruments_unavailable", error=str(exc), codes=codes)
@@ -124,19 +122,13 @@ class ReferencePoller:
         return True
 
 
-def instrument_rows(infos: Any, snapshots: Any, asked: set[str], now: int) -> list[Row]:
-    """The ``instruments`` rows of an ``/instrument-info`` and a ``/snapshot`` answer, for
-    the codes asked for; UpstreamError when an answer is not a list. A bad entry is
-    skipped with a warning."""
+def instrument_rows(infos: Any, asked: set[str], now: int) -> list[Row]:
+    """The ``instruments`` rows of an ``/instrument-info`` answer, for the codes asked for;
+    UpstreamError when the answer is not a list. A bad entry is skipped with a warning.
+    (The per-code decimals once fetched from ``/snapshot`` are gone: every row keeps the
+    decimals of its own strings, #19.)"""
     if not isinstance(infos, list):
         raise UpstreamError(f"/instrument-info: data is {_kind(infos)}, not a list")
-    if not isinstance(snapshots, list):
-        raise UpstreamError(f"/snapshot: data is {_kind(snapshots)}, not a list")
-    scales = {
-        s["c"]: Scale.of_snapshot(s)
-        for s in snapshots
-        if isinstance(s, dict) and isinstance(s.get("c"), str)
-    }
     day = now - now % (86400 * NS)
     rows = []
     for info in infos:
@@ -148,7 +140,6 @@ def instrument_rows(infos: Any, snapshots: Any, asked: set[str], now: int) -> li
         if instrument.code not in asked:
             log.warning("instrument_unasked", code=instrument.code)
             continue
-        instrument.scale = scales.get(instrument.code)
         rows.append(instrument_row(instrument, day, now))
     return rows
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,13 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from .config import check_code_entry
-from .exceptions import ConfigError, SinkError
+from .exceptions import ConfigError
 from .markets import bar_end
 from .protocol import (
     NS,
     STREAMS,
     Kline,
     Record,
-    Scale,
     Stream,
     push_frame,
     split_codes,
@@ -140,22 +139,11 @@ def _keyed(table: str, order: int, row: Row) -> tuple[tuple[Any, ...], Record]:
 # --- NDJSON -----------------------------------------------------------------------------
 
 
-def frames(records: Iterable[Record], scales: Mapping[str, Scale] | None = None) -> Iterator[bytes]:
-    """Each record as one QOS push frame line (``tp``, string decimals at the code's scale
-    where it is known, ``ts`` in seconds)."""
-    scales = scales or {}
+def frames(records: Iterable[Record]) -> Iterator[bytes]:
+    """Each record as one QOS push frame line (``tp``, the decimal strings as they were
+    received, ``ts`` in seconds)."""
     for record in records:
-        yield orjson.dumps(push_frame(record, scales.get(record.code))) + b"\n"
-
-
-def read_scales(source: str | Path | Reader) -> dict[str, Scale]:
-    """The decimals each code's strings carried live, from the ``instruments`` table (the
-    latest row per code); empty when the source has none (recorded by an older version)."""
-    try:
-        reader = source if not isinstance(source, str | Path) else open_source(source)
-        return reader.scales()
-    except (ConfigError, SinkError):
-        return {}  # no scale known: the shortest decimal form
+        yield orjson.dumps(push_frame(record)) + b"\n"
 
 
 # --- the replay server ----------------------------------------------------------------
@@ -267,7 +255,6 @@ class ReplayServer:
         records = replay(
             self.source, self.query.start, self.query.end, self.query.codes, self.query.streams
         )
-        scales = await asyncio.to_thread(read_scales, self.source)
         first: int | None = None
         started, skipped = time.monotonic(), 0.0
         for record in records:
@@ -292,7 +279,7 @@ class ReplayServer:
                     wait = self.max_idle
                 if wait > 0:
                     await asyncio.sleep(wait)
-            frame = push_frame(record, scales.get(record.code))
+            frame = push_frame(record)
             await ws.send_str(orjson.dumps(frame).decode())
         if self.close_at_end:
             await ws.close(code=1000, message=b"replay finished")

@@ -48,7 +48,6 @@ class Purpose(enum.Enum):
     BACKFILL = "backfill"  # K-line history, snapshot and depth refreshes of a gap
     CALENDAR = "calendar"  # reference data from here on: only with budget to spare
     INSTRUMENTS = "instruments"
-    DECIMALS = "decimals"
 
     @property
     def rank(self) -> int:
@@ -67,7 +66,6 @@ _RANK = {
     Purpose.BACKFILL: 2,
     Purpose.CALENDAR: 3,
     Purpose.INSTRUMENTS: 3,
-    Purpose.DECIMALS: 3,
 }
 
 

@@ -13,11 +13,23 @@ Dedup keys make re-sending a batch harmless:
 - snapshots: ``(ts, code, volume, last, n)``, likewise;
 - klines: ``(ts, code, kt)``, the later version of a bar replaces the earlier;
 - gaps: ``(ts, code, stream, cause)``, a gap's later state replaces the earlier.
+
+Every decimal comes back as the string it was received as (``"212.30"``, not ``212.3``):
+the doubles are for SQL; ``dp`` holds how many decimals each field's string had (5 bits a
+field, the first field in the lowest bits), and ``digits`` is NULL unless a string cannot
+be given back by its double at that many decimals (more digits than a double holds,
+``"147479220.1710000038"``): then it holds those fields' strings, comma-separated, ``""``
+for the others. Depth books and extended-session quotes are JSON text whose numbers are
+written with the received digits (``[[212.30,100]]``). Rows without ``dp`` (recorded
+before) come back in the shortest decimal form, books in the digits of their doubles.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
@@ -27,10 +39,13 @@ from .protocol import (
     Depth,
     Instrument,
     Kline,
+    Level,
+    LevelText,
     Record,
     SessionQuote,
     Snapshot,
     Trade,
+    fmt,
     market_of,
 )
 
@@ -180,9 +195,12 @@ TRADES: Final = Table(
         ("side", "int"),
         ("k", "int"),
         *_COMMON_TAIL,
+        ("dp", "int"),
+        ("digits", "text"),
     ),
     ("ts", "code", "price", "size", "side", "k"),
     symbol_capacity=_CAP,
+    added=("dp", "digits"),
 )
 DEPTH: Final = Table(
     "depth",
@@ -223,10 +241,12 @@ SNAPSHOTS: Final = Table(
         ("extended", "text"),
         *_COMMON_TAIL,
         ("n", "int"),
+        ("dp", "long"),
+        ("digits", "text"),
     ),
     ("ts", "code", "volume", "last", "n"),
     symbol_capacity=_CAP,
-    added=("n",),
+    added=("n", "dp", "digits"),
     defaults={"n": 0},
 )
 KLINES: Final = Table(
@@ -242,10 +262,13 @@ KLINES: Final = Table(
         ("low", "f64"),
         ("volume", "f64"),
         *_COMMON_TAIL,
+        ("dp", "int"),
+        ("digits", "text"),
     ),
     ("ts", "code", "kt"),
     upsert=True,
     symbol_capacity=_CAP,
+    added=("dp", "digits"),
 )
 GAPS: Final = Table(
     "gaps",
@@ -286,6 +309,8 @@ INSTRUMENTS: Final = Table(
         ("eps", "f64"),
         ("net_assets", "f64"),
         ("dividend_yield", "f64"),
+        # the per-code decimals replay once formatted with (they dropped digits): rows
+        # keep their own strings since #19, and these stay NULL
         ("price_dp", "int"),
         ("size_dp", "int"),
         ("turnover_dp", "int"),
@@ -300,21 +325,112 @@ MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
 BY_NAME: Final = {t.name: t for t in TABLES}
 
 
-def _book(levels: tuple[tuple[float, float], ...]) -> str:
-    return orjson.dumps(levels).decode()
+#: bits of ``dp`` per field: up to 31 decimals
+DP_BITS: Final = 5
+_DP_MASK: Final = (1 << DP_BITS) - 1
+_PLACES: dict[str, int] = {}  # wire string -> its decimals, or -1: the hot path's memo
+_PLAIN: set[str] = set()  # the wire strings in _PLACES with decimals (not -1)
+_PLACES_MAX: Final = 1 << 16
+
+
+def _places(text: str) -> int:
+    """How many decimals ``text`` has, when its double formatted with that many gives it
+    back exactly; -1 when it does not (too many digits, or not in plain decimal form)."""
+    places = _PLACES.get(text)
+    if places is None:
+        dot = text.find(".")
+        places = len(text) - dot - 1 if dot >= 0 else 0
+        try:
+            if places > _DP_MASK or f"{float(text):.{places}f}" != text:
+                places = -1
+        except ValueError:
+            places = -1
+        if len(_PLACES) >= _PLACES_MAX:
+            _PLACES.clear()
+            _PLAIN.clear()
+        _PLACES[text] = places
+        if places >= 0:
+            _PLAIN.add(text)
+    return places
+
+
+_EXACT: dict[tuple[str, ...], tuple[int | None, str | None]] = {}  # texts -> exact(texts)
+
+
+def exact(texts: tuple[str, ...]) -> tuple[int | None, str | None]:
+    """``dp`` and ``digits`` of a row whose decimal fields were received as ``texts``
+    (``None, None`` when the record kept no strings). Memoised: a code's prices and sizes
+    repeat, and this runs for every row on the event loop."""
+    found = _EXACT.get(texts)
+    if found is None:
+        if len(_EXACT) >= _PLACES_MAX:
+            _EXACT.clear()
+        found = _EXACT[texts] = _exact(texts)
+    return found
+
+
+def _exact(texts: tuple[str, ...]) -> tuple[int | None, str | None]:
+    if not texts:
+        return None, None
+    dp = 0
+    kept: list[str] | None = None
+    for i, text in enumerate(texts):
+        places = _places(text)
+        if places < 0:
+            kept = kept or [""] * len(texts)
+            kept[i] = text
+        else:
+            dp |= places << (DP_BITS * i)
+    return dp, None if kept is None else ",".join(kept)
+
+
+def texts(values: Sequence[float], dp: int | None, digits: str | None) -> tuple[str, ...]:
+    """The strings :func:`exact` stored, back from the doubles, ``dp`` and ``digits``."""
+    if dp is None:
+        return ()
+    kept = digits.split(",") if digits else ()
+    return tuple(
+        kept[i] if i < len(kept) and kept[i] else f"{v:.{(dp >> DP_BITS * i) & _DP_MASK}f}"
+        for i, v in enumerate(values)
+    )
+
+
+def _literal(text: str) -> str:
+    """A wire string inside JSON text: the number itself with its digits (``212.30``) when
+    it is a plain decimal, so SQL's JSON functions still read numbers; else a string."""
+    return text if _places(text) >= 0 else orjson.dumps(text).decode()
+
+
+def _book(levels: tuple[Level, ...], text: tuple[LevelText, ...]) -> str:
+    if len(text) != len(levels):  # not received from the wire: the shortest forms
+        text = tuple((fmt(p), fmt(v)) for p, v in levels)
+    # the usual case in C: every string a plain decimal seen before, so the JSON of the
+    # strings without its quotes is the JSON of the numbers with their digits
+    if _PLAIN.issuperset(chain.from_iterable(text)):
+        return orjson.dumps(text).decode().replace('"', "")
+    return "[" + ",".join(["[" + _literal(p) + "," + _literal(v) + "]" for p, v in text]) + "]"
 
 
 def _extended(ext: dict[str, SessionQuote]) -> str | None:
     if not ext:
         return None
-    return orjson.dumps({key: list(_quote_values(q)) for key, q in ext.items()}).decode()
+    return "{" + ",".join(f'"{key}":{_quote_values(q)}' for key, q in ext.items()) + "}"
 
 
-def _quote_values(q: SessionQuote) -> tuple[float, float, float, float, int, float, float]:
-    return (q.last, q.prev_close, q.high, q.low, q.ts, q.volume, q.turnover)
+def _quote_values(q: SessionQuote) -> str:
+    values = (q.last, q.prev_close, q.high, q.low, q.volume, q.turnover)
+    lp, yp, h, lo, v, t = map(_literal, q.text or tuple(map(fmt, values)))
+    return f"[{lp},{yp},{h},{lo},{q.ts},{v},{t}]"
+
+
+def _json_digits(text: str) -> Any:
+    """JSON text with every number as the string of its digits, as it was written."""
+    return json.loads(text, parse_float=str, parse_int=str)
 
 
 def trade_row(t: Trade, market: str | None = None) -> Row:
+    found = _EXACT.get(t.text)  # exact(), inlined on the hottest path
+    dp, digits = exact(t.text) if found is None else found
     return (
         t.ts,
         t.code,
@@ -325,6 +441,8 @@ def trade_row(t: Trade, market: str | None = None) -> Row:
         t.k,
         t.source,
         t.recv_ts,
+        dp,
+        digits,
     )
 
 
@@ -340,8 +458,8 @@ def depth_row(d: Depth) -> Row:
         ask[0],
         ask[1],
         max(len(d.bids), len(d.asks)),
-        _book(d.bids),
-        _book(d.asks),
+        _book(d.bids, d.bid_text),
+        _book(d.asks, d.ask_text),
         d.source,
         d.recv_ts,
         d.n,
@@ -349,6 +467,7 @@ def depth_row(d: Depth) -> Row:
 
 
 def snapshot_row(s: Snapshot) -> Row:
+    dp, digits = exact(s.text)
     return (
         s.ts,
         s.code,
@@ -366,10 +485,13 @@ def snapshot_row(s: Snapshot) -> Row:
         s.source,
         s.recv_ts,
         s.n,
+        dp,
+        digits,
     )
 
 
 def kline_row(k: Kline) -> Row:
+    dp, digits = exact(k.text)
     return (
         k.ts,
         k.code,
@@ -382,6 +504,8 @@ def kline_row(k: Kline) -> Row:
         k.volume,
         k.source,
         k.recv_ts,
+        dp,
+        digits,
     )
 
 
@@ -406,7 +530,6 @@ def gap_row(g: Gap) -> Row:
 
 def instrument_row(i: Instrument, day: int, recv_ts: int) -> Row:
     """One code's reference data as of ``day`` (ns, midnight UTC): one row a code a day."""
-    s = i.scale
     return (
         day,
         i.code,
@@ -421,9 +544,9 @@ def instrument_row(i: Instrument, day: int, recv_ts: int) -> Row:
         i.eps,
         i.net_assets,
         i.dividend_yield,
-        None if s is None else s.price,
-        None if s is None else s.size,
-        None if s is None else s.turnover,
+        None,
+        None,
+        None,
         recv_ts,
     )
 
@@ -452,24 +575,46 @@ def gap_of(row: Row) -> Gap:
 
 
 def record_of(table: str, row: Row) -> Record:
-    """The record a stored row came from (for replay)."""
+    """The record a stored row came from (for replay), with the strings it was received
+    with where the row kept them."""
     if table == "trades":
-        ts, code, _, price, size, side, k, source, recv = row
-        return Trade(code, ts, price, size, side, recv, k, source)
+        ts, code, _, price, size, side, k, source, recv, dp, digits = TRADES.pad(row)
+        text = texts((price, size), dp, digits)
+        return Trade(code, ts, price, size, side, recv, k, source, text)
     if table == "depth":
         ts, code, _, _, _, _, _, _, bids, asks, source, recv, n = DEPTH.pad(row)
-        return Depth(code, ts, _levels(bids), _levels(asks), recv, source, n)
+        (bid, bid_text), (ask, ask_text) = _levels(bids), _levels(asks)
+        return Depth(code, ts, bid, ask, recv, source, n, bid_text, ask_text)
     if table == "snapshots":
-        (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv, n) = SNAPSHOTS.pad(row)
-        extended = (
-            {key: SessionQuote(*vals) for key, vals in orjson.loads(ext).items()} if ext else {}
+        (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv, n, dp, digits) = (
+            SNAPSHOTS.pad(row)
         )
-        return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source, n)
+        extended = {key: _quote(vals) for key, vals in _json_digits(ext).items()} if ext else {}
+        text = texts((last, yp, o, h, lo, v, t), dp, digits)
+        return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source, n, text)
     if table == "klines":
-        ts, code, _, kt, o, c, h, lo, v, source, recv = row
-        return Kline(code, kt, ts, o, c, h, lo, v, recv, source)
+        ts, code, _, kt, o, c, h, lo, v, source, recv, dp, digits = KLINES.pad(row)
+        text = texts((o, c, h, lo, v), dp, digits)
+        return Kline(code, kt, ts, o, c, h, lo, v, recv, source, text)
     raise ValueError(f"no record type for table {table!r}")
 
 
-def _levels(text: str) -> tuple[tuple[float, float], ...]:
-    return tuple((float(p), float(v)) for p, v in orjson.loads(text))
+def _levels(text: str) -> tuple[tuple[Level, ...], tuple[LevelText, ...]]:
+    """A stored book: its levels' doubles and digits (recorded before #19: the digits of
+    the doubles)."""
+    texts = tuple((p, v) for p, v in _json_digits(text))
+    return tuple((float(p), float(v)) for p, v in texts), texts
+
+
+def _quote(vals: list[str]) -> SessionQuote:
+    lp, yp, h, lo, ts, v, t = vals
+    return SessionQuote(
+        float(lp),
+        float(yp),
+        float(h),
+        float(lo),
+        int(ts),
+        float(v),
+        float(t),
+        (lp, yp, h, lo, v, t),
+    )

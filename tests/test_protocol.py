@@ -8,6 +8,7 @@ import orjson
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from shapes import api_decimals
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
@@ -48,22 +49,40 @@ def test_reference_snapshot() -> None:
         0,
         None,
         RECV,
+        text=("25.92", "26.15", "26.19", "26.19", "25.62", "694420", "1793887058"),
     )
 
 
 def test_reference_trade() -> None:
-    assert protocol.decode(TRADE, RECV) == Trade("US:TSLA", 1741960243 * NS, 246.39, 100.0, 1, RECV)
+    assert protocol.decode(TRADE, RECV) == Trade(
+        "US:TSLA", 1741960243 * NS, 246.39, 100.0, 1, RECV, text=("246.39", "100")
+    )
 
 
 def test_reference_depth() -> None:
     assert protocol.decode(DEPTH, RECV) == Depth(
-        "US:AAPL", 1741960347 * NS, ((212.62, 110.0),), ((212.66, 338.0),), RECV
+        "US:AAPL",
+        1741960347 * NS,
+        ((212.62, 110.0),),
+        ((212.66, 338.0),),
+        RECV,
+        bid_text=(("212.62", "110"),),
+        ask_text=(("212.66", "338"),),
     )
 
 
 def test_reference_kline() -> None:
     assert protocol.decode(KLINE, RECV) == Kline(
-        "CF:BTCUSDT", 1001, 1741910400 * NS, 81085.5, 83504.1, 83856.0, 80772.0, 103162.63, RECV
+        "CF:BTCUSDT",
+        1001,
+        1741910400 * NS,
+        81085.5,
+        83504.1,
+        83856.0,
+        80772.0,
+        103162.63,
+        RECV,
+        text=("81085.50", "83504.10", "83856.00", "80772.00", "103162.630"),
     )
 
 
@@ -94,7 +113,7 @@ def test_us_snapshot_with_extended_sessions_and_unknown_fields() -> None:
     s = protocol.decode(orjson.dumps(frame), RECV)
     assert isinstance(s, Snapshot) and s.session == 2
     assert s.extended["pq"] == protocol.SessionQuote(
-        1.5, 1.4, 1.6, 1.3, 1731650000 * NS, 10.0, 15.0
+        1.5, 1.4, 1.6, 1.3, 1731650000 * NS, 10.0, 15.0, ("1.5", "1.4", "1.6", "1.3", "10", "15.0")
     )
 
 
@@ -172,9 +191,7 @@ def test_http_records_decode_like_pushes() -> None:
 
 # --- hypothesis: valid frames round-trip, invalid ones raise the one exception -------------
 
-decimals = st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False).map(
-    lambda d: format(d, "f")
-)
+decimals = api_decimals
 codes = st.builds(
     lambda m, s: f"{m}:{s}",
     st.sampled_from(sorted(protocol.MARKETS)),
@@ -239,9 +256,8 @@ def test_valid_frames_round_trip(frame: dict[str, object]) -> None:
     assert record.recv_ts == RECV
     back = protocol.push_frame(record)
     assert back["tp"] == frame["tp"] and back["c"] == frame["c"] and back["ts"] == frame["ts"]
-    for key, value in frame.items():
-        if key in back and isinstance(value, str) and key != "c" and key != "tp":
-            assert _same_number(back[key], value), key
+    # every decimal string comes back exactly as it was sent: same digits, trailing zeros
+    assert back == {k: v for k, v in frame.items() if k != "extra"}
     assert protocol.decode(orjson.dumps(back), RECV) == record
 
 

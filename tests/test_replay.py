@@ -6,14 +6,19 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import make_config, rows, run_recorder, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapes import api_decimals
 from simulated import SimulatorThread
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -24,7 +29,7 @@ from recorder.daemon import Recorder
 from recorder.exceptions import ConfigError
 from recorder.markets import bar_end
 from recorder.protocol import NS, Kline, Stream, Trade
-from recorder.replay import pace_time, replay
+from recorder.replay import frames, pace_time, replay
 from recorder.sim import SimConfig
 from recorder.sinks.sqlite import SQLiteSink
 
@@ -431,3 +436,66 @@ def test_the_archive_replays_the_same_frames_as_the_database(
         proc.wait(10)
     trades = [line for line in from_db.stdout.splitlines() if json.loads(line)["tp"] == "T"]
     assert [json.loads(f) for f in served] == [json.loads(t) for t in trades] and trades
+
+
+# --- exact decimals: what was received comes back digit for digit --------------------------
+
+_levels = st.lists(st.fixed_dictionaries({"p": api_decimals, "v": api_decimals}), max_size=4)
+_quote = st.fixed_dictionaries(
+    {k: api_decimals for k in protocol.QUOTE_FIELDS}, optional={"ts": st.just(1_700_000_000)}
+).map(lambda q: {**q, "ts": 1_700_000_000})
+_pushes = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"tp": st.just("T"), "p": api_decimals, "v": api_decimals, "d": st.integers(0, 2)}
+        ),
+        st.fixed_dictionaries({"tp": st.just("D"), "b": _levels, "a": _levels}),
+        st.fixed_dictionaries(
+            {"tp": st.just("S"), **{k: api_decimals for k in protocol.SNAPSHOT_FIELDS}},
+            optional={"pq": _quote, "nq": _quote},
+        ).map(lambda s: {**s, "s": 0}),
+        st.fixed_dictionaries(
+            {"tp": st.just("K"), **{k: api_decimals for k in protocol.KLINE_FIELDS}}
+        ).map(lambda k: {**k, "kt": 1}),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _exact_frames(pushes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Push frames of one code, one a second (a minute for K-line bars, so each is final)."""
+    base = 1_700_000_040
+    return [
+        {**push, "c": "CF:ETHUSDT", "ts": base + 60 * i if push["tp"] == "K" else base + i}
+        for i, push in enumerate(pushes)
+    ]
+
+
+def store_and_replay(sink: Any, source: str, sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``sent`` decoded, through the spool's bytes and ``sink``, then replayed as NDJSON."""
+    records = [protocol.decode(orjson.dumps(f), 1_700_000_000 * NS + i) for i, f in enumerate(sent)]
+    assert all(isinstance(r, protocol.Record) for r in records)
+    batch = Batch.from_bytes(Batch.of(records, seq=1).to_bytes())  # type: ignore[arg-type]  # as the spool keeps it
+    sink.write(batch)
+    end = (sent[-1]["ts"] + 3600) * NS
+    return [orjson.loads(line) for line in frames(replay(source, 0, end))]
+
+
+def _canonical(frames_: list[dict[str, Any]]) -> list[bytes]:
+    return sorted(orjson.dumps(f, option=orjson.OPT_SORT_KEYS) for f in frames_)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_pushes)
+def test_every_decimal_string_comes_back_exactly_from_sqlite(pushes: list[dict[str, Any]]) -> None:
+    sent = _exact_frames(pushes)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "ticks.sqlite"
+        sink = SQLiteSink(db)
+        try:
+            got = store_and_replay(sink, str(db), sent)
+        finally:
+            sink.close()
+    # string for string: "212.30" stays "212.30", "147479220.1710000038" keeps its digits
+    assert _canonical(got) == _canonical(sent)

@@ -49,7 +49,8 @@ def test_the_checker_rejects_bad_sql() -> None:
 
 def test_ddl_and_readme_sql_parse_with_questdb_grammar() -> None:
     migrations = [s for t in TABLES for s in t.questdb_migrations()]
-    assert len(migrations) == 6  # depth n + keys, snapshots n + keys, gaps' two columns
+    # depth n + keys; snapshots n, dp, digits + keys; trades and klines dp, digits; gaps' two
+    assert len(migrations) == 12
     queries = [
         anchor_sql("US:AAPL"),
         after_sql("US:AAPL", 1_795_618_800_000_000, 17),
@@ -78,8 +79,16 @@ def test_every_table_has_a_designated_timestamp_and_dedup_keys() -> None:
 
 def test_rows_turn_back_into_the_same_records() -> None:
     records = [
-        Trade("US:AAPL", 5, 1.5, 100.0, 2, 9, 3, "backfill"),
-        Depth("HK:700", 5, ((1.0, 2.0), (0.9, 3.0)), ((1.1, 4.0),), 9),
+        Trade("US:AAPL", 5, 1.5, 100.0, 2, 9, 3, "backfill", ("1.50", "100")),
+        Depth(
+            "HK:700",
+            5,
+            ((1.0, 2.0), (0.9, 3.0)),
+            ((1.1, 4.0),),
+            9,
+            bid_text=(("1.0", "2"), ("0.90", "3")),
+            ask_text=(("1.1", "4"),),
+        ),
         Snapshot(
             "US:AAPL",
             5,
@@ -93,9 +102,14 @@ def test_rows_turn_back_into_the_same_records() -> None:
             0,
             3,
             9,
-            {"pq": SessionQuote(1.0, 2.0, 3.0, 0.5, 4, 5.0, 6.0)},
+            {
+                "pq": SessionQuote(
+                    1.0, 2.0, 3.0, 0.5, 4, 5.0, 6.0, ("1", "2", "3", "0.5", "5", "6.0")
+                )
+            },
+            text=("1.0", "2", "3.00", "4", "0.5", "10", "20.000000000000000001"),
         ),
-        Kline("CF:BTCUSDT", 1001, 5, 1.0, 2.0, 3.0, 0.5, 7.0, 9),
+        Kline("CF:BTCUSDT", 1001, 5, 1.0, 2.0, 3.0, 0.5, 7.0, 9, text=("1", "2", "3", "0.5", "7")),
     ]
     for record, (table, row_of) in zip(
         records,

@@ -1,5 +1,5 @@
 """The SQLite sink: a database an earlier version made is brought up to date, and rows it
-spooled still drain."""
+spooled still drain (and replay, in the shortest decimal form they can still give)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from truth import trade_key
 from recorder.batching import Batch
 from recorder.daemon import Recorder
 from recorder.exceptions import SinkReplaced
-from recorder.protocol import NS, Stream
+from recorder.protocol import NS, Stream, Trade, decode
+from recorder.replay import frames, replay
 from recorder.schema import DEPTH
 from recorder.sinks.sqlite import SQLiteSink
 
@@ -120,3 +121,102 @@ def test_the_sink_refuses_to_acknowledge_a_batch_written_into_a_deleted_file(
     sink.write(Batch({"trades": [trade]}, 2))  # the next write opens the path anew
     sink.close()
     assert rows(db, "SELECT count(*) FROM trades") == [(1,)]
+
+
+# trades, snapshots and klines as the release before #19 made them: no dp, no digits
+OLD_TABLES = [
+    "CREATE TABLE trades (ts INTEGER NOT NULL, code TEXT, market TEXT, price REAL, size REAL, "
+    "side INTEGER, k INTEGER, source TEXT, recv_ts INTEGER)",
+    "CREATE UNIQUE INDEX trades_key ON trades (code, ts, price, size, side, k)",
+    "CREATE TABLE klines (ts INTEGER NOT NULL, code TEXT, market TEXT, kt INTEGER, open REAL, "
+    "close REAL, high REAL, low REAL, volume REAL, source TEXT, recv_ts INTEGER)",
+    "CREATE UNIQUE INDEX klines_key ON klines (code, ts, kt)",
+]
+OLD_TRADE = (5 * NS, "CF:ETHUSDT", "CF", 2.5, 0.025, 1, 0, "live", 9)
+OLD_BAR = (60 * NS, "CF:ETHUSDT", "CF", 1, 2.5, 2.5, 2.5, 2.5, 0.025, "live", 9)
+OLD_SNAPSHOT = (
+    *(5 * NS, "US:AAPL", "US", 1.5, 1.4, 1.3, 1.6, 1.2, 100.0, 150.0, 0, 3),
+    *('{"pq":[1.5,1.4,1.6,1.2,0,10.0,15.0]}', "live", 9),  # and no n
+)
+
+
+def test_rows_from_before_exact_decimals_drain_and_replay_in_the_shortest_form(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ticks.sqlite"
+    con = sqlite3.connect(db)
+    for statement in OLD_TABLES:
+        con.execute(statement)
+    con.execute(f"INSERT INTO trades VALUES ({', '.join('?' * len(OLD_TRADE))})", OLD_TRADE)
+    con.commit()
+    con.close()
+    spooled = orjson.dumps(
+        {
+            "seq": 3,
+            "tables": {
+                "klines": [list(OLD_BAR)],
+                "snapshots": [list(OLD_SNAPSHOT)],
+                "depth": [list(OLD_ROW)],
+            },
+        }
+    )
+    sink = SQLiteSink(db)
+    sink.write(Batch.from_bytes(spooled))
+    # a new trade of the same second, with its strings
+    new = decode(b'{"tp":"T","c":"CF:ETHUSDT","p":"2.50","v":"0.0250","ts":5,"d":1}', 10)
+    assert isinstance(new, Trade)
+    new.k = 1
+    sink.write(Batch.of([new], seq=4))
+    sink.close()
+    assert rows(db, "SELECT k, dp, digits FROM trades ORDER BY k") == [
+        (0, None, None),
+        (1, 2 + (4 << 5), None),
+    ]
+    got = [orjson.loads(line) for line in frames(replay(db, 0, 180 * NS))]
+    # old rows: numbers in the shortest form of their doubles; the JSON of old books and
+    # extended quotes in the digits its doubles were written with
+    assert got == [
+        {
+            "tp": "D",
+            "c": "HK:700",
+            "b": [{"p": "1.0", "v": "2.0"}],
+            "a": [{"p": "1.1", "v": "3.0"}],
+            "ts": 0,
+        },
+        {"tp": "T", "c": "CF:ETHUSDT", "p": "2.5", "v": "0.025", "ts": 5, "d": 1},
+        {
+            "tp": "S",
+            "c": "US:AAPL",
+            "lp": "1.5",
+            "yp": "1.4",
+            "o": "1.3",
+            "h": "1.6",
+            "l": "1.2",
+            "ts": 5,
+            "v": "100",
+            "t": "150",
+            "s": 0,
+            "tt": 3,
+            "pq": {
+                "lp": "1.5",
+                "yp": "1.4",
+                "h": "1.6",
+                "l": "1.2",
+                "ts": 0,
+                "v": "10.0",
+                "t": "15.0",
+            },
+        },
+        {"tp": "T", "c": "CF:ETHUSDT", "p": "2.50", "v": "0.0250", "ts": 5, "d": 1},
+        {
+            "tp": "K",
+            "c": "CF:ETHUSDT",
+            "o": "2.5",
+            "cl": "2.5",
+            "h": "2.5",
+            "l": "2.5",
+            "v": "0.025",
+            "ts": 60,
+            "kt": 1,
+        },
+    ]

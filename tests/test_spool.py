@@ -18,7 +18,8 @@ def _batch(i: int, rows: int = 3) -> Batch:
     return Batch(
         {
             "trades": [
-                (i * 10 + r, "US:AAPL", "US", 1.5, 100.0, 1, r, "live", 7) for r in range(rows)
+                (i * 10 + r, "US:AAPL", "US", 1.5, 100.0, 1, r, "live", 7, 1, None)
+                for r in range(rows)
             ]
         },
         seq=1000 + i,  # cut in the order of i

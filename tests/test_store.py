@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from recorder.batching import Batch
 from recorder.exceptions import ConfigError
-from recorder.protocol import NS, Scale
+from recorder.protocol import NS
 from recorder.schema import BY_NAME, Row
 from recorder.sim.questdb import QuestDB
 from recorder.sinks.sqlite import SQLiteSink
@@ -60,7 +60,7 @@ def test_hostile_texts_stay_one_literal_in_questdb_grammar() -> None:
         assert result["errors"] == [] and result["statements"] == 1, result
 
 
-# --- a recording with ties, several codes, gaps and scales ------------------------------
+# --- a recording with ties, several codes and gaps --------------------------------------
 
 _trade = st.tuples(
     st.integers(0, 3 * 86400 - 1),  # second of a three-day range
@@ -171,12 +171,11 @@ def test_sqlite_reader_reads_ranges_in_the_time_order(
         reader.close()
 
 
-def test_sqlite_reader_gaps_scales_and_codes(tmp_path: Path) -> None:
+def test_sqlite_reader_gaps_and_codes(tmp_path: Path) -> None:
     reader = open_source(write(tmp_path / "t.sqlite", trade_rows([(5, "HK:700", 1.0, 1.0, 1, 0)])))
     day = (DAY0, DAY0 + 86400 * NS)
     assert [g[10] for g in reader.gaps(*day)] == ["filled"]
     assert [g[10] for g in reader.gaps(*day, overlapping=True)] == ["open", "filled"]
-    assert reader.scales() == {"US:AAPL": Scale(3, 3, 3)}  # the latest row with one
     assert reader.codes("trades") == ["HK:700"] and reader.codes("depth") == []
     assert list(reader.rows("depth", *day)) == [] and reader.kline_types("HK:700") == []
 

@@ -340,6 +340,8 @@ def test_retention_deletes_whole_old_days_and_keeps_today(
             0,
             "live",
             0,
+            0,
+            None,
         )
         for i in range(12_000)
     ]

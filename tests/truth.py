@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-import orjson
-
 from recorder.protocol import NS
 
 TradeKey = tuple[str, int, float, float, int]
@@ -33,8 +31,9 @@ def check_trades(stored: list[tuple[Any, ...]], frames: list[dict[str, Any]]) ->
 
 
 def depth_key(frame: dict[str, Any]) -> tuple[Any, ...]:
-    bids = orjson.dumps([[float(x["p"]), float(x["v"])] for x in frame["b"]]).decode()
-    asks = orjson.dumps([[float(x["p"]), float(x["v"])] for x in frame["a"]]).decode()
+    # the stored book is JSON whose numbers are written with the digits received
+    bids = "[" + ",".join(f"[{x['p']},{x['v']}]" for x in frame["b"]) + "]"
+    asks = "[" + ",".join(f"[{x['p']},{x['v']}]" for x in frame["a"]) + "]"
     return (frame["c"], frame["ts"] * NS, bids, asks)
 
 

@@ -46,6 +46,11 @@ _MARKET_SHAPE: Final[dict[str, tuple[int, int, int, tuple[int, ...]]]] = {
     "CF": (1, 3, 830000, (1, 10, 25, 100, 1000)),
 }
 _DEFAULT_SHAPE: Final = (4, 0, 10000, (1, 2, 5, 10))
+#: Markets whose sizes and volumes come with trailing zeros cut (``"0.025"``, ``"1.25"``,
+#: ``"10"``) and whose turnover carries ten decimals (``"147479220.1710000000"``, more
+#: digits than a double holds), as the service sends crypto.
+_TRIMMED: Final = frozenset({"CF"})
+_TURNOVER_DP: Final = 10
 #: /instrument-info per market: exchange, trading currency, lot size
 _INSTRUMENT: Final[dict[str, tuple[str, str, int]]] = {
     "US": ("NASDAQ", "USD", 1),
@@ -101,6 +106,7 @@ class _Code:
     price: int
     sizes: tuple[int, ...]
     rng: random.Random
+    trimmed: bool = False
     day: int = -1
     open: int = 0
     high: int = 0
@@ -135,6 +141,12 @@ def _dec(units: int, dp: int) -> str:
     return f"{sign}{digits[:-dp]}.{digits[-dp:]}"
 
 
+def _trimmed(units: int, dp: int) -> str:
+    """Like :func:`_dec`, trailing zeros of the fraction cut: ``"0.025"``, ``"10"``."""
+    text = _dec(units, dp)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _aggregate(parts: Iterable[Minute | None]) -> Minute | None:
     """Consecutive minutes (or bars) as one bar."""
     got = [p for p in parts if p is not None]
@@ -148,6 +160,19 @@ def _aggregate(parts: Iterable[Minute | None]) -> Minute | None:
         sum(p[4] for p in got),
         sum(p[5] for p in got),
     )
+
+
+def _size(c: _Code, units: int) -> str:
+    """A size or volume of ``c`` in integer size units, as the service writes it."""
+    return _trimmed(units, c.size_dp) if c.trimmed else _dec(units, c.size_dp)
+
+
+def _turnover(c: _Code, units: int) -> str:
+    """A turnover in price units times size units, as the service writes it."""
+    dp = c.price_dp + c.size_dp
+    if c.trimmed:
+        return _dec(units * 10 ** (_TURNOVER_DP - dp), _TURNOVER_DP)
+    return _dec(units, dp)
 
 
 class Market:
@@ -184,7 +209,8 @@ class Market:
         price_dp, size_dp, price, sizes = _MARKET_SHAPE.get(market_of(code), _DEFAULT_SHAPE)
         price += rng.randrange(0, price // 10 + 1)
         now = int(self.clock())
-        c = _Code(code, price_dp, size_dp, price, sizes, rng, prev_close=price)
+        trimmed = market_of(code) in _TRIMMED
+        c = _Code(code, price_dp, size_dp, price, sizes, rng, trimmed, prev_close=price)
         c.started, c.start_price = now - now % 60, price
         self._join_the_past(c)
         return c
@@ -383,7 +409,7 @@ class Market:
             "tp": "T",
             "c": c.code,
             "p": _dec(price, c.price_dp),
-            "v": _dec(size, c.size_dp),
+            "v": _size(c, size),
             "ts": ts,
             "d": side,
         }
@@ -403,8 +429,8 @@ class Market:
             "h": _dec(c.high, p),
             "l": _dec(c.low, p),
             "ts": ts,
-            "v": _dec(c.volume, c.size_dp),
-            "t": _dec(c.turnover, p + c.size_dp),
+            "v": _size(c, c.volume),
+            "t": _turnover(c, c.turnover),
             "s": 0,
         }
         if market_of(c.code) == "US":
@@ -415,8 +441,8 @@ class Market:
                 "h": _dec(c.open, p),
                 "l": _dec(c.open, p),
                 "ts": ts - ts % 86400,
-                "v": _dec(0, c.size_dp),
-                "t": _dec(0, p + c.size_dp),
+                "v": _size(c, 0),
+                "t": _turnover(c, 0),
             }
         return frame
 
@@ -428,11 +454,9 @@ class Market:
         return {
             "tp": "D",
             "c": c.code,
-            "b": [
-                {"p": _dec(c.price - i, p), "v": _dec(sizes[i], c.size_dp)} for i in range(levels)
-            ],
+            "b": [{"p": _dec(c.price - i, p), "v": _size(c, sizes[i])} for i in range(levels)],
             "a": [
-                {"p": _dec(c.price + 1 + i, p), "v": _dec(sizes[levels + i], c.size_dp)}
+                {"p": _dec(c.price + 1 + i, p), "v": _size(c, sizes[levels + i])}
                 for i in range(levels)
             ],
             "ts": ts,
@@ -463,7 +487,7 @@ class Market:
             "cl": _dec(bar["cl"], p),
             "h": _dec(bar["h"], p),
             "l": _dec(bar["l"], p),
-            "v": _dec(bar["v"], c.size_dp),
+            "v": _size(c, bar["v"]),
             "ts": opened,
             "kt": kt,
         }

@@ -21,10 +21,10 @@ from operator import itemgetter
 from typing import Any
 
 from ..exceptions import ConfigError, SinkError
-from ..protocol import NS, Scale
+from ..protocol import NS
 from ..schema import BY_NAME, Row
 from .arrow import conform, pyarrow, sort, to_rows
-from .base import BATCH_ROWS, CHUNK, overlaps, scales_of, time_order
+from .base import BATCH_ROWS, CHUNK, overlaps, time_order
 
 DAY = 86400 * NS
 MANIFESTS = "_manifest"
@@ -306,9 +306,6 @@ class ArchiveReader:
         else:
             rows = [r for r in rows if start <= r[0] < end]
         return sorted(rows, key=lambda r: (r[0], r[2]))
-
-    def scales(self) -> dict[str, Scale]:
-        return scales_of(sorted(self._all("instruments"), key=lambda r: (r[0], r[1])))
 
     def batches(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..protocol import Scale
 from ..schema import BY_NAME, GAPS, Row
 
 if TYPE_CHECKING:
@@ -65,9 +64,6 @@ class Reader(Protocol):
         """Gaps rows starting in ``[start, end)``, or with ``overlapping`` every gap that
         covers part of it (still open ones included); oldest first."""
 
-    def scales(self) -> dict[str, Scale]:
-        """The decimals each code's strings carried live (the latest instruments row)."""
-
     def batches(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
@@ -87,17 +83,6 @@ def overlaps(row: Row, start: int, end: int) -> bool:
     """Whether a gaps row covers part of ``[start, end)``."""
     ts, end_ts = row[0], row[1]
     return bool(ts < end and (end_ts is None or end_ts >= start))
-
-
-def scales_of(rows: Iterable[Row]) -> dict[str, Scale]:
-    """Per code, the scale of its latest instruments row that has one (rows oldest first)."""
-    out: dict[str, Scale] = {}
-    names = BY_NAME["instruments"].names
-    p, s, t = (names.index(n) for n in ("price_dp", "size_dp", "turnover_dp"))
-    for row in rows:
-        if row[p] is not None and row[p] != "":
-            out[row[1]] = Scale(int(row[p]), int(row[s]), int(row[t]))
-    return out
 
 
 GAP_NAMES = GAPS.names

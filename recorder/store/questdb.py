@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from ..exceptions import ConfigError, SinkError
-from ..protocol import NS, Scale
+from ..protocol import NS
 from ..schema import BY_NAME, Row
-from .base import BATCH_ROWS, code_order, overlaps, scales_of, time_order
+from .base import BATCH_ROWS, code_order, overlaps, time_order
 from .quote import At, Name, Value, bind
 
 NS_PER_UNIT = 1000  # a QuestDB TIMESTAMP is in microseconds
@@ -209,10 +209,6 @@ def gaps_sql(start: int, end: int, overlapping: bool) -> str:
     return _select("gaps", "ts >= {} AND ts < {}", ("ts", "code"), At(start), At(end))
 
 
-def scales_sql() -> str:
-    return _select("instruments", "price_dp IS NOT NULL", ("ts", "code"))
-
-
 def statements() -> list[str]:
     """One of each statement the reader sends, for checks of the SQL."""
     day = 1_795_618_800 * NS
@@ -227,7 +223,6 @@ def statements() -> list[str]:
         minutes_sql("trades", "US:AAPL", day, day + 86400 * NS),
         gaps_sql(day, day + 86400 * NS, True),
         gaps_sql(day, day + 86400 * NS, False),
-        scales_sql(),
     ]
 
 
@@ -279,13 +274,6 @@ class QuestDBReader:
         if overlapping:
             return [r for r in rows if overlaps(r, start, end)]
         return [r for r in rows if start <= r[0] < end]
-
-    def scales(self) -> dict[str, Scale]:
-        try:
-            rows = self.http.dataset(scales_sql())
-        except SinkError:
-            return {}  # recorded by a version without the instruments table
-        return scales_of(self._row("instruments", r) for r in rows)
 
     def batches(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import ConfigError, SinkError
-from ..protocol import NS, Scale
+from ..protocol import NS
 from ..schema import BY_NAME, Row
-from .base import BATCH_ROWS, CHUNK, code_order, padded, scales_of, time_order
+from .base import BATCH_ROWS, CHUNK, code_order, padded, time_order
 
 
 class SQLiteReader:
@@ -111,12 +111,6 @@ class SQLiteReader:
         )
         sql = f"SELECT {self._columns('gaps')} FROM gaps WHERE {where} ORDER BY ts, code"
         return padded("gaps", self._query(sql, end, start))
-
-    def scales(self) -> dict[str, Scale]:
-        if not self._exists("instruments"):
-            return {}
-        sql = f"SELECT {self._columns('instruments')} FROM instruments ORDER BY ts, code"
-        return scales_of(self._query(sql))
 
     def batches(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS
