@@ -81,7 +81,9 @@ def trade_rows(specs: list[tuple[Any, ...]]) -> list[Row]:
         ident = (code, ts, price, size, side)
         k = seen.get(ident, 0)
         seen[ident] = k + 1
-        out.append((ts, code, code.split(":")[0], price, size, side, k, "live", ts + recv))
+        out.append(
+            (ts, code, code.split(":")[0], price, size, side, k, "live", ts + recv, None, None)
+        )
     return out
 
 

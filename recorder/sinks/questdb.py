@@ -149,7 +149,11 @@ class QuestDBSink:
         try:
             for table, rows in batch:
                 symbols_of, columns_of = self._plan[table]
+                spec = BY_NAME[table]
+                width = len(spec.columns)
                 for row in rows:
+                    if len(row) < width:  # made before columns were added: padded
+                        row = spec.pad(row)
                     sender.row(
                         table,
                         symbols={name: row[i] for i, name in symbols_of},

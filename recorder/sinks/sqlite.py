@@ -151,7 +151,12 @@ class SQLiteSink:
                             if len(chunk) == ROWS_PER_STATEMENT
                             else _insert(BY_NAME[table], len(chunk))
                         )
-                        db.execute(sql, [value for row in chunk for value in row])
+                        values = [value for row in chunk for value in row]
+                        if len(values) != len(chunk) * len(BY_NAME[table].columns):
+                            # rows made before columns were added: padded, as the spool does
+                            pad = BY_NAME[table].pad
+                            values = [value for row in chunk for value in pad(row)]
+                        db.execute(sql, values)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
