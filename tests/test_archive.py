@@ -93,7 +93,6 @@ def test_the_archive_reads_back_exactly_as_the_database(
         assert sorted(got) == sorted(db.rows("trades", start, end))
         for window in (False, True):
             assert archive.gaps(start, end, window) == db.gaps(start, end, window)
-        assert archive.scales() == db.scales()
 
 
 # --- what export writes -------------------------------------------------------------------

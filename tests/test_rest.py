@@ -317,7 +317,7 @@ sqlite_path = "ticks.sqlite"
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for n, wanted in ((1, 2), (2, 6)):
+        for n, wanted in ((1, 2), (2, 5)):
             procs.append(start(tmp_path / f"run{n}.log"))
             assert wait_for(lambda w=wanted: requests() >= w, timeout=30)  # type: ignore[misc]
             procs[-1].send_signal(signal.SIGKILL)
