@@ -21,6 +21,7 @@ from recorder.sim.questdb import QuestDB
 from recorder.sinks.sqlite import SQLiteSink
 from recorder.store import code_order, open_source, time_order
 from recorder.store.arrow import to_rows
+from recorder.store.questdb import QuestDBHttp, QuestDBReader
 from recorder.store.quote import At, Name, bind, literal
 
 DAY0 = 1_795_651_200 * NS  # 2026-11-26T00:00:00Z
@@ -88,7 +89,7 @@ def trade_rows(specs: list[tuple[Any, ...]]) -> list[Row]:
 
 
 def gap_rows() -> list[Row]:
-    def gap(start: int, end: int | None, code: str, status: str) -> Row:
+    def gap(start: int, end: int | None, code: str, status: str, detail: str | None = None) -> Row:
         return (
             start,
             end,
@@ -101,14 +102,14 @@ def gap_rows() -> list[Row]:
             1.0,
             "trades",
             status,
-            None,
+            detail,
             2.5,
             1,
         )
 
     return [
         gap(DAY0 - 3600 * NS, None, "US:AAPL", "open"),  # before the range, still open
-        gap(DAY0 + 100 * NS, DAY0 + 200 * NS, "HK:700", "filled"),
+        gap(DAY0 + 100 * NS, DAY0 + 200 * NS, "HK:700", "filled", 'a "quoted", back\\slash\\"'),
         gap(DAY0 + 86400 * NS + 5, DAY0 + 86400 * NS + 9, "US:AAPL", "unrecoverable"),
     ]
 
@@ -244,7 +245,8 @@ def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(
         (rng.randrange(3 * 86400), rng.choice(CODES), rng.choice([10.0, 10.5]), 1.0,
          rng.randrange(3), rng.randrange(3))
         for _ in range(2000)
-    ]  # fmt: skip
+    ] + [(7, "HK:700", 10.0, 1.0, 1, r % 3) for r in range(40)]  # fmt: skip
+    # (and 40 trades in one second: more than a page of the paged reader below)
     db = write(tmp_path / "t.sqlite", trade_rows(specs))
     sink = QuestDBSink(questdb.conf)
     sink.open()
@@ -269,6 +271,13 @@ def test_the_questdb_reader_reads_what_the_sqlite_reader_reads(
     )
     start, end = DAY0 + 1000 * NS, DAY0 + 200_000 * NS
     assert list(quest.rows("trades", start, end)) == list(rows.rows("trades", start, end))
+    # in pages of a few rows (one second holds more than a page): the same rows, in order
+    for page in (1, 7, 33):
+        paged = QuestDBReader(QuestDBHttp(questdb.url), page_rows=page)
+        assert list(paged.rows("trades", 0, 2**62)) == list(rows.rows("trades", 0, 2**62))
+    # text with quotes and backslashes comes back as written (QuestDB's CSV escapes both)
+    details = [r[11] for r in rows.rows("gaps", 0, 2**62)]
+    assert [r[11] for r in quest.rows("gaps", 0, 2**62)] == details and any(details)
     assert list(quest.rows("trades", start, end, CODES[:1])) == list(
         rows.rows("trades", start, end, CODES[:1])
     )

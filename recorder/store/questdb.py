@@ -26,6 +26,9 @@ from .base import BATCH_ROWS, code_order, overlaps, time_order
 from .quote import At, Name, Value, bind
 
 NS_PER_UNIT = 1000  # a QuestDB TIMESTAMP is in microseconds
+#: rows a page of :meth:`QuestDBReader.rows` holds; its answer is read whole, so a reader
+#: keeps no connection open between pages
+PAGE_ROWS = 20_000
 
 
 class QueryRefused(SinkError):
@@ -172,11 +175,14 @@ def rows_sql(
     codes: Sequence[str] = (),
     kt: int | None = None,
     order: Sequence[str] | None = None,
+    limit: int | None = None,
 ) -> str:
-    """The rows of a range (of some codes, of one bar type), by default in time order."""
+    """The rows of a range (of some codes, of one bar type), by default in time order;
+    the first ``limit`` of them when given."""
     where = "ts >= {} AND ts < {}" + _in(codes) + ("" if kt is None else " AND kt = {}")
     extra: tuple[Value, ...] = () if kt is None else (kt,)
-    return _select(table, where, order or time_order(table), At(start), At(end), *codes, *extra)
+    sql = _select(table, where, order or time_order(table), At(start), At(end), *codes, *extra)
+    return sql if limit is None else sql + bind(" LIMIT {}", limit)
 
 
 def count_sql(table: str, code: str, start: int, end: int) -> str:
@@ -218,6 +224,7 @@ def statements() -> list[str]:
         rows_sql("trades", day, day + 3600 * NS),
         rows_sql("depth", day, day + 3600 * NS, ["US:AAPL", "HK:700"]),
         rows_sql("klines", day, day + 3600 * NS, ["US:AAPL"], 1001),
+        rows_sql("trades", day, day + 3600 * NS, ["US:AAPL"], limit=PAGE_ROWS),
         rows_sql("snapshots", day, day + 3600 * NS, order=code_order("snapshots")),
         count_sql("depth", "HK:700", day, day + 86400 * NS),
         minutes_sql("trades", "US:AAPL", day, day + 86400 * NS),
@@ -227,8 +234,9 @@ def statements() -> list[str]:
 
 
 class QuestDBReader:
-    def __init__(self, http: QuestDBHttp) -> None:
+    def __init__(self, http: QuestDBHttp, page_rows: int = PAGE_ROWS) -> None:
         self.http = http
+        self.page_rows = page_rows
         self.source = http.base
         self._times = {
             t: [i for i, (_, k) in enumerate(BY_NAME[t].columns) if k in ("ts", "time")]
@@ -251,12 +259,31 @@ class QuestDBReader:
     def rows(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), kt: int | None = None
     ) -> Iterator[Row]:
-        return self._stream(table, rows_sql(table, start, end, codes, kt))
+        """In pages read whole, each from the time the last one ended: a replay merges
+        several tables at once, and QuestDB serves few ``/exp`` streams at a time (two on a
+        two-core server: ``http.export.connection.limit``), so none is held open."""
+        cursor = start
+        while cursor < end:
+            sql = rows_sql(table, cursor, end, codes, kt, limit=self.page_rows)
+            page = list(self._stream(table, sql))
+            if len(page) < self.page_rows:
+                yield from page
+                return
+            last = page[-1][0]
+            if page[0][0] == last:  # one time fills the page: that time's rows whole
+                cursor = last + NS_PER_UNIT
+                yield from list(self._stream(table, rows_sql(table, last, cursor, codes, kt)))
+            else:  # the last time's rows may go on past the page: read again from there
+                yield from (row for row in page if row[0] != last)
+                cursor = last
 
     def _stream(self, table: str, sql: str) -> Iterator[Row]:
         kinds = [k for _, k in BY_NAME[table].columns]
         with self.http.export(sql) as resp:
-            reader = csv.reader(io.TextIOWrapper(resp, encoding="utf-8"))
+            # /exp escapes a backslash as two, and a quote by doubling it (9.x) or with a
+            # backslash (8.x): both read right with both options
+            text = io.TextIOWrapper(resp, encoding="utf-8")
+            reader = csv.reader(text, escapechar="\\", doublequote=True)
             next(reader, None)  # header
             for fields in reader:
                 yield self._row(table, [_value(v, k) for v, k in zip(fields, kinds, strict=True)])
@@ -312,7 +339,12 @@ class QuestDBReader:
         spec = BY_NAME[table]
         with self.http.export(sql) as resp:
             try:
-                stream = pacsv.open_csv(resp, read_options=read, convert_options=options)
+                stream = pacsv.open_csv(
+                    resp,
+                    read_options=read,
+                    parse_options=pacsv.ParseOptions(escape_char="\\", double_quote=True),
+                    convert_options=options,
+                )
             except pa.ArrowInvalid as exc:
                 if "Empty CSV" in str(exc):
                     return
