@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 from conftest import make_config, qdb_wait, run_recorder
@@ -22,7 +23,7 @@ from truth import check_trades
 from recorder.batching import Batch
 from recorder.daemon import Recorder
 from recorder.exceptions import SinkError
-from recorder.protocol import NS, Stream
+from recorder.protocol import NS, Record, Stream, decode
 from recorder.schema import Row
 from recorder.sim.questdb import QuestDB
 from recorder.sinks.questdb import QuestDBSink
@@ -341,3 +342,90 @@ def test_a_batch_the_server_refuses_for_good_is_rejected_not_retried(
     finally:
         sink.close()
     assert _settled(questdb, "trades", len(good)) == len(good)
+
+
+# --- exact decimals from the real server (#19 item 1) ----------------------------------------
+
+#: decimal strings of every shape the API uses, in every numeric field of every stream
+SHAPES = ("0.025", "212.30", "147479220.1710000038", "0", "100", "1.25", "0.00001000")
+
+
+def _shaped_frames() -> list[dict[str, Any]]:
+    base = 1_700_000_040
+    out: list[dict[str, Any]] = []
+    for i, x in enumerate(SHAPES):
+        y = SHAPES[(i + 3) % len(SHAPES)]
+        quote = {"lp": x, "yp": y, "h": x, "l": y, "ts": base, "v": y, "t": x}
+        out += [
+            {"tp": "T", "c": "US:AAPL", "p": x, "v": y, "ts": base + i, "d": 1},
+            {"tp": "D", "c": "US:AAPL", "b": [{"p": x, "v": y}], "a": [{"p": y, "v": x}]}
+            | {"ts": base + i},
+            {"tp": "S", "c": "US:AAPL", "lp": x, "yp": y, "o": x, "h": y, "l": x, "v": y}
+            | {"t": x, "s": 0, "tt": 1, "pq": quote, "ts": base + i},
+            {"tp": "K", "c": "US:AAPL", "o": x, "cl": y, "h": x, "l": y, "v": x, "kt": 1}
+            | {"ts": base + 60 * (i + 1)},
+        ]
+    return out
+
+
+def _canonical(frames: list[dict[str, Any]]) -> list[bytes]:
+    return sorted(orjson.dumps(f, option=orjson.OPT_SORT_KEYS) for f in frames)
+
+
+def _replayed(source: str, start: int, end: int) -> list[dict[str, Any]]:
+    span = ("--from", str(start), "--to", str(end))
+    got = subprocess.run(
+        [sys.executable, "-m", "recorder", "replay", "--source", source, *span],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 0, got.stderr
+    return [orjson.loads(line) for line in got.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("transport", ["http", "tcp"])
+def test_every_decimal_string_comes_back_exactly_from_the_real_server(
+    questdb: QuestDB, transport: str
+) -> None:
+    sent = _shaped_frames()
+    records = [decode(orjson.dumps(f), 1_700_000_000 * NS + i) for i, f in enumerate(sent)]
+    assert all(isinstance(r, Record) for r in records)
+    batch = Batch.from_bytes(Batch.of(records, seq=1).to_bytes())  # type: ignore[arg-type]
+    sink = _sink(questdb, transport)
+    try:
+        sink.write(batch)
+    finally:
+        sink.close()
+    for table in ("trades", "depth", "snapshots", "klines"):
+        assert _settled(questdb, table, len(SHAPES)) == len(SHAPES), table
+    got = _replayed(questdb.url, 1_700_000_000, 1_700_001_000)
+    # string for string: "212.30" stays "212.30", "147479220.1710000038" keeps its digits
+    assert _canonical(got) == _canonical(sent)
+
+
+def test_a_recording_replays_from_the_real_server_string_for_string(
+    make_sim: SimFactory, tmp_path: Path, questdb: QuestDB
+) -> None:
+    sim = make_sim(trades_per_second=10, seed=19, market_hours=False)
+    codes = ["US:AAPL", "HK:700", "CF:ETHUSDT"]
+    config = make_config(
+        sim,
+        tmp_path,
+        codes,
+        sink={"kind": "questdb", "questdb": questdb.conf},
+        gaps={"backfill": False},  # the store then holds exactly the live stream
+    )
+    recorder = run_recorder(
+        config, until=lambda r: r.stats.frames[Stream.TRADES] >= 120, timeout=40
+    )
+    received = sum(recorder.stats.frames.values())
+    sent = sim.call(lambda: list(sim.sim.sent_frames()))[:received]
+    assert recorder.stats.decode_errors == 0 and len(sent) == received
+    pushed = [f for f in sent if f["tp"] in ("T", "D", "S")]
+    for table, tp in (("trades", "T"), ("depth", "D"), ("snapshots", "S")):
+        want = sum(f["tp"] == tp for f in pushed)
+        assert _settled(questdb, table, want) == want, table
+    got = _replayed(questdb.url, sent[0]["ts"], sent[-1]["ts"] + 1)
+    # every update with the strings it was pushed with, in the order it was pushed
+    assert [f for f in got if f["tp"] != "K"] == pushed
