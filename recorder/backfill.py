@@ -49,6 +49,19 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(frozen=True, slots=True)
+class BackfillSnapshot:
+    """The backfill's figures (names as in :class:`~recorder.status.Status`)."""
+
+    #: recorded gaps backfilled so far, per (stream, status)
+    gap_outcomes: dict[tuple[str, str], int]
+    backfilled_rows: int
+    #: gaps submitted, and those backfilled as far as the API allows
+    gaps_submitted: int
+    gaps_resolved: int
+    backfill_failed_rounds: int
+
+
 class Backfiller:
     """Backfills the gaps it is given, in two lanes: trades (whose trades leave ``/trade``'s
     window within seconds on a busy code) and the rest (K-line history, snapshot and depth
@@ -131,6 +144,15 @@ class Backfiller:
     def idle(self) -> bool:
         """Every gap submitted so far was backfilled as far as the API allows."""
         return self.resolved == self.submitted
+
+    def snapshot(self) -> BackfillSnapshot:
+        return BackfillSnapshot(
+            gap_outcomes=dict(self.outcomes),
+            backfilled_rows=self.rows,
+            gaps_submitted=self.submitted,
+            gaps_resolved=self.resolved,
+            backfill_failed_rounds=self.failed_rounds,
+        )
 
     def _resolved(self, gap: Gap) -> None:
         self.resolved += 1

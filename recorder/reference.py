@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,6 +30,14 @@ from .schema import Row, instrument_row
 log = structlog.get_logger("recorder.reference")
 #: markets without a calendar (crypto trades around the clock)
 NO_CALENDAR = frozenset({"CF"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSnapshot:
+    """The poller's figures (names as in :class:`~recorder.status.Status`)."""
+
+    #: fetches of the calendar or the instruments that failed (tried again later)
+    reference_failures: int
 
 
 class ReferencePoller:
@@ -57,6 +66,9 @@ class ReferencePoller:
         self._code_due: dict[str, float] = {}
         self._changed = asyncio.Event()
         self.failures = 0
+
+    def snapshot(self) -> ReferenceSnapshot:
+        return ReferenceSnapshot(reference_failures=self.failures)
 
     def retarget(self) -> None:
         """The subscription target changed (a reload): look at the codes again now."""

@@ -295,6 +295,17 @@ class AiohttpTransport:
             await self._session.close()
 
 
+@dataclass(frozen=True, slots=True)
+class RestSnapshot:
+    """The REST client's figures (names as in :class:`~recorder.status.Status`)."""
+
+    rest_requests: int
+    #: by purpose (trades, sweep, backfill, calendar, instruments), retries included
+    rest_requests_by_purpose: dict[str, int]
+    rest_budget_remaining: int
+    rest_retries: int
+
+
 class RestClient:
     """POSTs to the QOS REST API through the scheduler, classifying every failure."""
 
@@ -326,6 +337,14 @@ class RestClient:
     def requests(self) -> int:
         """Requests sent, retries included."""
         return sum(self.scheduler.sent.values())
+
+    def snapshot(self) -> RestSnapshot:
+        return RestSnapshot(
+            rest_requests=self.requests,
+            rest_requests_by_purpose={p.value: n for p, n in self.scheduler.sent.items()},
+            rest_budget_remaining=self.limiter.remaining(),
+            rest_retries=self.retries,
+        )
 
     async def __aenter__(self) -> RestClient:
         return self

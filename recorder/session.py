@@ -18,6 +18,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import structlog
@@ -277,14 +278,16 @@ async def run_upstream(
     key: Secret,
     handler: Handler,
     rng: random.Random | None = None,
+    connect: Connect | None = None,
 ) -> None:
-    """Run sessions forever, reconnecting with capped jittered backoff."""
+    """Run sessions forever, reconnecting with capped jittered backoff. ``connect``: how
+    a WebSocket is opened (websockets' ``connect``'s signature; default: the network)."""
     delays = backoff(up.backoff_initial, up.backoff_max, rng)
     while True:
         started = time.monotonic()
         # an exception's text may quote the key (a header it refused): it goes to the log,
         # /healthz and the gaps table only scrubbed
-        reason = key.scrub(await _one_session(up, target, key, handler))
+        reason = key.scrub(await _one_session(up, target, key, handler, connect or _Connect))
         healthy = time.monotonic() - started >= up.healthy_after
         if healthy:
             delays = backoff(up.backoff_initial, up.backoff_max, rng)
@@ -292,6 +295,10 @@ async def run_upstream(
         handler.on_disconnected(reason)
         log.warning("disconnected", reason=reason, reconnect_in=round(delay, 2))
         await asyncio.sleep(delay)
+
+
+#: opens a WebSocket: websockets' ``connect(uri, **options)``, or a test's stand-in
+Connect = Callable[..., AbstractAsyncContextManager[ClientConnection]]
 
 
 class _Connect(connect):
@@ -302,10 +309,12 @@ class _Connect(connect):
         return exc
 
 
-async def _one_session(up: UpstreamConfig, target: Target, key: Secret, handler: Handler) -> str:
+async def _one_session(
+    up: UpstreamConfig, target: Target, key: Secret, handler: Handler, connect: Connect
+) -> str:
     """One connection from connect to its end; returns why it ended."""
     try:
-        async with _Connect(
+        async with connect(
             up.ws_url,
             additional_headers={"key": key.reveal()},
             open_timeout=up.connect_timeout,

@@ -29,6 +29,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -67,6 +68,17 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         view = view[written:]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSnapshot:
+    """The spool's figures (names as in :class:`~recorder.status.Status`)."""
+
+    spool_bytes: int
+    spool_max_bytes: int
+    spool_segments: int
+    spool_rejected_rows: int
+    spool_damaged_entries: int
 
 
 class Spool:
@@ -114,6 +126,16 @@ class Spool:
     def __bool__(self) -> bool:
         """True while anything is waiting to be drained."""
         return bool(self._segments)
+
+    def snapshot(self) -> SpoolSnapshot:
+        """The spool's figures now (its lost rows count in the writer's ``lost_rows``)."""
+        return SpoolSnapshot(
+            spool_bytes=self._bytes,
+            spool_max_bytes=self.max_bytes,
+            spool_segments=len(self._segments),
+            spool_rejected_rows=self.rejected_rows,
+            spool_damaged_entries=self.corrupt_entries,
+        )
 
     def append(self, batch: Batch) -> None:
         """Append a batch durably (per the fsync policy); SpoolError when full or failing."""

@@ -1,11 +1,15 @@
 """The recorder's state at one moment, as a frozen value, and the health verdict on it.
 
-:meth:`recorder.daemon.Recorder.status` builds a :class:`Status`; ``/metrics``, ``/healthz``
-and ``qos-recorder status`` only render it, so none of them reaches into the daemon.
+Each part of the daemon (session, ingest, writer, spool, backfill, REST client, reference
+poller) returns a frozen snapshot of its own figures, named as the fields here;
+:meth:`Status.of` composes them, and :meth:`recorder.daemon.Recorder.status` is that
+composition. ``/metrics``, ``/healthz`` and ``qos-recorder status`` only render a
+:class:`Status`, so none of them reaches into the daemon.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -13,12 +17,15 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .config import Address, Config, MetricsConfig
 from .protocol import NS, Stream
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,38 @@ class Status:
     write_stuck_seconds: float = 0.0
     #: the tables whose WAL QuestDB suspended (table -> its error): rows not applied
     suspended_tables: Mapping[str, str] = field(default_factory=dict)
+    #: batches the database acknowledged, and batches spooled instead
+    batches_written: int = 0
+    spooled_batches: int = 0
+    #: rows the retention removed
+    expired_rows: int = 0
+    #: gaps given to the backfill, and those backfilled as far as the API allows
+    gaps_submitted: int = 0
+    gaps_resolved: int = 0
+    backfill_failed_rounds: int = 0
+    #: REST requests sent again after a failure
+    rest_retries: int = 0
+    #: calendar or instruments fetches that failed (tried again later)
+    reference_failures: int = 0
+
+    @classmethod
+    def of(cls, *parts: DataclassInstance, **figures: Any) -> Status:
+        """The status composed from the parts' snapshots (each names its figures as the
+        fields here) and the ``figures`` given; ValueError when a field is given twice or
+        by nothing (a default would hide a part that forgot it)."""
+        for part in parts:
+            for f in dataclasses.fields(part):
+                if f.name in figures:
+                    raise ValueError(f"Status.{f.name} given twice (by {type(part).__name__})")
+                figures[f.name] = getattr(part, f.name)
+        missing = _FIELDS - figures.keys()
+        if missing:
+            raise ValueError(f"Status fields given by no part: {', '.join(sorted(missing))}")
+        return cls(**figures)
+
+    def backfill_idle(self) -> bool:
+        """Every gap submitted so far was backfilled as far as the API allows."""
+        return self.gaps_resolved == self.gaps_submitted
 
     def last_frame_age(self) -> float | None:
         """Seconds since the newest frame of any code, or None before the first."""
@@ -159,6 +198,9 @@ class Status:
             "key_refused": self.key_refused is not None,
         }
         return not reasons, summary
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Status))
 
 
 def progress(now: Status, before: Status | None) -> dict[str, Any]:

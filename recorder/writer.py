@@ -90,6 +90,31 @@ class WriterStats:
     sink_replaced: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WriterSnapshot:
+    """The writer's figures (names as in :class:`~recorder.status.Status`): what reached
+    the database, and the state of the way there."""
+
+    rows_written: dict[str, int]
+    batches_written: int
+    spooled_batches: int
+    expired_rows: int
+    writer_queue: int
+    sink_healthy: bool
+    sink_error: str | None
+    sink_failures: int
+    writer_crashes: int
+    writer_error: str | None
+    writer_failed: bool
+    write_stuck_seconds: float
+    suspended_tables: dict[str, str]
+    writer_recovering: bool
+    #: rows lost on the way: the writer's and its spool's (damaged entries)
+    lost_rows: int
+    rejected_rows: int
+    sink_replaced: int
+
+
 class Writer:
     def __init__(
         self,
@@ -227,6 +252,29 @@ class Writer:
     @property
     def pending(self) -> int:
         return self._queue.qsize()
+
+    def snapshot(self) -> WriterSnapshot:
+        """The figures now (read from the event loop; the thread only adds to them)."""
+        st = self.stats
+        return WriterSnapshot(
+            rows_written=dict(st.rows),
+            batches_written=st.batches,
+            spooled_batches=st.spooled_batches,
+            expired_rows=self.expired_rows,
+            writer_queue=self.pending,
+            sink_healthy=st.healthy,
+            sink_error=st.last_error,
+            sink_failures=st.failures,
+            writer_crashes=st.crashes,
+            writer_error=st.crash_error if st.crashes else None,
+            writer_failed=self.failed.is_set(),
+            write_stuck_seconds=self.stuck_for(),
+            suspended_tables=dict(getattr(self.sink, "suspended", {})),
+            writer_recovering=st.recovering,
+            lost_rows=st.lost_rows + self.spool.lost_rows,
+            rejected_rows=st.rejected_rows,
+            sink_replaced=st.sink_replaced,
+        )
 
     def submit(self, batch: Batch) -> None:
         """Hand a batch over; never waits on the database, never writes a file (unless

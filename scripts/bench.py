@@ -251,12 +251,12 @@ def part_recorder(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(recorder.run(stop))
-            rows = recorder.writer.stats.rows
+            rows = recorder.status().rows_written
             window = Window(lambda: sum(rows.values()), args.warmup, args.seconds)
             figures: dict[str, Any] = await window.run()
-            received = recorder.stats.frames[Stream.TRADES]
+            received = recorder.status().frames[Stream.TRADES]
             figures["received_rate"] = received / (args.warmup + args.seconds)
-            figures["spooled_batches"] = recorder.writer.stats.spooled_batches
+            figures["spooled_batches"] = recorder.status().spooled_batches
             stop.set()
         return figures
 
@@ -572,8 +572,8 @@ def part_soak(args: argparse.Namespace) -> None:
             while time.monotonic() < deadline:
                 await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
                 samples.append(_rss_mb())
-                identities.append(len(recorder.counter))
-            rows = sum(recorder.writer.stats.rows.values())
+                identities.append(len(recorder.ingest.counter))
+            rows = sum(recorder.status().rows_written.values())
             stop.set()
         first = samples[min(1, len(samples) - 1)]  # after warm-up
         return {

@@ -42,13 +42,13 @@ DROP_SECONDS = float(os.environ.get("QOS_DROP_SECONDS", "60"))
 
 def _settled(recorder: Recorder) -> bool:
     """No gap waiting for its end or its backfill, and the batcher handed everything over."""
-    det = recorder.detector
+    det, now = recorder.ingest.detector, recorder.status()
     return (
-        recorder.stats.subscribed
+        now.subscribed
         and not det.pending
         and not det.silent
-        and recorder.backfiller.idle
-        and recorder.backfiller.submitted > 0
+        and now.backfill_idle()
+        and now.gaps_submitted > 0
     )
 
 
@@ -92,7 +92,7 @@ def test_connection_dropped_every_few_seconds_loses_nothing(
         timeout=DROP_SECONDS + 60,
         until=lambda r: not sim.sim.faults.close_every and _settled(r),
     )
-    assert recorder.stats.reconnects >= int(DROP_SECONDS / 8) - 1
+    assert recorder.status().reconnects >= int(DROP_SECONDS / 8) - 1
     db = tmp_path / "ticks.sqlite"
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     lo, hi = _window(sent, db)
@@ -102,7 +102,7 @@ def test_connection_dropped_every_few_seconds_loses_nothing(
     # every drop has a row in gaps, for every code
     for code in codes:
         gaps = rows(db, "SELECT status FROM gaps WHERE code = ? AND cause = 'disconnect'", code)
-        assert len(gaps) == recorder.stats.reconnects, code
+        assert len(gaps) == recorder.status().reconnects, code
         assert {s for (s,) in gaps} == {"filled"}
     (backfilled,) = rows(db, "SELECT count(*) FROM trades WHERE source = 'backfill'")[0]
     assert backfilled > 0  # the live stream alone missed trades that backfill recovered
@@ -126,7 +126,7 @@ def test_silently_dropped_frames_are_flagged_and_backfilled(
         until=lambda r: (
             not sim.sim.faults.drop_rate
             and _settled(r)
-            and r.detector.emitted > 0
+            and r.ingest.detector.emitted > 0
             and len(sim.sim.sent) > len(sim.sim.dropped) + 400
         ),
     )
@@ -144,7 +144,7 @@ def test_silently_dropped_frames_are_flagged_and_backfilled(
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     lo, hi = _window(sent, db)
     check_trades(_stored_in(db, lo, hi), _truth_in(sim, set(codes), lo, hi))
-    assert recorder.backfiller.rows >= len(dropped)
+    assert recorder.status().backfilled_rows >= len(dropped)
 
 
 def test_http_429_and_500_are_retried_within_the_limit(
@@ -155,18 +155,21 @@ def test_http_429_and_500_are_retried_within_the_limit(
     failures = iter([429, 500])
 
     def inject(recorder: Recorder, elapsed: float) -> None:
-        if recorder.stats.reconnects >= 1 and sim.sim.faults.close_every:
+        if recorder.status().reconnects >= 1 and sim.sim.faults.close_every:
             sim.call(lambda: setattr(sim.sim.faults, "close_every", None))
-        if recorder.stats.reconnects >= 1 and sim.sim.faults.http_fail_count in (None, 0):
+        if recorder.status().reconnects >= 1 and sim.sim.faults.http_fail_count in (None, 0):
             status = next(failures, None)
             if status is not None:
                 sim.call(lambda: setattr(sim.sim.faults, "http_status", status))
                 sim.call(lambda: setattr(sim.sim.faults, "http_fail_count", 2))
 
     recorder = run_recorder(
-        config, during=inject, timeout=60, until=lambda r: r.rest.retries >= 4 and _settled(r)
+        config,
+        during=inject,
+        timeout=60,
+        until=lambda r: r.status().rest_retries >= 4 and _settled(r),
     )
-    assert recorder.rest.retries >= 4 and recorder.backfiller.failed_rounds == 0
+    assert recorder.status().rest_retries >= 4 and recorder.status().backfill_failed_rounds == 0
     db = tmp_path / "ticks.sqlite"
     assert rows(db, "SELECT status FROM gaps WHERE cause = 'disconnect'") == [("filled",)]
     assert not any("limit exceeded" in m for _, _, m in sim.call(lambda: sim.sim.refusals))
@@ -252,7 +255,7 @@ def test_gaps_left_open_at_stop_are_backfilled_at_the_next_start(
     run_recorder(
         config,
         timeout=30,
-        until=lambda r: r.stats.reconnects >= 1 and r.backfiller.failed_rounds >= 1,
+        until=lambda r: r.status().reconnects >= 1 and r.status().backfill_failed_rounds >= 1,
     )
     db = tmp_path / "ticks.sqlite"
     left_open = rows(db, "SELECT ts FROM gaps WHERE status = 'open'")
@@ -260,7 +263,7 @@ def test_gaps_left_open_at_stop_are_backfilled_at_the_next_start(
     sim.call(lambda: setattr(sim.sim.faults, "close_every", None))
     sim.call(lambda: setattr(sim.sim.faults, "http_status", None))
     second = run_recorder(config, timeout=30, until=_settled)
-    assert second.backfiller.resolved >= len(left_open)
+    assert second.status().gaps_resolved >= len(left_open)
     still = rows(
         db,
         f"SELECT ts FROM gaps WHERE status = 'open' AND ts IN "
@@ -284,7 +287,7 @@ def test_a_long_outage_is_in_the_ledger_while_it_lasts_and_every_loss_is_inside_
     during: list[set[tuple[str, str]]] = []  # open gap rows seen while it lasted
 
     def fault(recorder: Recorder, elapsed: float) -> None:
-        if not outage and recorder.writer.stats.batches > 20:
+        if not outage and recorder.status().batches_written > 20:
             outage.append(elapsed)
             sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", True))
             sim.run(sim.sim.disconnect_all("outage"))
@@ -305,9 +308,11 @@ def test_a_long_outage_is_in_the_ledger_while_it_lasts_and_every_loss_is_inside_
         config,
         during=fault,
         timeout=OUTAGE_SECONDS + 60,
-        until=lambda r: len(outage) == 2 and _settled(r) and r.stats.frames[Stream.SNAPSHOTS] > 0,
+        until=lambda r: (
+            len(outage) == 2 and _settled(r) and r.status().frames[Stream.SNAPSHOTS] > 0
+        ),
     )
-    assert len(outage) == 2 and recorder.stats.reconnects >= 1
+    assert len(outage) == 2 and recorder.status().reconnects >= 1
     # while the outage lasted, every code and stream already had its open row
     assert during == [{(c, s) for c in codes for s in ("trades", "depth", "snapshots")}]
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
@@ -441,7 +446,7 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
     drops: list[float] = []  # when each outage began (elapsed seconds)
 
     def disconnect(recorder: Recorder, elapsed: float) -> None:
-        swept = recorder.backfiller.resolved >= len(codes) and recorder.backfiller.idle
+        swept = recorder.status().gaps_resolved >= len(codes) and recorder.status().backfill_idle()
         if (not drops and swept) or (len(drops) == 1 and elapsed >= drops[0] + 6.0):
             drops.append(elapsed)
             sim.call(lambda: setattr(sim.sim.faults, "refuse_connections", True))
@@ -457,7 +462,7 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
         timeout=60,
         until=lambda r: len(drops) == 2 and not sim.sim.faults.refuse_connections and _settled(r),
     )
-    assert len(drops) == 2 and recorder.stats.reconnects >= 2
+    assert len(drops) == 2 and recorder.status().reconnects >= 2
     db = tmp_path / "ticks.sqlite"
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     lo, hi = _window(sent, db)
@@ -489,13 +494,13 @@ def test_after_a_reconnect_one_history_request_serves_every_kline_type(
     dropped: list[int] = []  # HTTP requests made before the disconnect
 
     def disconnect(recorder: Recorder, elapsed: float) -> None:
-        bf, started = recorder.backfiller, recorder.stats.subscribed
+        now = recorder.status()
         if (
             not dropped
-            and started
-            and bf.submitted > 0
-            and bf.idle
-            and not recorder.detector.pending
+            and now.subscribed
+            and now.gaps_submitted > 0
+            and now.backfill_idle()
+            and not recorder.ingest.detector.pending
         ):
             dropped.append(sim.call(lambda: len(sim.sim.http_requests)))
             sim.run(sim.sim.disconnect_all("injected"))
@@ -504,9 +509,9 @@ def test_after_a_reconnect_one_history_request_serves_every_kline_type(
         config,
         during=disconnect,
         timeout=40,
-        until=lambda r: bool(dropped) and r.stats.reconnects == 1 and _settled(r),
+        until=lambda r: bool(dropped) and r.status().reconnects == 1 and _settled(r),
     )
-    assert recorder.stats.reconnects == 1
+    assert recorder.status().reconnects == 1
     paths = [p for _, p in sim.call(lambda: list(sim.sim.http_requests))[dropped[0] :]]
     # three K-line types resubscribed a second apart: their gaps share one /history
     assert paths.count("/history") == 1, paths

@@ -34,7 +34,7 @@ def _recording(sim: SimulatorThread, tmp_path: Path) -> Path:
     dropped: list[float] = []
 
     def drop(recorder: Recorder, elapsed: float) -> None:
-        if not dropped and recorder.stats.frames[Stream.TRADES] > 40:
+        if not dropped and recorder.status().frames[Stream.TRADES] > 40:
             dropped.append(elapsed)
             sim.run(sim.sim.disconnect_all("for the picture"))
 
@@ -42,7 +42,7 @@ def _recording(sim: SimulatorThread, tmp_path: Path) -> Path:
         config,
         during=drop,
         timeout=40,
-        until=lambda r: bool(dropped) and r.backfiller.resolved >= 6 and r.stats.subscribed,
+        until=lambda r: bool(dropped) and r.status().gaps_resolved >= 6 and r.status().subscribed,
     )
     db = tmp_path / "ticks.sqlite"
     path = tmp_path / "recorder.toml"

@@ -47,12 +47,12 @@ def test_sixty_seconds_without_faults_store_every_pushed_record_once(
     expected = E2E_SECONDS * 20 * len(codes)
     recorder = run_recorder(
         config,
-        until=lambda r: r.stats.frames[Stream.TRADES] >= expected,
+        until=lambda r: r.status().frames[Stream.TRADES] >= expected,
         timeout=E2E_SECONDS * 2,
     )
     db = tmp_path / "ticks.sqlite"
     # the recorder received exactly the first frames sent (TCP keeps order)
-    sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.stats.frames.values())]
+    sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.status().frames.values())]
     trades = [f for f in sent if f["tp"] == "T"]
     assert len(trades) > E2E_SECONDS * 20 * len(codes) * 0.5
 
@@ -78,7 +78,7 @@ def test_sixty_seconds_without_faults_store_every_pushed_record_once(
         f = bars[(code, kt, ts)]
         assert (o, c, h, lo, v) == tuple(float(f[k]) for k in ("o", "cl", "h", "l", "v"))
     assert rows(db, "SELECT DISTINCT source FROM trades") == [("live",)]
-    assert recorder.stats.decode_errors == 0 and recorder.writer.stats.lost_rows == 0
+    assert recorder.status().decode_errors == 0 and recorder.status().lost_rows == 0
     assert sim.call(lambda: sim.sim.refusals) == []
 
 
@@ -90,8 +90,8 @@ def test_writing_the_same_batches_twice_duplicates_nothing(
 
     config = make_config(sim, tmp_path, subscribe={"klines": ["US:AAPL"]})
     batches: list[Batch] = []
-    recorder = run_recorder(config, until=lambda r: r.writer.stats.batches >= 5, timeout=20)
-    assert recorder.writer.stats.batches >= 5
+    recorder = run_recorder(config, until=lambda r: r.status().batches_written >= 5, timeout=20)
+    assert recorder.status().batches_written >= 5
     db = tmp_path / "ticks.sqlite"
     before = {
         t: rows(db, f"SELECT * FROM {t} ORDER BY 1, 2")
@@ -145,16 +145,16 @@ batch_age = 1.0
 def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_path: Path) -> None:
     sim = make_sim(trades_per_second=50, seed=8)
     config = make_config(sim, tmp_path, ["US:AAPL"])
-    first = run_recorder(config, until=lambda r: r.stats.frames[Stream.TRADES] >= 50, timeout=20)
-    second = run_recorder(config, until=lambda r: len(r.counter) > 0, timeout=20)
-    assert first.stats.frames[Stream.TRADES] >= 50
+    first = run_recorder(config, until=lambda r: r.status().frames[Stream.TRADES] >= 50, timeout=20)
+    second = run_recorder(config, until=lambda r: len(r.ingest.counter) > 0, timeout=20)
+    assert first.status().frames[Stream.TRADES] >= 50
     # the second run learned the first run's identities at start-up
     seeded = rows(
         tmp_path / "ticks.sqlite",
         "SELECT code, ts, price, size, side, count(*) FROM trades GROUP BY 1,2,3,4,5",
     )
     assert seeded and all(
-        second.counter.count((r[0], r[1], r[2], r[3], r[4])) >= r[5] for r in seeded
+        second.ingest.counter.count((r[0], r[1], r[2], r[3], r[4])) >= r[5] for r in seeded
     )
     started = time.time_ns() - 3600 * NS
     assert all(r[1] > started for r in seeded)

@@ -51,21 +51,21 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Conne
 
 def _recorded(r: Any) -> bool:
     """Trades, books, K-lines (subscribed last) and the reference data are all stored."""
-    rows = r.writer.stats.rows
+    rows = r.status().rows_written
     return bool(
-        r.stats.frames[Stream.TRADES] >= 40
+        r.status().frames[Stream.TRADES] >= 40
         and all(rows.get(t, 0) > 0 for t in ("trades", "depth", "klines", "instruments"))
     )
 
 
 def _settled(r: Any) -> bool:
-    det = r.detector
+    det = r.ingest.detector
     return bool(
-        r.stats.subscribed
+        r.status().subscribed
         and not det.pending
-        and r.backfiller.submitted > 0
-        and r.backfiller.idle
-        and r.stats.frames[Stream.SNAPSHOTS] > 0
+        and r.status().gaps_submitted > 0
+        and r.status().backfill_idle()
+        and r.status().frames[Stream.SNAPSHOTS] > 0
     )
 
 

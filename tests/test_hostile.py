@@ -22,7 +22,7 @@ def test_a_recorder_subscribes_and_records_a_scripted_frame(tmp_path: Path) -> N
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
 
         def stored(recorder: Recorder) -> bool:
-            return recorder.writer.stats.rows.get("trades", 0) >= 1
+            return recorder.status().rows_written.get("trades", 0) >= 1
 
         recorder = run_recorder(config, until=stored, timeout=20)
         assert stored(recorder)
@@ -72,10 +72,10 @@ def test_frames_of_the_wrong_shape_are_dead_letters_and_the_session_goes_on(
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": []})
 
         def stored(recorder: Recorder) -> bool:
-            return recorder.writer.stats.rows.get("trades", 0) >= 1
+            return recorder.status().rows_written.get("trades", 0) >= 1
 
         recorder = run_recorder(config, until=stored, timeout=20)
         assert stored(recorder) and up.connections == 1  # one session: none of it ended it
-    assert recorder.stats.decode_errors == len(bad)
+    assert recorder.status().decode_errors == len(bad)
     dead = (tmp_path / "dead-letter.ndjson").read_text().splitlines()
     assert [orjson.loads(line)["frame"] for line in dead] == bad

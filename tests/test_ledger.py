@@ -207,13 +207,13 @@ def test_an_exception_quoting_the_key_is_scrubbed_from_ledger_health_and_log(
         )
         with structlog.testing.capture_logs() as logs:
             recorder = run_recorder(
-                config, until=lambda r: r.stats.reconnects >= 2, timeout=30, key=secret
+                config, until=lambda r: r.status().reconnects >= 2, timeout=30, key=secret
             )
-    assert recorder.stats.reconnects >= 2
+    assert recorder.status().reconnects >= 2
     _, health = recorder.status().health(config.metrics)
     details = rows(tmp_path / "ticks.sqlite", "SELECT detail FROM gaps")
     assert details and any("***" in (d or "") for (d,) in details)
-    for text in (repr(logs), repr(health), repr(details), recorder.stats.last_disconnect_reason):
+    for text in (repr(logs), repr(health), repr(details), recorder.status().last_disconnect_reason):
         for form in (secret, repr(secret)[1:-1], "leaky"):
             assert form not in str(text)
 
@@ -273,19 +273,19 @@ def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
     config, blocker, codes = _database_down(make_sim, tmp_path, 5)
 
     def unblock(recorder: Recorder, elapsed: float) -> None:
-        if recorder.writer.stats.lost_rows > 500 and blocker.is_file():
+        if recorder.status().lost_rows > 500 and blocker.is_file():
             blocker.unlink()  # the database comes back
 
     def ledger_written(recorder: Recorder) -> bool:
         return (
             not blocker.is_file()
-            and recorder.writer.stats.healthy
-            and not recorder.spool
-            and not recorder.dropped
+            and recorder.status().sink_healthy
+            and not recorder.status().spool_segments
+            and not recorder.losses
         )
 
     recorder = run_recorder(config, until=ledger_written, during=unblock, timeout=60)
-    lost = recorder.writer.stats.lost_rows
+    lost = recorder.status().lost_rows
     assert lost > 500
     db = blocker / "ticks.sqlite"
     dropped = rows(
@@ -296,7 +296,7 @@ def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
     assert dropped and {c for c, *_ in dropped} <= set(codes)
     assert all(s == "unrecoverable" and u == "rows" for _, _, s, _, u, _, _ in dropped)
     assert all(lt == m for _, st_, _, m, _, lt, _ in dropped if st_ == "trades")
-    lost_gap_rows = recorder.dropped.rewritten  # lost too, then written again as they were
+    lost_gap_rows = recorder.losses.dropped.rewritten  # lost too, then written again as they were
     assert sum(m for _, _, _, m, *_ in dropped) == lost - lost_gap_rows
     assert all("spool" in d for *_, d in dropped)
     listed = format_gaps(read_gaps(config, 0))  # what `qos-recorder gaps` prints
@@ -335,13 +335,17 @@ def test_a_restart_onto_an_empty_database_with_a_full_spool_has_its_downtime_gap
         )
         blocker.write_text("the database's folder is a file: the sink cannot open")
         first = run_recorder(down, until=lambda r: r.spool.total_bytes > 0, timeout=20)
-        assert first.writer.stats.rows.get("trades", 0) == 0  # all of it waits in the spool
+        assert first.status().rows_written.get("trades", 0) == 0  # all of it waits in the spool
         blocker.unlink()
         up.frames.clear()
-        second = run_recorder(down, until=lambda r: r.stats.subscribed and not r.spool, timeout=20)
+        second = run_recorder(
+            down,
+            until=lambda r: r.status().subscribed and not r.status().spool_segments,
+            timeout=20,
+        )
     db = blocker / "ticks.sqlite"
     assert rows(db, "SELECT count(*) FROM trades") == [(2,)]  # the spool drained
-    assert second.writer.stats.rows.get("gaps", 0) >= 1
+    assert second.status().rows_written.get("gaps", 0) >= 1
     ((start, end, _),) = _downtime(db)
     # from the last trade received (saved at the clean stop), not from nothing
     assert start == (now - 4) * NS
@@ -360,16 +364,16 @@ def test_a_stored_trade_in_2099_does_not_poison_later_downtime_gaps(tmp_path: Pa
             gaps={"backfill": False},
         )
         first = run_recorder(
-            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 2, timeout=20
+            config, until=lambda r: r.status().rows_written.get("trades", 0) >= 2, timeout=20
         )
-        assert first.writer.stats.rows.get("trades", 0) == 2
+        assert first.status().rows_written.get("trades", 0) == 2
         up.frames.clear()
-        run_recorder(config, until=lambda r: r.stats.subscribed, timeout=20)
+        run_recorder(config, until=lambda r: r.status().subscribed, timeout=20)
         up.frames.append(_trade(now - 3))
         third = run_recorder(
-            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 1, timeout=20
+            config, until=lambda r: r.status().rows_written.get("trades", 0) >= 1, timeout=20
         )
-        assert third.stats.frames[Stream.TRADES] == 1
+        assert third.status().frames[Stream.TRADES] == 1
     db = tmp_path / "ticks.sqlite"
     gaps = _downtime(db)  # the second restart's gap starts where the first's did: one row
     assert gaps
@@ -392,7 +396,9 @@ def test_frames_for_codes_never_subscribed_are_counted_not_recorded(tmp_path: Pa
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
         recorder = run_recorder(
             config,
-            until=lambda r: r.stats.unsubscribed >= 2001 and "trades" in r.writer.stats.rows,
+            until=lambda r: (
+                r.status().unsubscribed_frames >= 2001 and "trades" in r.status().rows_written
+            ),
             timeout=20,
         )
         scraped = generate_latest(recorder.metrics.registry).decode()
@@ -412,10 +418,10 @@ def test_a_websocket_redirect_to_another_origin_is_not_followed(tmp_path: Path) 
     with Hostile() as thief, Hostile() as up:
         up.ws_answer = Answer.redirect(thief.ws_url)
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
-        recorder = run_recorder(config, until=lambda r: r.stats.reconnects >= 2, timeout=20)
+        recorder = run_recorder(config, until=lambda r: r.status().reconnects >= 2, timeout=20)
         assert len(up.handshakes) >= 2 and up.handshakes[0]["key"] == KEY
         assert thief.handshakes == [] and thief.requests == [] and thief.connections == 0
-    reason = recorder.stats.last_disconnect_reason or ""
+    reason = recorder.status().last_disconnect_reason or ""
     assert "HTTP 307" in reason and "not followed" in reason
 
 
@@ -505,9 +511,9 @@ def test_a_damaged_spool_entry_is_a_dropped_gap(tmp_path: Path) -> None:
     with Hostile() as up:
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
         recorder = run_recorder(
-            config, until=lambda r: r.writer.stats.rows.get("gaps", 0) >= 1, timeout=20
+            config, until=lambda r: r.status().rows_written.get("gaps", 0) >= 1, timeout=20
         )
-    assert recorder.spool.corrupt_entries == 1
+    assert recorder.status().spool_damaged_entries == 1
     db = tmp_path / "ticks.sqlite"
     assert rows(db, "SELECT count(*) FROM trades") == [(95,)]
     ((code, stream, missing, start, detail),) = rows(
@@ -523,18 +529,22 @@ def test_dropped_gaps_a_stop_could_not_write_are_written_by_the_next_start(
     config, blocker, _ = _database_down(make_sim, tmp_path, 6, gaps={"backfill": False})
     # stopped while the database is still down and the spool full: the ledger waits in the
     # spool, or (when the spool refuses even that) in spool/dropped-gaps.json
-    first = run_recorder(config, until=lambda r: r.writer.stats.lost_rows > 500, timeout=30)
+    first = run_recorder(config, until=lambda r: r.status().lost_rows > 500, timeout=30)
     blocker.unlink()
     second = run_recorder(
         config,
-        until=lambda r: not r.spool and not r.dropped and r.writer.stats.rows.get("gaps", 0) > 0,
+        until=lambda r: (
+            not r.status().spool_segments
+            and not r.losses
+            and r.status().rows_written.get("gaps", 0) > 0
+        ),
         timeout=30,
     )
-    assert second.writer.stats.lost_rows == 0
+    assert second.status().lost_rows == 0
     dropped = rows(
         blocker / "ticks.sqlite", "SELECT sum(missing) FROM gaps WHERE cause = 'dropped'"
     )
-    assert dropped == [(first.writer.stats.lost_rows - first.dropped.rewritten,)]
+    assert dropped == [(first.status().lost_rows - first.losses.dropped.rewritten,)]
     assert not (tmp_path / "spool" / "dropped-gaps.json").exists()
 
 
@@ -543,12 +553,12 @@ def test_dropped_gaps_left_at_a_stop_are_kept_on_disk_for_the_next_start(
 ) -> None:
     config = make_config(sim, tmp_path, ["US:AAPL"])
     first = Recorder(config, Secret(KEY))
-    first.dropped.add("US:AAPL", "trades", 5 * NS, 9 * NS, 42, "lost: the spool is full")
-    first._keep_dropped()  # what shutdown does after the writer stopped
-    assert not first.dropped and (tmp_path / "spool" / "dropped-gaps.json").exists()
+    first.losses.dropped.add("US:AAPL", "trades", 5 * NS, 9 * NS, 42, "lost: the spool is full")
+    first.losses.keep()  # what shutdown does after the writer stopped
+    assert not first.losses and (tmp_path / "spool" / "dropped-gaps.json").exists()
     second = Recorder(config, Secret(KEY))
-    second._reload_dropped()  # what run does at start
-    ((gap,),) = [second.dropped.take()]
+    second.losses.reload()  # what run does at start
+    ((gap,),) = [second.losses.dropped.take()]
     assert (gap.code, gap.cause, gap.missing, gap.start, gap.end) == (
         "US:AAPL",
         "dropped",

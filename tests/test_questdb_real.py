@@ -173,9 +173,9 @@ def _record_through(
         return (
             bool(fired)
             and not fired[0].is_alive()
-            and recorder.writer.stats.healthy
-            and recorder.spool.segments == 0
-            and recorder.stats.frames[Stream.TRADES] > 0
+            and recorder.status().sink_healthy
+            and recorder.status().spool_segments == 0
+            and recorder.status().frames[Stream.TRADES] > 0
         )
 
     recorder = run_recorder(config, until=until, during=during, timeout=90)
@@ -205,7 +205,7 @@ def test_a_server_stalled_longer_than_the_client_timeouts_loses_nothing(
         server.resume()
 
     recorder, sent, _ = _record_through(make_sim, tmp_path, server, stall, after=2)
-    assert recorder.writer.stats.failures > 0  # the stall was felt, and spooled
+    assert recorder.status().sink_failures > 0  # the stall was felt, and spooled
     stored = _stored_trades(server, len(sent))
     check_trades(stored, sent)
     print(f"stalled 6 s: {len(stored)} of {len(sent)} trades, each once")
@@ -226,7 +226,7 @@ def test_a_server_stopped_and_restarted_loses_nothing(
         server.start()
 
     recorder, sent, _ = _record_through(make_sim, tmp_path, server, crash, after=2)
-    assert recorder.writer.stats.failures > 0
+    assert recorder.status().sink_failures > 0
     stored = _stored_trades(server, len(sent))
     check_trades(stored, sent)
     print(f"{how} and restart: {len(stored)} of {len(sent)} trades, each once")
@@ -243,7 +243,7 @@ def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
     seen: dict[str, Any] = {}
 
     def suspend_then_resume(recorder: Recorder, elapsed: float) -> None:
-        if "suspended" not in seen and recorder.writer.stats.rows.get("depth", 0) > 5:
+        if "suspended" not in seen and recorder.status().rows_written.get("depth", 0) > 5:
             server.sql("ALTER TABLE depth SUSPEND WAL WITH 24, 'disk full'")
             seen["suspended"] = elapsed
         status = recorder.status()
@@ -269,7 +269,7 @@ def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
     assert [e["table"] for e in logs if e["event"] == "questdb_wal_suspended"] == ["depth"]
     assert not any("suspended" in r for r in seen["after"][1]["reasons"])
     # the rows sent while it was suspended were kept in its WAL and applied on resume
-    written = recorder.writer.stats.rows["depth"]
+    written = recorder.status().rows_written["depth"]
     assert _settled(server, "depth", written) == written
 
 
@@ -294,11 +294,11 @@ def test_every_questdb_query_of_the_readme_returns_rows_of_a_recorded_day(
     tables = ("trades", "depth", "klines", "instruments", "snapshots")
 
     def recorded(r: Recorder) -> bool:
-        return all(r.writer.stats.rows.get(t, 0) > 0 for t in tables)
+        return all(r.status().rows_written.get(t, 0) > 0 for t in tables)
 
     run_recorder(config, until=recorded, timeout=40)
     # a second run: the time it was away is a gap, written once found
-    run_recorder(config, until=lambda r: r.writer.stats.rows.get("gaps", 0) > 0, timeout=40)
+    run_recorder(config, until=lambda r: r.status().rows_written.get("gaps", 0) > 0, timeout=40)
     for table in (*tables, "gaps"):
         assert _settled(questdb, table, 1) > 0, table
     day = questdb.rows("SELECT to_str(min(ts), 'yyyy-MM-dd') FROM trades")[0][0]

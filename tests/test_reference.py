@@ -63,8 +63,8 @@ def test_a_recorder_given_bad_reference_answers_keeps_recording(tmp_path: Path) 
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
 
         def done(recorder: Recorder) -> bool:
-            stored = recorder.writer.stats.rows.get("trades", 0) >= 1
-            return stored and recorder.reference.failures >= 2
+            stored = recorder.status().rows_written.get("trades", 0) >= 1
+            return stored and recorder.status().reference_failures >= 2
 
         recorder = run_recorder(config, until=done, timeout=30)
     assert done(recorder)
@@ -122,19 +122,22 @@ def test_after_a_restart_reference_data_waits_for_the_backfill_of_the_time_away(
     config = make_config(sim, tmp_path, codes, subscribe={"depth": []})
 
     def stored(recorder: Recorder) -> bool:
-        written = recorder.writer.stats.rows
+        written = recorder.status().rows_written
         return written.get("instruments", 0) == 2 and written.get("snapshots", 0) > 0
 
     run_recorder(config, until=stored)
     before = sim.call(lambda: len(sim.sim.http_requests))
 
     def settled(recorder: Recorder) -> bool:
-        return recorder.backfiller.idle and recorder.writer.stats.rows.get("instruments", 0) == 2
+        return (
+            recorder.status().backfill_idle()
+            and recorder.status().rows_written.get("instruments", 0) == 2
+        )
 
     # a restart: the time away is a gap of every code and stream, backfilled at once; the
     # calendar and instruments are due again too (a new process), and must wait for it
     second = run_recorder(config, until=settled)
-    assert second.backfiller.resolved >= 2 * len(codes)
+    assert second.status().gaps_resolved >= 2 * len(codes)
     paths = [p for _, p in sim.call(lambda: list(sim.sim.http_requests))[before:]]
     reference = {"/market-calendar", "/instrument-info"}
     first_reference = min(i for i, p in enumerate(paths) if p in reference)

@@ -68,17 +68,17 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
         recorder = run_recorder(
             config,
             until=lambda r: (
-                r.stats.frames[Stream.TRADES] >= 90
-                and r.writer.stats.rows.get("instruments", 0) >= len(CODES)
+                r.status().frames[Stream.TRADES] >= 90
+                and r.status().rows_written.get("instruments", 0) >= len(CODES)
                 and sim.call(lambda: {f["kt"] for f in sim.sim.sent_frames("K")}) == {1, 1001}
             ),
             timeout=40,
         )
         # TCP keeps order: the recorder received exactly the first frames that were sent
         # (the simulator may have pushed a few more as it stopped reading)
-        received = sum(recorder.stats.frames.values())
+        received = sum(recorder.status().frames.values())
         sent = sim.call(lambda: list(sim.sim.sent_frames()))[:received]
-        assert recorder.stats.decode_errors == 0 and len(sent) == received
+        assert recorder.status().decode_errors == 0 and len(sent) == received
     yield Recording(tmp / "ticks.sqlite", sent, sent[0]["ts"], sent[-1]["ts"] + 1)
 
 
@@ -382,11 +382,11 @@ def test_identical_depth_updates_in_one_second_are_all_kept_in_order(
     a, b = book("10.00"), book("10.01")
 
     def push(recorder: Recorder, elapsed: float) -> None:
-        if recorder.stats.subscribed and not pushed:
+        if recorder.status().subscribed and not pushed:
             pushed.append(sim.run(sim.sim.push([a, b, a])))
 
     pushed: list[None] = []
-    run_recorder(config, during=push, until=lambda r: r.stats.frames[Stream.DEPTH] >= 3)
+    run_recorder(config, during=push, until=lambda r: r.status().frames[Stream.DEPTH] >= 3)
     db = tmp_path / "ticks.sqlite"
     assert rows(db, "SELECT bid_px, n FROM depth WHERE ts = ? ORDER BY recv_ts", second * NS) == [
         (10.0, 0),

@@ -58,9 +58,9 @@ def test_reconnects_and_resubscribes_when_the_server_drops(
     sim = make_sim(Faults(close_every=2.5), trades_per_second=20)
     config = make_config(sim, tmp_path, ["US:AAPL", "HK:700"])
     recorder = run_recorder(
-        config, until=lambda r: r.stats.reconnects >= 3 and r.stats.subscribed, timeout=30
+        config, until=lambda r: r.status().reconnects >= 3 and r.status().subscribed, timeout=30
     )
-    assert recorder.stats.reconnects >= 3
+    assert recorder.status().reconnects >= 3
     assert sim.call(lambda: sim.sim.connections_opened) >= 3
     assert sim.call(lambda: sim.sim.refusals) == []  # never broke the 1 request/s rule
     assert _spacing_ok(sim)
@@ -73,7 +73,7 @@ def test_reconnects_and_resubscribes_when_the_server_drops(
         assert {"T", "D", "S"} <= {k for c, k in kinds if c == conn}, conn
     db = tmp_path / "ticks.sqlite"
     (live,) = rows(db, "SELECT count(*) FROM trades WHERE source = 'live'")[0]
-    assert live == recorder.stats.frames[Stream.TRADES] > 0
+    assert live == recorder.status().frames[Stream.TRADES] > 0
 
 
 def test_reconnects_when_the_server_stalls(make_sim: SimFactory, tmp_path: Path) -> None:
@@ -82,10 +82,10 @@ def test_reconnects_when_the_server_stalls(make_sim: SimFactory, tmp_path: Path)
     trades_at_reconnect: list[int] = []
 
     def stall_then_recover(recorder: Recorder, elapsed: float) -> None:
-        if elapsed > 2 and recorder.stats.reconnects == 0:
+        if elapsed > 2 and recorder.status().reconnects == 0:
             sim.call(lambda: setattr(sim.sim.faults, "stall", True))
-        elif recorder.stats.reconnects >= 1 and not trades_at_reconnect:
-            trades_at_reconnect.append(recorder.stats.frames[Stream.TRADES])
+        elif recorder.status().reconnects >= 1 and not trades_at_reconnect:
+            trades_at_reconnect.append(recorder.status().frames[Stream.TRADES])
             sim.call(lambda: setattr(sim.sim.faults, "stall", False))
 
     recorder = run_recorder(
@@ -94,12 +94,12 @@ def test_reconnects_when_the_server_stalls(make_sim: SimFactory, tmp_path: Path)
         timeout=30,
         until=lambda r: (
             bool(trades_at_reconnect)
-            and r.stats.frames[Stream.TRADES] > trades_at_reconnect[0] + 10
+            and r.status().frames[Stream.TRADES] > trades_at_reconnect[0] + 10
         ),
     )
-    assert recorder.stats.reconnects >= 1
-    assert recorder.stats.last_disconnect_reason is not None
-    assert recorder.stats.frames[Stream.TRADES] > trades_at_reconnect[0] + 10
+    assert recorder.status().reconnects >= 1
+    assert recorder.status().last_disconnect_reason is not None
+    assert recorder.status().frames[Stream.TRADES] > trades_at_reconnect[0] + 10
 
 
 def test_heartbeats_keep_the_session_alive(make_sim: SimFactory, tmp_path: Path) -> None:
@@ -112,8 +112,8 @@ def test_heartbeats_keep_the_session_alive(make_sim: SimFactory, tmp_path: Path)
     # six heartbeats a second apart: twice the simulator's heartbeat timeout
     recorder = run_recorder(config, until=lambda r: heartbeats() >= 6, timeout=20)
     assert heartbeats() >= 6
-    assert recorder.stats.reconnects == 0
-    assert recorder.stats.heartbeat_rtt is not None
+    assert recorder.status().reconnects == 0
+    assert recorder.status().heartbeat_rtt is not None
     assert sim.call(lambda: sim.sim.connections_opened) == 1
     assert _spacing_ok(sim)
 
@@ -122,8 +122,10 @@ def test_a_rejected_subscription_is_a_clear_error(make_sim: SimFactory, tmp_path
     sim = make_sim(max_products=1)
     config = make_config(sim, tmp_path, ["US:AAPL", "US:TSLA"])
     with structlog.testing.capture_logs() as logs:
-        recorder = run_recorder(config, until=lambda r: r.stats.rejected >= 1, timeout=15)
-    assert recorder.stats.rejected >= 1
+        recorder = run_recorder(
+            config, until=lambda r: r.status().rejected_requests >= 1, timeout=15
+        )
+    assert recorder.status().rejected_requests >= 1
     errors = [e for e in logs if e["log_level"] == "error"]
     assert any(e["event"] == "request_rejected" and "product limit" in e["msg"] for e in errors)
 
@@ -143,7 +145,7 @@ def test_a_refused_key_is_logged_and_retried(sim: SimulatorThread, tmp_path: Pat
 
         asyncio.run(main())
     assert any(e["event"] == "auth_rejected" and e["status"] == 401 for e in logs)
-    assert recorder.stats.reconnects >= 1
+    assert recorder.status().reconnects >= 1
     assert "wrong-key" not in repr(logs)
 
 

@@ -55,7 +55,7 @@ def test_records_from_the_simulator_arrive_row_for_row(
             subscribe={"klines": codes[:1], "kline_types": [1]},
         )
         recorder = run_recorder(
-            config, until=lambda r: r.stats.frames[Stream.TRADES] >= 200, timeout=30
+            config, until=lambda r: r.status().frames[Stream.TRADES] >= 200, timeout=30
         )
         state = ilp.state
     # the version first, then the DDL, over /exec, for every table, each followed by the
@@ -65,7 +65,7 @@ def test_records_from_the_simulator_arrive_row_for_row(
     assert state.statements[1 : 2 * len(ddl) + 1 : 2] == ddl
     assert all("table_columns" in q for q in state.statements[2 : 2 * len(ddl) + 1 : 2])
     # the recorder received exactly the first frames sent (TCP keeps order)
-    sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.stats.frames.values())]
+    sent = sim.call(lambda: list(sim.sim.sent_frames()))[: sum(recorder.status().frames.values())]
 
     trades = state.table("trades")
     for row in trades:
@@ -107,7 +107,7 @@ def test_records_from_the_simulator_arrive_row_for_row(
     got = {(r.symbols["code"], r.fields["kt"], r.ts): r for r in state.table("klines")}
     for key, frame in bars.items():
         assert got[key].fields["close"] == float(frame["cl"])
-    assert recorder.writer.stats.lost_rows == 0
+    assert recorder.status().lost_rows == 0
 
 
 def test_symbols_strings_and_timestamps_are_escaped_by_the_client() -> None:
@@ -197,7 +197,7 @@ def test_tables_on_an_empty_server_then_every_trade_once(
     codes = ["US:AAPL", "HK:700"]
     config = make_config(sim, tmp_path, codes, sink={"kind": "questdb", "questdb": questdb.conf})
     start = time.time_ns()
-    run_recorder(config, until=lambda r: r.stats.frames[Stream.TRADES] >= 200, timeout=30)
+    run_recorder(config, until=lambda r: r.status().frames[Stream.TRADES] >= 200, timeout=30)
     sent = sim.call(lambda: list(sim.sim.sent_frames("T")))
     query = (
         "SELECT code, cast(ts AS LONG) * 1000, price, size, side, k FROM trades "
@@ -256,7 +256,7 @@ def test_tables_an_earlier_version_made_gain_the_new_columns_and_keys(
     config = make_config(
         sim, tmp_path, ["US:AAPL"], sink={"kind": "questdb", "questdb": questdb.conf}
     )
-    run_recorder(config, until=lambda r: r.writer.stats.rows.get("depth", 0) >= 5, timeout=30)
+    run_recorder(config, until=lambda r: r.status().rows_written.get("depth", 0) >= 5, timeout=30)
     for table in TABLES:
         columns = questdb.rows(f"SELECT \"column\", upsertKey FROM table_columns('{table.name}')")
         assert [c for c, _ in columns] == list(table.names), table.name

@@ -76,17 +76,17 @@ def test_a_file_deleted_or_renamed_while_recording_is_noticed_and_a_new_one_writ
     summaries: list[dict[str, Any]] = []
 
     def pull_the_file(recorder: Recorder, elapsed: float) -> None:
-        if not pulled and recorder.writer.stats.batches > 5:
+        if not pulled and recorder.status().batches_written > 5:
             if how == "renamed":
                 db.rename(tmp_path / "moved.sqlite")
             else:
                 db.unlink()
-            pulled.append(recorder.stats.frames[Stream.TRADES])
+            pulled.append(recorder.status().frames[Stream.TRADES])
         summaries.append(recorder.status().health(config.metrics)[1])
 
     def recovered(recorder: Recorder) -> bool:
-        trades = recorder.stats.frames[Stream.TRADES]
-        return bool(pulled) and trades > pulled[0] + 100 and not recorder.spool
+        trades = recorder.status().frames[Stream.TRADES]
+        return bool(pulled) and trades > pulled[0] + 100 and not recorder.status().spool_segments
 
     recorder = run_recorder(config, during=pull_the_file, until=recovered, timeout=60)
     assert recovered(recorder)
@@ -95,7 +95,7 @@ def test_a_file_deleted_or_renamed_while_recording_is_noticed_and_a_new_one_writ
     # every trade received after the file went is in the new file, none twice
     stored = rows(db, "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == len(set(stored))
-    received = recorder.stats.frames[Stream.TRADES]
+    received = recorder.status().frames[Stream.TRADES]
     sent = sim.call(lambda: sim.sim.sent_frames("T"))[:received]
     seen: Counter[tuple[Any, ...]] = Counter()
     after = set()

@@ -59,7 +59,11 @@ def _identities(state: Receiver) -> set[tuple[object, ...]]:
 
 
 def _drained(recorder: Recorder) -> bool:
-    return not recorder.spool and recorder.writer.pending == 0 and recorder.writer.stats.healthy
+    return (
+        not recorder.status().spool_segments
+        and recorder.status().writer_queue == 0
+        and recorder.status().sink_healthy
+    )
 
 
 def test_ilp_answering_503_then_refusing_connections_loses_nothing(
@@ -78,7 +82,7 @@ def test_ilp_answering_503_then_refusing_connections_loses_nothing(
         phases: list[str] = []
 
         def outage(recorder: Recorder, elapsed: float) -> None:
-            if not phases and recorder.writer.stats.batches > 3:
+            if not phases and recorder.status().batches_written > 3:
                 ilp.state.mode = "fail"  # the database answers 503
                 phases.append(f"503 at {elapsed:.1f}")
             elif len(phases) == 1 and elapsed > float(phases[0].split()[-1]) + OUTAGE / 2:
@@ -101,7 +105,7 @@ def test_ilp_answering_503_then_refusing_connections_loses_nothing(
     assert stats.failures > 0 and stats.spooled_batches > 0 and stats.lost_rows == 0
     assert state.failed_writes > 0
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
-    received = recorder.stats.frames[Stream.TRADES]
+    received = recorder.status().frames[Stream.TRADES]
     # every identity the recorder received reached the database; re-sent batches carry the
     # same identities, which QuestDB's dedup keys fold into one row
     identities = _identities(state)
@@ -128,7 +132,7 @@ def test_a_locked_sqlite_file_loses_nothing_and_duplicates_nothing(
     holder = threading.Thread(target=hold_lock)
 
     def lock(recorder: Recorder, elapsed: float) -> None:
-        if not locked and recorder.writer.stats.batches > 3:
+        if not locked and recorder.status().batches_written > 3:
             holder.start()
             locked.append(elapsed)
         elif locked and not release.is_set() and elapsed > locked[0] + LOCK_SECONDS:
@@ -141,8 +145,8 @@ def test_a_locked_sqlite_file_loses_nothing_and_duplicates_nothing(
         until=lambda r: release.is_set() and _drained(r) and r.writer.stats.drained_batches > 0,
     )
     holder.join()
-    assert recorder.writer.stats.failures > 0 and recorder.writer.stats.spooled_batches > 0
-    received = recorder.stats.frames[Stream.TRADES]
+    assert recorder.status().sink_failures > 0 and recorder.status().spooled_batches > 0
+    received = recorder.status().frames[Stream.TRADES]
     stored = rows(db, "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == received
     check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
@@ -266,16 +270,16 @@ def test_a_writer_that_crashes_recovers_loses_nothing_and_says_so(
             during=health,
             timeout=60,
             until=lambda r: (
-                r.writer.stats.crashes >= 3 and _drained(r) and r.writer.stats.batches > 5
+                r.status().writer_crashes >= 3 and _drained(r) and r.status().batches_written > 5
             ),
         )
-    assert recorder.writer.stats.crashes == 3 and not recorder.writer.failed.is_set()
+    assert recorder.status().writer_crashes == 3 and not recorder.status().writer_failed
     crashed = [e for e in logs if e["event"] == "writer_crashed"]
     assert len(crashed) == 1 and "RuntimeError: a bug in the sink" in crashed[0]["error"]
     assert any(
         "writer restarted after: RuntimeError: a bug in the sink" in s["reasons"] for s in seen
     )
-    received = recorder.stats.frames[Stream.TRADES]
+    received = recorder.status().frames[Stream.TRADES]
     stored = rows(tmp_path / "ticks.sqlite", "SELECT code, ts, price, size, side, k FROM trades")
     assert len(stored) == received > 0
     check_trades(stored, sim.call(lambda: sim.sim.sent_frames("T"))[:received])
@@ -305,10 +309,10 @@ def test_a_writer_that_keeps_crashing_stops_the_recorder_with_an_error_and_spool
         (failed,) = failed.exceptions
     assert isinstance(failed, WriterFailed) and "crashed 5 times in a row" in str(failed)
     (recorder,) = holder
-    assert recorder.writer.failed.is_set() and recorder.writer.stats.lost_rows == 0
+    assert recorder.status().writer_failed and recorder.status().lost_rows == 0
     # everything received is in the spool, or set aside in rejected.ndjson (the batch that
     # crashed the writer max_crashes - 1 times): drain both into a working sink
-    received = recorder.stats.frames[Stream.TRADES]
+    received = recorder.status().frames[Stream.TRADES]
     writer = Writer(SQLiteSink(tmp_path / "ticks.sqlite"), Spool(tmp_path / "spool"))
     writer.start()
     assert wait_for(lambda: not writer.spool, timeout=20)
@@ -354,13 +358,13 @@ def test_retention_deletes_whole_old_days_and_keeps_today(
     recorder = run_recorder(
         config,
         timeout=30,
-        until=lambda r: r.writer.expired_rows >= 12_000 and r.stats.frames[Stream.TRADES] > 20,
+        until=lambda r: r.status().expired_rows >= 12_000 and r.status().frames[Stream.TRADES] > 20,
     )
     (before_today,) = rows(db, "SELECT count(*) FROM trades WHERE ts < ?", today * NS)[0]
     sql = "SELECT count(*) FROM trades WHERE ts >= ? AND source = 'live'"
     (live,) = rows(db, sql, today * NS)[0]
-    assert before_today == 0 and recorder.writer.expired_rows == 12_000
-    assert live == recorder.stats.frames[Stream.TRADES] > 20  # today's rows all stay
+    assert before_today == 0 and recorder.status().expired_rows == 12_000
+    assert live == recorder.status().frames[Stream.TRADES] > 20  # today's rows all stay
 
 
 # --- #21 item 1: a batch a sink refuses for its content never stops the writer --------------
@@ -447,9 +451,9 @@ def test_a_far_future_and_a_millisecond_ts_go_to_the_dead_letter_file(tmp_path: 
         up.frames += [far, ms, good]
         config = make_config(up, tmp_path, ["US:AAPL"], subscribe={"depth": [], "snapshots": []})
         recorder = run_recorder(
-            config, until=lambda r: r.writer.stats.rows.get("trades", 0) >= 1, timeout=20
+            config, until=lambda r: r.status().rows_written.get("trades", 0) >= 1, timeout=20
         )
-    assert recorder.stats.decode_errors == 2 and not recorder.writer.stats.crashes
+    assert recorder.status().decode_errors == 2 and not recorder.status().writer_crashes
     assert rows(tmp_path / "ticks.sqlite", "SELECT price FROM trades") == [(2.0,)]
     dead = [
         orjson.loads(line) for line in (tmp_path / "dead-letter.ndjson").read_bytes().splitlines()
@@ -486,7 +490,7 @@ def test_a_stuck_sink_write_is_reported_in_log_status_health_and_metrics(
     with structlog.testing.capture_logs() as logs:
 
         def hang_then_release(recorder: Recorder, elapsed: float) -> None:
-            if not sink.hang.is_set() and recorder.writer.stats.batches > 3:
+            if not sink.hang.is_set() and recorder.status().batches_written > 3:
                 sink.hang.set()
             status = recorder.status()
             logged = any(e["event"] == "sink_write_stuck" for e in logs)
@@ -514,7 +518,7 @@ def test_a_stuck_sink_write_is_reported_in_log_status_health_and_metrics(
         "sink_write_unstuck",
     ]
     assert not any("stuck" in r for r in seen["after"][1]["reasons"])
-    assert recorder.writer.stats.lost_rows == 0
+    assert recorder.status().lost_rows == 0
 
 
 class WatchedSpool(Spool):
