@@ -417,11 +417,11 @@ def test_a_recording_replays_from_the_real_server_string_for_string(
         gaps={"backfill": False},  # the store then holds exactly the live stream
     )
     recorder = run_recorder(
-        config, until=lambda r: r.stats.frames[Stream.TRADES] >= 120, timeout=40
+        config, until=lambda r: r.status().frames[Stream.TRADES] >= 120, timeout=40
     )
-    received = sum(recorder.stats.frames.values())
+    received = sum(recorder.status().frames.values())
     sent = sim.call(lambda: list(sim.sim.sent_frames()))[:received]
-    assert recorder.stats.decode_errors == 0 and len(sent) == received
+    assert recorder.status().decode_errors == 0 and len(sent) == received
     pushed = [f for f in sent if f["tp"] in ("T", "D", "S")]
     for table, tp in (("trades", "T"), ("depth", "D"), ("snapshots", "S")):
         want = sum(f["tp"] == tp for f in pushed)
