@@ -4,12 +4,15 @@ reason a person can read for each one that does."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.config import MetricsConfig
+from recorder.config import MetricsConfig, Secret, parse
+from recorder.daemon import Recorder
 from recorder.protocol import NS, Stream
 from recorder.status import RateMeter, Status, progress
 
@@ -141,3 +144,43 @@ def test_a_progress_line_counts_what_came_since_the_last_one() -> None:
         "rest_budget_left": 7,
     }
     assert progress(before, None)["frames"] == {"trades": 10}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    connected: bool = True
+    reconnects: int = 2
+
+
+def test_status_of_takes_each_field_from_exactly_one_part() -> None:
+    everything = {f.name: getattr(healthy(), f.name) for f in dataclasses.fields(Status)}
+    rest = {k: v for k, v in everything.items() if k not in ("connected", "reconnects")}
+    status = Status.of(_Part(), **rest)
+    assert status.connected and status.reconnects == 2 and status.now == NOW
+    with pytest.raises(ValueError, match="reconnects given twice"):
+        Status.of(_Part(), **{**rest, "reconnects": 0})
+    del rest["rest_retries"]  # a field with a default is still one a part must give
+    with pytest.raises(ValueError, match="given by no part: rest_retries"):
+        Status.of(_Part(), **rest)
+
+
+def test_a_recorders_status_is_composed_of_its_parts_snapshots(tmp_path: Path) -> None:
+    """Built, not run: every Status field comes from one part (Status.of checks), and the
+    parts' figures are the ones they start with."""
+    config = parse(
+        {
+            "upstream": {"ws_url": "ws://127.0.0.1:9/", "http_url": "http://127.0.0.1:9/"},
+            "subscribe": {"trades": ["US:AAPL", "CF:BTCUSDT"]},
+            "sink": {"kind": "sqlite", "sqlite_path": str(tmp_path / "ticks.sqlite")},
+            "spool": {"dir": str(tmp_path / "spool"), "max_bytes": 1 << 20},
+            "log": {"dead_letter": str(tmp_path / "dead-letter.ndjson")},
+        },
+        name=str(tmp_path / "recorder.toml"),
+    )
+    status = Recorder(config, Secret("k")).status()
+    assert status.frames == dict.fromkeys(Stream, 0) and not status.connected
+    assert status.spool_max_bytes == 1 << 20 and status.spool_segments == 0
+    assert status.rest_budget_remaining == config.upstream.http_requests_per_minute
+    assert status.market_open.keys() == {"US:AAPL", "CF:BTCUSDT"}
+    assert status.market_open["CF:BTCUSDT"] is True  # crypto trades around the clock
+    assert status.backfill_idle() and status.open_gaps == 0 and status.reloads == 0
