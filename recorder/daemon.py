@@ -69,28 +69,14 @@ class Recorder:
         self.key = key
         self.clock = clock
         self.sink = sink if sink is not None else make_sink(config)
-        sc, sp = config.sink, config.spool
-        self.spool = spool or Spool(
-            config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync
-        )
+        self.spool = spool if spool is not None else _spool(config)
         self.metrics = Metrics(self.status, config.metrics)
         self._on_flush = on_flush
         self.losses = Losses(self.spool.dir / "dropped-gaps.json", key)
-        self.writer = Writer(
-            self.sink,
-            self.spool,
-            sc.max_pending_batches,
-            sc.retry_interval,
-            on_flush=self._flushed,
-            # with an archive, the export job expires what the archive holds, nothing else
-            retention=config.retention.days() if config.retention.archive is None else None,
-            on_dropped=self.losses.on_dropped,
-            stuck_after=sc.write_stuck_after,
-        )
-        self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age)
+        self.writer = _writer(config, self.sink, self.spool, self._flushed, self.losses)
+        self.batcher = Batcher(self.writer.submit, config.sink.batch_rows, config.sink.batch_age)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
-        self._uncovered_said: set[str] = set()
         self.notifier = notifier if notifier is not None else Notifier()
         self.ingest = Ingest(
             config.subscribe,
@@ -201,18 +187,6 @@ class Recorder:
         ):
             self.losses.write(self.ingest.record_gap)
 
-    def _say_uncovered(self) -> None:
-        """Once per market: its calendar does not reach today, so its hours are the
-        reference table's, Monday to Friday (silence detection stays on)."""
-        new = self.calendar.uncovered - self._uncovered_said
-        if new:
-            self._uncovered_said |= new
-            log.warning(
-                "calendar_does_not_cover_today",
-                markets=sorted(new),
-                using="the reference hours, Monday to Friday",
-            )
-
     async def _every_second(self) -> None:
         """Silence checks, the writer's health and the frame rate every second; the last-seen
         times every few seconds."""
@@ -224,7 +198,7 @@ class Recorder:
             await asyncio.sleep(1.0)
             self.ingest.detector.check()
             self._write_losses()
-            self._say_uncovered()
+            self.reference.say_uncovered()
             self.ingest.sample_rate()
             tick += 1
             if tick % 5 == 0:
@@ -360,6 +334,32 @@ class Recorder:
             rejected_rows=written.rejected_rows,
             spool_damaged_entries=spooled.spool_damaged_entries,
         )
+
+
+def _spool(config: Config) -> Spool:
+    sp = config.spool
+    return Spool(config.resolve(sp.dir), sp.max_bytes, sp.segment_bytes, sp.fsync)
+
+
+def _writer(
+    config: Config,
+    sink: Sink,
+    spool: Spool,
+    on_flush: Callable[[Batch, float], None],
+    losses: Losses,
+) -> Writer:
+    sc = config.sink
+    return Writer(
+        sink,
+        spool,
+        sc.max_pending_batches,
+        sc.retry_interval,
+        on_flush=on_flush,
+        # with an archive, the export job expires what the archive holds, nothing else
+        retention=config.retention.days() if config.retention.archive is None else None,
+        on_dropped=losses.on_dropped,
+        stuck_after=sc.write_stuck_after,
+    )
 
 
 def _recent_trades(code: str, now: int) -> Gap:

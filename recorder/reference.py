@@ -66,9 +66,22 @@ class ReferencePoller:
         self._code_due: dict[str, float] = {}
         self._changed = asyncio.Event()
         self.failures = 0
+        self._uncovered_said: set[str] = set()
 
     def snapshot(self) -> ReferenceSnapshot:
         return ReferenceSnapshot(reference_failures=self.failures)
+
+    def say_uncovered(self) -> None:
+        """Once per market: its calendar does not reach today, so its hours are the
+        reference table's, Monday to Friday (silence detection stays on)."""
+        new = self.calendar.uncovered - self._uncovered_said
+        if new:
+            self._uncovered_said |= new
+            log.warning(
+                "calendar_does_not_cover_today",
+                markets=sorted(new),
+                using="the reference hours, Monday to Friday",
+            )
 
     def retarget(self) -> None:
         """The subscription target changed (a reload): look at the codes again now."""

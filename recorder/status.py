@@ -135,8 +135,8 @@ class Status:
         found = self.oldest_open_gap
         return None if found is None else round((self.now - found) / NS, 3)
 
-    def health(self, limits: MetricsConfig) -> tuple[bool, dict[str, Any]]:
-        """Whether the recorder is healthy, and the summary ``/healthz`` and ``status`` show."""
+    def reasons(self, limits: MetricsConfig) -> list[str]:
+        """Why the recorder is unhealthy (none: it is healthy), one readable line each."""
         age = self.last_frame_age()
         spool_fraction = self.spool_bytes / self.spool_max_bytes
         reasons = []
@@ -168,6 +168,12 @@ class Status:
             reasons.append(f"writer failed: {self.writer_error}")
         elif self.writer_recovering:
             reasons.append(f"writer restarted after: {self.writer_error}")
+        return reasons
+
+    def health(self, limits: MetricsConfig) -> tuple[bool, dict[str, Any]]:
+        """Whether the recorder is healthy, and the summary ``/healthz`` and ``status`` show."""
+        age = self.last_frame_age()
+        reasons = self.reasons(limits)
         summary = {
             "status": "ok" if not reasons else "unhealthy",
             "reasons": reasons,

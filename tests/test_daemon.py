@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+import websockets.asyncio.client
 from conftest import (
     KEY,
     make_config,
@@ -30,6 +32,8 @@ from truth import check_trades, depth_key, last_bars, snapshot_key
 from recorder.config import Secret
 from recorder.daemon import Recorder
 from recorder.protocol import NS, Stream
+from recorder.rest import AiohttpTransport, Response
+from recorder.status import Status
 
 SimFactory = Callable[..., SimulatorThread]
 E2E_SECONDS = float(os.environ.get("QOS_E2E_SECONDS", "60"))
@@ -295,3 +299,56 @@ def test_a_refused_key_is_a_state_while_it_lasts(sim: SimulatorThread, tmp_path:
     assert after["key_refused"] is False
     assert not any("refuses the key" in r for r in after["reasons"])
     assert "wrong-key-0123" not in repr(seen)
+
+
+def test_the_root_opens_the_network_only_through_the_connect_and_transport_it_is_given(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """The config names an address nothing listens on; the injected connect and transport
+    carry the session and the REST requests to the simulator instead (the network is
+    swapped, not the logic)."""
+    config = make_config(sim, tmp_path, ["US:AAPL", "CF:BTCUSDT"])
+    nowhere = dataclasses.replace(
+        config.upstream, ws_url="ws://127.0.0.1:9/ws", http_url="http://127.0.0.1:9"
+    )
+    config = dataclasses.replace(config, upstream=nowhere)
+    opened: list[str] = []
+    posted: list[str] = []
+
+    def connect(uri: str, **options: Any) -> websockets.asyncio.client.connect:
+        opened.append(uri)
+        return websockets.asyncio.client.connect(sim.ws_url, **options)
+
+    class Transport:
+        def __init__(self) -> None:
+            self.network = AiohttpTransport(10.0, 1 << 20)
+
+        async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+            posted.append(url)
+            path = url.removeprefix(nowhere.http_url)
+            return await self.network.post(sim.http_url.rstrip("/") + path, body, headers)
+
+        async def aclose(self) -> None:
+            await self.network.aclose()
+
+    async def main() -> Status:
+        recorder = Recorder(config, Secret(KEY), connect=connect, transport=Transport())
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(recorder.run(stop))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                now = recorder.status()
+                if now.frames[Stream.TRADES] >= 10 and now.rest_requests >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+        return recorder.status()
+
+    status = asyncio.run(main())
+    assert status.frames[Stream.TRADES] >= 10 and status.decode_errors == 0
+    assert opened and set(opened) == {nowhere.ws_url}
+    assert len(posted) == status.rest_requests >= 1
+    assert all(url.startswith(nowhere.http_url + "/") for url in posted)
+    stored = rows(tmp_path / "ticks.sqlite", "SELECT count(*) FROM trades")[0][0]
+    assert stored >= 10
