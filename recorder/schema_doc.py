@@ -24,6 +24,18 @@ _COMMON: Final[dict[str, str]] = {
     "a dedup key, so a state that goes A, B, A keeps all three rows and a re-sent row none",
 }
 
+
+def _dp(fields: str) -> dict[str, str]:
+    """The words for ``dp`` and ``digits`` of a table whose decimal fields are ``fields``."""
+    return {
+        "dp": f"decimals of each received string, 5 bits a field in the order {fields}, the "
+        "first in the lowest bits: replay prints each double with that many (`212.30` stays "
+        "`212.30`); NULL for rows recorded before #19",
+        "digits": "NULL unless a string has more digits than its double holds; then those "
+        "fields' strings as received, comma-separated, empty for the others",
+    }
+
+
 TABLE_DOCS: Final[dict[str, str]] = {
     "trades": "Every trade pushed (`T`) or backfilled from `/trade`.",
     "depth": "Every order book pushed (`D`): the whole visible book, not an increment.",
@@ -31,7 +43,7 @@ TABLE_DOCS: Final[dict[str, str]] = {
     "klines": "K-line bars (`K`, `/history`); the latest version of a bar replaces earlier ones.",
     "gaps": "The ledger: every hole in the record, found live or at start-up, and what its "
     "backfill recovered. A hole neither filled nor listed here does not exist.",
-    "instruments": "`/instrument-info` per code per day, and the decimals its strings carry.",
+    "instruments": "`/instrument-info` per code per day.",
 }
 
 COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
@@ -43,6 +55,7 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "k": "how many identical trades (same code, second, price, size and side) came "
         "earlier in that second: 0 for the first. With it, two identical trades are two rows, "
         "and live, backfill and a second recorder merge without duplicates",
+        **_dp("price, size"),
     },
     "depth": {
         "ts": _TS,
@@ -51,8 +64,9 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "ask_px": "best ask price (NULL when the ask side is empty)",
         "ask_sz": "size at the best ask",
         "levels": "levels on the deeper side of the book",
-        "bids": "the bid side as JSON `[[price, size], ...]`, best first",
-        "asks": "the ask side as JSON `[[price, size], ...]`, best first",
+        "bids": "the bid side as JSON `[[price, size], ...]`, best first, each number with "
+        "the digits it was received with (`[[212.30,100]]`)",
+        "asks": "the ask side as JSON `[[price, size], ...]`, best first, as `bids`",
     },
     "snapshots": {
         "ts": _TS,
@@ -68,7 +82,8 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "4 after-hours; NULL for other markets",
         "extended": 'US extended-session quotes as JSON `{"pq"|"aq"|"nq": [last, '
         "prev_close, high, low, ts, volume, turnover]}` (pre-market, after-hours, night); "
-        "NULL when none",
+        "NULL when none; numbers with their received digits",
+        **_dp("last, prev_close, open, high, low, volume, turnover"),
     },
     "klines": {
         "ts": "bar open time (nanoseconds since 1970 UTC)",
@@ -78,6 +93,7 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "high": "bar high",
         "low": "bar low",
         "volume": "bar volume",
+        **_dp("open, close, high, low, volume"),
     },
     "gaps": {
         "ts": "start of the hole: the last record of the code and stream before it",
@@ -116,9 +132,10 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "eps": "earnings per share",
         "net_assets": "net assets per share",
         "dividend_yield": "dividend yield",
-        "price_dp": "decimals of the code's price strings (replay gives `212.30` back so)",
-        "size_dp": "decimals of the code's size strings",
-        "turnover_dp": "decimals of the code's turnover strings",
+        "price_dp": "NULL: per-code decimals of releases before #19 (each row keeps its own "
+        "in `dp` now)",
+        "size_dp": "NULL, as `price_dp`",
+        "turnover_dp": "NULL, as `price_dp`",
         "recv_ts": "local time the reference data was received (nanoseconds)",
     },
 }
