@@ -420,18 +420,25 @@ def _archive_rows(n: int, seed: int = 7) -> Iterator[dict[str, list[Any]]]:
         ident = (code, ts, price[code], size, side)
         k = seen.get(ident, 0)
         seen[ident] = k + 1
-        batch["trades"].append(trade_row(Trade(code, ts, price[code], size, side, recv, k)))
+        # with the strings a decoded frame carries, so rows keep their decimals (dp)
+        text = (f"{price[code]:.2f}", f"{size:.0f}")
+        batch["trades"].append(
+            trade_row(Trade(code, ts, price[code], size, side, recv, k, "live", text))
+        )
         if i % 10 == 0:
             p = price[code]
             bids = tuple((round(p - 0.01 * j, 2), 100.0 * (j + 1)) for j in range(5))
             asks = tuple((round(p + 0.01 * (j + 1), 2), 100.0 * (j + 1)) for j in range(5))
-            batch["depth"].append(depth_row(Depth(code, ts, bids, asks, recv, "live", i)))
+            bid_text = tuple((f"{x:.2f}", f"{y:.0f}") for x, y in bids)
+            ask_text = tuple((f"{x:.2f}", f"{y:.0f}") for x, y in asks)
+            batch["depth"].append(
+                depth_row(Depth(code, ts, bids, asks, recv, "live", i, bid_text, ask_text))
+            )
+            values = (p, 99.0, 100.0, p + 1, p - 1, i * 100.0, i * 1e4)
+            texts = (*(f"{v:.2f}" for v in values[:5]), f"{i * 100}", f"{i * 10_000}.00")
             batch["snapshots"].append(
-                snapshot_row(
-                    Snapshot(code, ts, p, 99.0, 100.0, p + 1, p - 1, i * 100.0, i * 1e4,
-                             0, 1, recv, {}, "live", i)
-                )
-            )  # fmt: skip
+                snapshot_row(Snapshot(code, ts, *values, 0, 1, recv, {}, "live", i, texts))
+            )
         if len(batch["trades"]) >= 50_000:
             yield batch
             seen.clear()
