@@ -21,6 +21,7 @@ from simulated import SimulatorThread
 from truth import check_trades
 
 from recorder.batching import Batch
+from recorder.config import Config
 from recorder.daemon import Recorder
 from recorder.exceptions import SinkError
 from recorder.protocol import NS, Record, Stream, decode
@@ -71,6 +72,15 @@ def _settled(server: QuestDB, table: str, want: int, timeout: float = 30) -> int
         if time.monotonic() > deadline:
             return count
         time.sleep(0.1)
+
+
+def _into(
+    server: QuestDB, sim: SimulatorThread, tmp: Path, codes: list[str], **sections: Any
+) -> Config:
+    """A config recording ``codes`` of ``sim`` into ``server``."""
+    return make_config(
+        sim, tmp, codes, sink={"kind": "questdb", "questdb": server.conf}, **sections
+    )
 
 
 def _sink(server: QuestDB, transport: str) -> QuestDBSink:
@@ -284,13 +294,8 @@ def test_every_questdb_query_of_the_readme_returns_rows_of_a_recorded_day(
 ) -> None:
     sim = make_sim(trades_per_second=10, seed=4, market_hours=False)
     codes = ["US:AAPL", "HK:700", "CF:BTCUSDT"]
-    config = make_config(
-        sim,
-        tmp_path,
-        codes,
-        sink={"kind": "questdb", "questdb": questdb.conf},
-        subscribe={"klines": ["CF:BTCUSDT"], "kline_types": [1]},
-    )
+    subscribe = {"klines": ["CF:BTCUSDT"], "kline_types": [1]}
+    config = _into(questdb, sim, tmp_path, codes, subscribe=subscribe)
     tables = ("trades", "depth", "klines", "instruments", "snapshots")
 
     def recorded(r: Recorder) -> bool:
@@ -409,13 +414,8 @@ def test_a_recording_replays_from_the_real_server_string_for_string(
 ) -> None:
     sim = make_sim(trades_per_second=10, seed=19, market_hours=False)
     codes = ["US:AAPL", "HK:700", "CF:ETHUSDT"]
-    config = make_config(
-        sim,
-        tmp_path,
-        codes,
-        sink={"kind": "questdb", "questdb": questdb.conf},
-        gaps={"backfill": False},  # the store then holds exactly the live stream
-    )
+    # no backfill: the store then holds exactly the live stream
+    config = _into(questdb, sim, tmp_path, codes, gaps={"backfill": False})
     recorder = run_recorder(
         config, until=lambda r: r.status().frames[Stream.TRADES] >= 120, timeout=40
     )
