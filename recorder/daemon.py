@@ -62,9 +62,8 @@ class Recorder:
         transport: Transport | None = None,
         clock: Clock = SYSTEM,
     ) -> None:
-        """``sink``, ``spool``: default from the config; ``connect``: how the WebSocket
-        is opened and ``transport``: the REST network (default: the real ones);
-        ``on_flush(batch, seconds)``: told of every acknowledged batch (the writer thread)."""
+        """``sink``, ``spool``, the WebSocket's ``connect``, the REST ``transport``: default
+        from the config and the network; ``on_flush(batch, seconds)``: each batch written."""
         self.config = config
         self.key = key
         self.clock = clock
@@ -72,9 +71,10 @@ class Recorder:
         self.spool = spool if spool is not None else _spool(config)
         self.metrics = Metrics(self.status, config.metrics)
         self._on_flush = on_flush
-        self.losses = Losses(self.spool.dir / "dropped-gaps.json", key)
-        self.writer = _writer(config, self.sink, self.spool, self._flushed, self.losses)
-        self.batcher = Batcher(self.writer.submit, config.sink.batch_rows, config.sink.batch_age)
+        self.losses = Losses(self.spool.dir / "dropped-gaps.json", key, clock.wall_ns)
+        self.writer = _writer(config, self.sink, self.spool, self._flushed, self.losses, clock)
+        sc = config.sink
+        self.batcher = Batcher(self.writer.submit, sc.batch_rows, sc.batch_age, clock.wall_ns)
         self.dead_letter = DeadLetter(config.resolve(config.log.dead_letter))
         self.calendar = Calendar()
         self.notifier = notifier if notifier is not None else Notifier()
@@ -170,6 +170,7 @@ class Recorder:
             self.backfiller.snapshot(),
             self.rest.snapshot(),
             self.reference.snapshot(),
+            self.losses.snapshot(),
             now=now,
             market_open={
                 code: is_open(market_of(code), now, self.calendar)
@@ -347,6 +348,7 @@ def _writer(
     spool: Spool,
     on_flush: Callable[[Batch, float], None],
     losses: Losses,
+    clock: Clock,
 ) -> Writer:
     sc = config.sink
     return Writer(
@@ -359,6 +361,7 @@ def _writer(
         retention=config.retention.days() if config.retention.archive is None else None,
         on_dropped=losses.on_dropped,
         stuck_after=sc.write_stuck_after,
+        clock=clock.wall,
     )
 
 

@@ -96,6 +96,10 @@ class IngestSnapshot:
     open_gaps: int
     #: when the oldest gap that still lasts was found
     oldest_open_gap: int | None
+    #: gaps whose end became known (each went to the ledger, and to the backfill)
+    gaps_ended: int
+    #: trade identities the counter holds (its window, and seconds held for a backfill)
+    trade_identities: int
 
 
 class Ingest:
@@ -296,6 +300,8 @@ class Ingest:
             batcher_rows=len(self.batcher),
             open_gaps=len(lasting) + (bf.submitted - bf.resolved if bf is not None else 0),
             oldest_open_gap=min((g.detected_ts for g in lasting), default=None),
+            gaps_ended=det.emitted,
+            trade_identities=len(self.counter),
         )
 
 

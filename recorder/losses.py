@@ -9,7 +9,9 @@ for the next start (:meth:`Losses.keep`, :meth:`Losses.reload`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -23,18 +25,34 @@ from .schema import gap_of, gap_row
 log = structlog.get_logger("recorder")
 
 
+@dataclass(frozen=True, slots=True)
+class LossesSnapshot:
+    """The losses' figures (names as in :class:`~recorder.status.Status`)."""
+
+    #: ``dropped`` gaps wait for the writer to take them
+    dropped_gaps_pending: bool
+    #: rows of the gaps table lost too, written again as they were
+    gap_rows_rewritten: int
+
+
 class Losses:
     """``dropped`` gaps from the writer's reports to the ledger, or to the state file."""
 
-    def __init__(self, path: Path, key: Secret) -> None:
-        """``path``: the state file; ``key``: scrubbed from the reasons written."""
+    def __init__(self, path: Path, key: Secret, clock: Callable[[], int] = time.time_ns) -> None:
+        """``path``: the state file; ``key``: scrubbed from the reasons written; ``clock``:
+        wall-clock ns."""
         self.path = path
         self.key = key
-        self.dropped = DroppedRows()
+        self.dropped = DroppedRows(clock)
 
     def __bool__(self) -> bool:
         """Whether gaps wait to be written."""
         return bool(self.dropped)
+
+    def snapshot(self) -> LossesSnapshot:
+        return LossesSnapshot(
+            dropped_gaps_pending=bool(self.dropped), gap_rows_rewritten=self.dropped.rewritten
+        )
 
     def on_dropped(self, batch: Batch, why: str, rows: int | None, kept: bool) -> None:
         """The writer thread's report of rows that will not reach the database."""

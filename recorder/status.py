@@ -105,6 +105,16 @@ class Status:
     rest_retries: int = 0
     #: calendar or instruments fetches that failed (tried again later)
     reference_failures: int = 0
+    #: spooled batches the database took since
+    drained_batches: int = 0
+    #: gaps whose end became known (each went to the ledger, and to the backfill)
+    gaps_ended: int = 0
+    #: trade identities the counter holds (its window, and seconds held for a backfill)
+    trade_identities: int = 0
+    #: the recorder's own losses: ``dropped`` gaps waiting for the writer, and rows of the
+    #: gaps table lost too and written again as they were
+    dropped_gaps_pending: bool = False
+    gap_rows_rewritten: int = 0
 
     @classmethod
     def of(cls, *parts: DataclassInstance, **figures: Any) -> Status:

@@ -98,6 +98,7 @@ class WriterSnapshot:
     rows_written: dict[str, int]
     batches_written: int
     spooled_batches: int
+    drained_batches: int
     expired_rows: int
     writer_queue: int
     sink_healthy: bool
@@ -260,6 +261,7 @@ class Writer:
             rows_written=dict(st.rows),
             batches_written=st.batches,
             spooled_batches=st.spooled_batches,
+            drained_batches=st.drained_batches,
             expired_rows=self.expired_rows,
             writer_queue=self.pending,
             sink_healthy=st.healthy,

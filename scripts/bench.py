@@ -579,7 +579,7 @@ def part_soak(args: argparse.Namespace) -> None:
             while time.monotonic() < deadline:
                 await asyncio.sleep(min(10.0, max(1.0, args.seconds / 10)))
                 samples.append(_rss_mb())
-                identities.append(len(recorder.ingest.counter))
+                identities.append(recorder.status().trade_identities)
             rows = sum(recorder.status().rows_written.values())
             stop.set()
         first = samples[min(1, len(samples) - 1)]  # after warm-up

@@ -42,14 +42,9 @@ DROP_SECONDS = float(os.environ.get("QOS_DROP_SECONDS", "60"))
 
 def _settled(recorder: Recorder) -> bool:
     """No gap waiting for its end or its backfill, and the batcher handed everything over."""
-    det, now = recorder.ingest.detector, recorder.status()
-    return (
-        now.subscribed
-        and not det.pending
-        and not det.silent
-        and now.backfill_idle()
-        and now.gaps_submitted > 0
-    )
+    now = recorder.status()
+    # open_gaps: gaps still lasting (a disconnect's, a silence's) or not backfilled yet
+    return now.subscribed and now.open_gaps == 0 and now.gaps_submitted > 0
 
 
 def _window(sent: list[dict[str, Any]], db: Path) -> tuple[int, int]:
@@ -126,7 +121,7 @@ def test_silently_dropped_frames_are_flagged_and_backfilled(
         until=lambda r: (
             not sim.sim.faults.drop_rate
             and _settled(r)
-            and r.ingest.detector.emitted > 0
+            and r.status().gaps_ended > 0
             and len(sim.sim.sent) > len(sim.sim.dropped) + 400
         ),
     )
@@ -468,7 +463,7 @@ def test_two_disconnects_6_s_apart_on_10_requests_a_minute_recover_every_trade(
     lo, hi = _window(sent, db)
     truth = _truth_in(sim, set(codes), lo, hi)
     stored = _stored_in(db, lo, hi)
-    by_purpose = {p.value: n for p, n in recorder.rest.scheduler.sent.items() if n}
+    by_purpose = {p: n for p, n in recorder.status().rest_requests_by_purpose.items() if n}
     print(f"trades expected {len(truth)}, stored {len(stored)}; requests {by_purpose}")
     check_trades(stored, truth)  # every trade recovered, none twice
     statuses = rows(db, "SELECT status FROM gaps WHERE stream = 'trades'")

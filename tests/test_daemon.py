@@ -150,7 +150,7 @@ def test_restart_keeps_trade_identity_from_the_sink(make_sim: SimFactory, tmp_pa
     sim = make_sim(trades_per_second=50, seed=8)
     config = make_config(sim, tmp_path, ["US:AAPL"])
     first = run_recorder(config, until=lambda r: r.status().frames[Stream.TRADES] >= 50, timeout=20)
-    second = run_recorder(config, until=lambda r: len(r.ingest.counter) > 0, timeout=20)
+    second = run_recorder(config, until=lambda r: r.status().trade_identities > 0, timeout=20)
     assert first.status().frames[Stream.TRADES] >= 50
     # the second run learned the first run's identities at start-up
     seeded = rows(

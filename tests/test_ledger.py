@@ -281,7 +281,7 @@ def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
             not blocker.is_file()
             and recorder.status().sink_healthy
             and not recorder.status().spool_segments
-            and not recorder.losses
+            and not recorder.status().dropped_gaps_pending
         )
 
     recorder = run_recorder(config, until=ledger_written, during=unblock, timeout=60)
@@ -296,7 +296,9 @@ def test_rows_a_full_spool_lost_are_dropped_gaps_with_their_counts(
     assert dropped and {c for c, *_ in dropped} <= set(codes)
     assert all(s == "unrecoverable" and u == "rows" for _, _, s, _, u, _, _ in dropped)
     assert all(lt == m for _, st_, _, m, _, lt, _ in dropped if st_ == "trades")
-    lost_gap_rows = recorder.losses.dropped.rewritten  # lost too, then written again as they were
+    lost_gap_rows = (
+        recorder.status().gap_rows_rewritten
+    )  # lost too, then written again as they were
     assert sum(m for _, _, _, m, *_ in dropped) == lost - lost_gap_rows
     assert all("spool" in d for *_, d in dropped)
     listed = format_gaps(read_gaps(config, 0))  # what `qos-recorder gaps` prints
@@ -334,7 +336,7 @@ def test_a_restart_onto_an_empty_database_with_a_full_spool_has_its_downtime_gap
             gaps={"backfill": False},
         )
         blocker.write_text("the database's folder is a file: the sink cannot open")
-        first = run_recorder(down, until=lambda r: r.spool.total_bytes > 0, timeout=20)
+        first = run_recorder(down, until=lambda r: r.status().spool_bytes > 0, timeout=20)
         assert first.status().rows_written.get("trades", 0) == 0  # all of it waits in the spool
         blocker.unlink()
         up.frames.clear()
@@ -535,7 +537,7 @@ def test_dropped_gaps_a_stop_could_not_write_are_written_by_the_next_start(
         config,
         until=lambda r: (
             not r.status().spool_segments
-            and not r.losses
+            and not r.status().dropped_gaps_pending
             and r.status().rows_written.get("gaps", 0) > 0
         ),
         timeout=30,
@@ -544,7 +546,7 @@ def test_dropped_gaps_a_stop_could_not_write_are_written_by_the_next_start(
     dropped = rows(
         blocker / "ticks.sqlite", "SELECT sum(missing) FROM gaps WHERE cause = 'dropped'"
     )
-    assert dropped == [(first.status().lost_rows - first.losses.dropped.rewritten,)]
+    assert dropped == [(first.status().lost_rows - first.status().gap_rows_rewritten,)]
     assert not (tmp_path / "spool" / "dropped-gaps.json").exists()
 
 

@@ -97,12 +97,12 @@ def test_ilp_answering_503_then_refusing_connections_loses_nothing(
             config,
             during=outage,
             timeout=OUTAGE + 60,
-            until=lambda r: len(phases) == 3 and _drained(r) and r.writer.stats.drained_batches > 0,
+            until=lambda r: len(phases) == 3 and _drained(r) and r.status().drained_batches > 0,
         )
         state = ilp.state
     assert len(phases) == 3, phases
-    stats = recorder.writer.stats
-    assert stats.failures > 0 and stats.spooled_batches > 0 and stats.lost_rows == 0
+    now = recorder.status()
+    assert now.sink_failures > 0 and now.spooled_batches > 0 and now.lost_rows == 0
     assert state.failed_writes > 0
     sent = sim.call(lambda: sim.sim.sent_frames("T"))
     received = recorder.status().frames[Stream.TRADES]
@@ -142,7 +142,7 @@ def test_a_locked_sqlite_file_loses_nothing_and_duplicates_nothing(
         config,
         during=lock,
         timeout=LOCK_SECONDS + 60,
-        until=lambda r: release.is_set() and _drained(r) and r.writer.stats.drained_batches > 0,
+        until=lambda r: release.is_set() and _drained(r) and r.status().drained_batches > 0,
     )
     holder.join()
     assert recorder.status().sink_failures > 0 and recorder.status().spooled_batches > 0
