@@ -251,8 +251,9 @@ def part_recorder(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(recorder.run(stop))
-            rows = recorder.status().rows_written
-            window = Window(lambda: sum(rows.values()), args.warmup, args.seconds)
+            window = Window(
+                lambda: sum(recorder.status().rows_written.values()), args.warmup, args.seconds
+            )
             figures: dict[str, Any] = await window.run()
             received = recorder.status().frames[Stream.TRADES]
             figures["received_rate"] = received / (args.warmup + args.seconds)
