@@ -24,7 +24,8 @@ LAST_SEEN_MARGIN = 10 * NS
 
 
 class LastSeen:
-    """``last-seen.json``: ``{"clean": bool, "seen": {"code|table": ns}}``."""
+    """``last-seen.json``: ``{"clean": bool, "seen": {"code|table": ns}}`` on disk (the
+    format every earlier version wrote); ``(code, table)`` keys in the program."""
 
     def __init__(self, path: Path, clock: Callable[[], int] = time.time_ns) -> None:
         self.path = path
@@ -50,21 +51,24 @@ class LastSeen:
         except (OSError, orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
             return {}
 
-    def seen(self, det: GapDetector) -> dict[str, int]:
-        """The newest exchange time per code and table (on the event loop: a snapshot)."""
-        seen = {f"{code}|trades": ts for code, ts in det.last_trade.items()}
+    def seen(self, det: GapDetector) -> dict[tuple[str, str], int]:
+        """The newest exchange time per (code, table) (on the event loop: a snapshot)."""
+        seen = {(code, "trades"): ts for code, ts in det.last_trade.items()}
         for (code, stream), ts in det.last.items():
-            key = f"{code}|{stream.partition(':')[0]}"
+            key = (code, stream.partition(":")[0])  # one table for every K-line type
             seen[key] = max(ts, seen.get(key, 0))
-        limit = self.clock() + CLOCK_SKEW
-        return {key: ts for key, ts in seen.items() if ts <= limit}
+        return believable(seen, self.clock())
 
-    def save(self, seen: dict[str, int], clean: bool = False) -> None:
+    def save(self, seen: dict[tuple[str, str], int], clean: bool = False) -> None:
         """Keep :meth:`seen`; ``clean``: saved after everything received was written or
         spooled."""
+        doc = {
+            "clean": clean,
+            "seen": {f"{code}|{table}": ts for (code, table), ts in seen.items()},
+        }
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(orjson.dumps({"clean": clean, "seen": seen}))
+            tmp.write_bytes(orjson.dumps(doc))
             tmp.replace(self.path)
         except OSError as exc:
             log.warning("state_not_saved", path=str(self.path), error=str(exc))

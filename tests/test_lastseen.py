@@ -18,8 +18,13 @@ NOW = 1_800_000_000 * NS
 
 def test_a_clean_save_loads_as_saved_and_an_unclean_one_a_margin_earlier(tmp_path: Path) -> None:
     state = LastSeen(tmp_path / "last-seen.json", lambda: NOW)
-    seen = {"US:AAPL|trades": NOW - 5 * NS, "HK:700|depth": NOW - 9 * NS}
+    seen = {("US:AAPL", "trades"): NOW - 5 * NS, ("HK:700", "depth"): NOW - 9 * NS}
     state.save(seen, clean=True)
+    on_disk = orjson.loads((tmp_path / "last-seen.json").read_bytes())
+    assert on_disk == {
+        "clean": True,
+        "seen": {"US:AAPL|trades": NOW - 5 * NS, "HK:700|depth": NOW - 9 * NS},
+    }
     assert state.load() == {("US:AAPL", "trades"): NOW - 5 * NS, ("HK:700", "depth"): NOW - 9 * NS}
     state.save(seen)  # a crash may have lost what the batcher and the queue held
     assert state.load() == {
@@ -54,9 +59,9 @@ def test_seen_is_the_newest_exchange_time_per_code_and_table(tmp_path: Path) -> 
     det.on_record(Kline("HK:700", 1, NOW - 60 * NS, 1, 1, 1, 1, 1, NOW))
     det.on_record(Kline("HK:700", 5, NOW - 300 * NS, 1, 1, 1, 1, 1, NOW))
     seen = LastSeen(tmp_path / "last-seen.json", lambda: NOW).seen(det)
-    assert seen["US:AAPL|trades"] == NOW - 3 * NS
-    assert seen["US:AAPL|depth"] == NOW - 2 * NS
-    assert seen["HK:700|klines"] == NOW - 60 * NS  # one table for every K-line type
+    assert seen[("US:AAPL", "trades")] == NOW - 3 * NS
+    assert seen[("US:AAPL", "depth")] == NOW - 2 * NS
+    assert seen[("HK:700", "klines")] == NOW - 60 * NS  # one table for every K-line type
     assert len(seen) == 3
 
 
