@@ -165,6 +165,7 @@ class Recorder:
         return Status.of(
             self.ingest.session_snapshot(),
             self.ingest.snapshot(),
+            self.ingest.detector.snapshot(),
             self.writer.snapshot(),
             self.spool.snapshot(),
             self.backfiller.snapshot(),

@@ -115,6 +115,18 @@ class _Volume:
     clean_ts: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DetectorSnapshot:
+    """The detector's figures (names as in :class:`~recorder.status.Status`)."""
+
+    #: receive time (wall-clock ns) of the last trade per code
+    last_trade: dict[str, int]
+    #: when the oldest gap that still lasts was found
+    oldest_open_gap: int | None
+    #: gaps whose end became known
+    gaps_ended: int
+
+
 class GapDetector:
     """Turns the session's events into gaps.
 
@@ -200,6 +212,13 @@ class GapDetector:
     def open_gaps(self) -> list[Gap]:
         """Gaps whose end is not known yet."""
         return [*self.pending.values(), *self.silent.values()]
+
+    def snapshot(self) -> DetectorSnapshot:
+        return DetectorSnapshot(
+            last_trade=dict(self.last_trade_seen),
+            oldest_open_gap=min((g.detected_ts for g in self.open_gaps()), default=None),
+            gaps_ended=self.emitted,
+        )
 
     # --- events ---------------------------------------------------------------------
 

@@ -83,21 +83,17 @@ class SessionSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class IngestSnapshot:
-    """What came in and where it went: frames per stream, what was refused, the gaps."""
+    """What came in and where it went: frames per stream, what was refused, the gaps
+    open (the detector's own figures are its :class:`~recorder.gaps.DetectorSnapshot`)."""
 
     frames: dict[Stream, int]
     decode_errors: int
     unsubscribed_frames: int
     dead_letter_dropped: int
     last_frame: dict[str, int]
-    last_trade: dict[str, int]
     batcher_rows: int
-    #: still lasting, or ended and not backfilled yet
+    #: gaps still lasting (the detector's), or ended and not backfilled yet
     open_gaps: int
-    #: when the oldest gap that still lasts was found
-    oldest_open_gap: int | None
-    #: gaps whose end became known (each went to the ledger, and to the backfill)
-    gaps_ended: int
     #: trade identities the counter holds (its window, and seconds held for a backfill)
     trade_identities: int
 
@@ -288,19 +284,16 @@ class Ingest:
         )
 
     def snapshot(self) -> IngestSnapshot:
-        c, det, bf = self.counts, self.detector, self.backfill
-        lasting = det.open_gaps()
+        c, bf = self.counts, self.backfill
+        lasting = len(self.detector.pending) + len(self.detector.silent)
         return IngestSnapshot(
             frames=dict(c.frames),
             decode_errors=c.decode_errors,
             unsubscribed_frames=c.unsubscribed,
             dead_letter_dropped=self.dead_letter.not_kept,
             last_frame=dict(c.last_frame),
-            last_trade=dict(det.last_trade_seen),
             batcher_rows=len(self.batcher),
-            open_gaps=len(lasting) + (bf.submitted - bf.resolved if bf is not None else 0),
-            oldest_open_gap=min((g.detected_ts for g in lasting), default=None),
-            gaps_ended=det.emitted,
+            open_gaps=lasting + (bf.submitted - bf.resolved if bf is not None else 0),
             trade_identities=len(self.counter),
         )
 

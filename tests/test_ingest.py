@@ -191,6 +191,8 @@ def test_a_disconnect_gap_is_recorded_while_it_lasts_and_backfilled_once_it_ends
     (held,) = stage.backfill.held  # its backfill will come: the counts it merges are kept
     assert held.cause == "disconnect" and held.end is None and not stage.backfill.queued
     assert ingest.snapshot().open_gaps == 1 and ingest.closing() is False
+    lasting = ingest.detector.snapshot()
+    assert lasting.oldest_open_gap == T0 + 2 * NS and lasting.gaps_ended == 0
     ingest.on_connected()
     ingest.on_record(_trade("US:AAPL", 9))
     (gap,) = stage.backfill.queued
@@ -199,6 +201,9 @@ def test_a_disconnect_gap_is_recorded_while_it_lasts_and_backfilled_once_it_ends
     rows = [gap_of(row) for row in stage.rows("gaps")]
     assert [(g.cause, g.end) for g in rows] == [("disconnect", None), ("disconnect", gap.end)]
     assert ingest.snapshot().open_gaps == 1  # ended, not backfilled yet
+    ended = ingest.detector.snapshot()
+    assert ended.oldest_open_gap is None and ended.gaps_ended == 1
+    assert ended.last_trade == {"US:AAPL": T0 + 9 * NS + NS // 10}
     stage.backfill.resolved += 1
     assert ingest.snapshot().open_gaps == 0
     assert len(GAPS.names) == len(stage.batches[-1].tables["gaps"][0])
