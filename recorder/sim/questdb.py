@@ -311,6 +311,10 @@ class QuestDB:
             proc.wait()
 
     def __enter__(self) -> QuestDB:
+        """Start the server unless it runs already (``with QuestDB(...).start() as q``
+        must not start a second one and lose the first)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
