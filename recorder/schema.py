@@ -384,11 +384,27 @@ def _exact(texts: tuple[str, ...]) -> tuple[int | None, str | None]:
     return dp, None if kept is None else ",".join(kept)
 
 
+_TEXTS: dict[tuple[float, float, int], tuple[str, ...]] = {}  # a trade's (price, size, dp)
+
+
 def texts(values: Sequence[float], dp: int | None, digits: str | None) -> tuple[str, ...]:
-    """The strings :func:`exact` stored, back from the doubles, ``dp`` and ``digits``."""
+    """The strings :func:`exact` stored, back from the doubles, ``dp`` and ``digits``.
+    Memoised for trades (two fields, the usual case in a replay): a code's prices and sizes
+    repeat. Zero is never memoised: ``-0.0`` equals ``0.0`` as a key but prints ``-0``."""
     if dp is None:
         return ()
-    kept = digits.split(",") if digits else ()
+    if digits is None and len(values) == 2 and values[0] and values[1]:
+        key = (values[0], values[1], dp)
+        found = _TEXTS.get(key)
+        if found is None:
+            if len(_TEXTS) >= _PLACES_MAX:
+                _TEXTS.clear()
+            found = _TEXTS[key] = _texts(values, dp, ())
+        return found
+    return _texts(values, dp, digits.split(",") if digits else ())
+
+
+def _texts(values: Sequence[float], dp: int, kept: Sequence[str]) -> tuple[str, ...]:
     return tuple(
         kept[i] if i < len(kept) and kept[i] else f"{v:.{(dp >> DP_BITS * i) & _DP_MASK}f}"
         for i, v in enumerate(values)
@@ -602,8 +618,18 @@ def record_of(table: str, row: Row) -> Record:
 def _levels(text: str) -> tuple[tuple[Level, ...], tuple[LevelText, ...]]:
     """A stored book: its levels' doubles and digits (recorded before #19: the digits of
     the doubles)."""
-    texts = tuple((p, v) for p, v in _json_digits(text))
-    return tuple((float(p), float(v)) for p, v in texts), texts
+    if '"' in text:  # a string among the numbers (more digits than JSON numbers keep)
+        levels = tuple((p, v) for p, v in _json_digits(text))
+    elif len(text) > 2:  # [[p,v],[p,v]]: plain numbers only, split without a JSON parser
+        levels = tuple(_pair(level.split(",")) for level in text[2:-2].split("],["))
+    else:
+        levels = ()
+    return tuple((float(p), float(v)) for p, v in levels), levels
+
+
+def _pair(fields: list[str]) -> LevelText:
+    price, size = fields
+    return price, size
 
 
 def _quote(vals: list[str]) -> SessionQuote:
