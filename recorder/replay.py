@@ -15,10 +15,14 @@ URL written by ``qos-recorder export``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -252,12 +256,11 @@ class ReplayServer:
         self, ws: web.WebSocketResponse, subs: dict[str, set[str]], kline_subs: set[tuple[str, int]]
     ) -> None:
         await asyncio.sleep(self.settle)  # let the client send its other subscriptions
-        records = replay(
-            self.source, self.query.start, self.query.end, self.query.codes, self.query.streams
-        )
+        q = self.query
+        records = read_in_thread(lambda: replay(self.source, q.start, q.end, q.codes, q.streams))
         first: int | None = None
         started, skipped = time.monotonic(), 0.0
-        for record in records:
+        async for record in records:
             wanted = (
                 (record.code, record.kt) in kline_subs
                 if isinstance(record, Kline)
@@ -285,6 +288,56 @@ class ReplayServer:
             await ws.close(code=1000, message=b"replay finished")
         else:
             log.info("replay_range_done", detail="the socket stays open, idle")
+
+
+#: records a reader thread hands over at a time, and chunks it may read ahead
+CHUNK_RECORDS = 512
+AHEAD_CHUNKS = 8
+
+
+async def read_in_thread(
+    make: Callable[[], Iterator[Record]],
+    chunk: int = CHUNK_RECORDS,
+    ahead: int = AHEAD_CHUNKS,
+) -> AsyncIterator[Record]:
+    """The records of ``make()``, read in a thread of their own: a source's reads (SQLite
+    steps, QuestDB's HTTP, Parquet decoding) block, and the event loop must go on answering
+    every client meanwhile. The thread reads at most ``ahead`` chunks of ``chunk`` records
+    ahead of the consumer (a bounded queue), stops when the consumer does (a client gone),
+    and an error it meets is raised here. ``None`` in the queue is the end."""
+    handed: queue.Queue[list[Record] | Exception | None] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def hand(item: list[Record] | Exception | None) -> bool:
+        while not stop.is_set():
+            try:
+                handed.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            records = make()
+            while part := list(islice(records, chunk)):
+                if not hand(part):
+                    return
+            hand(None)
+        except Exception as exc:  # the consumer raises it
+            hand(exc)
+
+    threading.Thread(target=read, name="replay-reader", daemon=True).start()
+    try:
+        while (item := await asyncio.to_thread(handed.get)) is not None:
+            if isinstance(item, Exception):
+                raise item
+            for record in item:
+                yield record
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Full):  # wake a get() still waiting in the executor
+            handed.put_nowait(None)
 
 
 def _iso(ns: int) -> str:

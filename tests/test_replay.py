@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from recorder.daemon import Recorder
 from recorder.exceptions import ConfigError
 from recorder.markets import bar_end
 from recorder.protocol import NS, Kline, Stream, Trade
-from recorder.replay import frames, pace_time, replay
+from recorder.replay import frames, pace_time, read_in_thread, replay
 from recorder.sim import SimConfig
 from recorder.sinks.sqlite import SQLiteSink
 
@@ -499,3 +501,67 @@ def test_every_decimal_string_comes_back_exactly_from_sqlite(pushes: list[dict[s
             sink.close()
     # string for string: "212.30" stays "212.30", "147479220.1710000038" keeps its digits
     assert _canonical(got) == _canonical(sent)
+
+
+# --- the replay server reads in a thread (#17 item 5) ------------------------------------
+
+
+def _trades(n: int, fail_at: int | None = None) -> Iterator[Trade]:
+    for i in range(n):
+        if i == fail_at:
+            raise ConfigError(f"source broke at {i}")
+        yield Trade("US:AAPL", i * NS, 1.0, float(i), 1, i)
+
+
+async def _drain(records: Any, limit: int | None = None) -> list[Any]:
+    got = []
+    async for record in records:
+        got.append(record)
+        if limit is not None and len(got) >= limit:
+            break
+    return got
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 3000), st.integers(1, 700), st.integers(1, 4))
+def test_read_in_thread_hands_over_every_record_in_order(n: int, chunk: int, ahead: int) -> None:
+    got = asyncio.run(_drain(read_in_thread(lambda: _trades(n), chunk, ahead)))
+    assert [r.size for r in got] == list(range(n))
+
+
+def test_a_read_error_reaches_the_consumer_after_the_records_before_it() -> None:
+    got: list[Any] = []
+
+    async def main() -> None:
+        async for record in read_in_thread(lambda: _trades(100, fail_at=70), chunk=16):
+            got.append(record)
+
+    with pytest.raises(ConfigError, match="source broke at 70"):
+        asyncio.run(main())
+    assert len(got) == 64  # four whole chunks; the fifth was cut by the error
+
+
+def test_a_blocked_read_leaves_the_loop_free_and_a_consumer_gone_stops_the_thread() -> None:
+    release = threading.Event()
+
+    def slow() -> Iterator[Trade]:
+        yield from _trades(5)
+        release.wait(30)  # a source that blocks (a stalled QuestDB, a slow disk)
+        yield from _trades(5)
+
+    async def main() -> list[Any]:
+        reading = asyncio.create_task(_drain(read_in_thread(slow, chunk=5), limit=7))
+        ticks = 0
+        while not reading.done() and ticks < 50:  # the loop runs while the read blocks
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not reading.done() and ticks == 50
+        release.set()
+        return await reading
+
+    assert len(asyncio.run(main())) == 7  # the consumer stopped early ...
+
+    def reader_gone() -> bool:
+        return all(t.name != "replay-reader" for t in threading.enumerate())
+
+    assert wait_for(reader_gone, timeout=10)  # ... and so did the reader
