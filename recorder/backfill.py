@@ -26,9 +26,10 @@ from typing import Any
 import structlog
 
 from .exceptions import DecodeError, UpstreamError
-from .gaps import Gap
+from .feed import DEPTH, SNAPSHOTS, TRADES, Feed
+from .gaps import Gap, GapCause, GapKey, GapStatus, GapUnit
 from .identity import TradeCounter
-from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Trade, records_from
+from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Stream, Trade, records_from
 from .rest import Purpose, RestClient
 from .retry import Retry, classify_rest
 
@@ -36,7 +37,7 @@ log = structlog.get_logger("recorder.backfill")
 
 
 #: internal sweeps: the span after a (re)subscription, and a code a reload added
-SWEEPS = frozenset({"startup", "added"})
+SWEEPS = frozenset({GapCause.STARTUP, GapCause.ADDED})
 #: seconds a /trade answer may settle a later gap it covers, instead of a new request
 REUSE = 30.0
 
@@ -53,8 +54,8 @@ class _Lane:
 class BackfillSnapshot:
     """The backfill's figures (names as in :class:`~recorder.status.Status`)."""
 
-    #: recorded gaps backfilled so far, per (stream, status)
-    gap_outcomes: dict[tuple[str, str], int]
+    #: recorded gaps backfilled so far, per (table, status)
+    gap_outcomes: dict[tuple[str, GapStatus], int]
     backfilled_rows: int
     #: gaps submitted, and those backfilled as far as the API allows
     gaps_submitted: int
@@ -100,10 +101,12 @@ class Backfiller:
         self.closing_wait = closing_wait
         self._trades_lane = _Lane()
         self._other_lane = _Lane()
-        self._held: dict[int, Gap] = {}  # id(gap) -> gap, for gaps not backfilled yet
+        #: gaps not backfilled yet, by key: two live gaps can share one (no trade between two
+        #: disconnects, so the second starts where the first did), and each holds its own
+        self._held: dict[GapKey, list[Gap]] = {}
         self._in_round = 0  # gaps taken by a round that has not ended
-        #: recorded gaps backfilled so far, per (stream, status)
-        self.outcomes: dict[tuple[str, str], int] = {}
+        #: recorded gaps backfilled so far, per (table, status)
+        self.outcomes: dict[tuple[str, GapStatus], int] = {}
         self.rows = 0
         self.failed_rounds = 0
         self.submitted = 0
@@ -123,20 +126,27 @@ class Backfiller:
         """A gap whose backfill will come (its end is not known yet): it counts as pending,
         and for a trades gap the trade counts its backfill will merge against are kept
         until it ran (they would otherwise leave the counter's window)."""
-        if id(gap) not in self._held:
-            self._held[id(gap)] = gap
-            if gap.stream == "trades":
+        held = self._held.setdefault(gap.key, [])
+        if not any(g is gap for g in held):
+            held.append(gap)
+            if gap.feed == TRADES:
                 self.counter.hold(gap.code, gap.start)
 
     def _release(self, gap: Gap) -> None:
-        if self._held.pop(id(gap), None) is not None and gap.stream == "trades":
-            self.counter.release(gap.code, gap.start)
+        key = gap.key
+        held = self._held.get(key, [])
+        if any(g is gap for g in held):
+            held[:] = [g for g in held if g is not gap]
+            if not held:
+                del self._held[key]
+            if gap.feed == TRADES:
+                self.counter.release(gap.code, gap.start)
 
     def submit(self, gap: Gap) -> None:
         """Queue a gap whose end is known."""
         self.hold(gap)
         self.submitted += 1
-        lane = self._trades_lane if gap.stream == "trades" else self._other_lane
+        lane = self._trades_lane if gap.feed == TRADES else self._other_lane
         lane.queue.append(gap)
         lane.wake.set()
 
@@ -156,8 +166,8 @@ class Backfiller:
 
     def _resolved(self, gap: Gap) -> None:
         self.resolved += 1
-        if gap.record:  # how the holes ended, for the alerts: by stream and status
-            key = (gap.stream.partition(":")[0], gap.status)
+        if gap.record:  # how the holes ended, for the alerts: by table and status
+            key = (gap.feed.table, gap.status)
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
         self.update_gap(gap)
         self._release(gap)
@@ -192,7 +202,7 @@ class Backfiller:
             try:
                 await self._round(gaps)
             except UpstreamError as exc:
-                left = [g for g in gaps if g.status == "open"]
+                left = [g for g in gaps if g.status is GapStatus.OPEN]
                 if classify_rest(exc) is Retry.FINAL:
                     self._refused(left, exc)
                 else:  # still open: they go back in the queue for the next round
@@ -209,7 +219,7 @@ class Backfiller:
         trades each, found a snapshot or two late, one code at a time) while half the
         budget is spent, so a trickle of them does not spend a request each."""
         limiter = self.rest.limiter
-        volume_only = bool(queue) and all(g.cause == "volume" for g in queue)
+        volume_only = bool(queue) and all(g.cause is GapCause.VOLUME for g in queue)
         return volume_only and limiter.remaining() <= limiter.rate // 2
 
     @staticmethod
@@ -230,8 +240,8 @@ class Backfiller:
         unrecoverable, saying why; one request was spent, not one per retry."""
         log.error("backfill_refused", error=str(exc), gaps=len(gaps))
         for gap in gaps:
-            gap.record = gap.record or gap.cause != "added"
-            gap.status = "unrecoverable"
+            gap.record = gap.record or gap.cause is not GapCause.ADDED
+            gap.status = GapStatus.UNRECOVERABLE
             gap.detail = f"backfill refused: {exc}"
             gap.settle_volume()
             self._resolved(gap)
@@ -251,17 +261,17 @@ class Backfiller:
         return merged
 
     async def _round(self, merged: list[Gap]) -> None:
-        by_stream: dict[str, list[Gap]] = {}
+        by_feed: dict[Feed, list[Gap]] = {}
         for gap in merged:
-            by_stream.setdefault(gap.stream, []).append(gap)
-        if "trades" in by_stream:
-            await self._trades(by_stream.pop("trades"))
-        klines = {s: g for s, g in by_stream.items() if s.startswith("klines:")}
+            by_feed.setdefault(gap.feed, []).append(gap)
+        if TRADES in by_feed:
+            await self._trades(by_feed.pop(TRADES))
+        klines = [g for f, group in by_feed.items() if f.stream is Stream.KLINES for g in group]
         if klines:
-            await self._klines([g for group in klines.values() for g in group])
-        for stream, path, kind in (("snapshots", "/snapshot", "S"), ("depth", "/depth", "D")):
-            if stream in by_stream:
-                await self._refresh(by_stream[stream], path, kind)
+            await self._klines(klines)
+        for feed, path, kind in ((SNAPSHOTS, "/snapshot", "S"), (DEPTH, "/depth", "D")):
+            if feed in by_feed:
+                await self._refresh(by_feed[feed], path, kind)
 
     async def _trades(self, gaps: list[Gap]) -> None:
         answers = {g.code: a for g in gaps if (a := self._answered(g)) is not None}
@@ -310,18 +320,18 @@ class Backfiller:
         # reload added was never recorded before: nothing of it was lost)
         if oldest is None:
             # no trade of this code came back: nothing shows the span complete
-            gap.record = gap.record or gap.cause != "added"
-            gap.status = "unrecoverable"
+            gap.record = gap.record or gap.cause is not GapCause.ADDED
+            gap.status = GapStatus.UNRECOVERABLE
             gap.detail = f"/trade returned no trades of {gap.code}: the span cannot be checked"
         elif len(returned) >= self.trade_count and oldest >= gap.start:
             # A full window whose oldest trade is in the gap's first second may have cut
             # that second short: its earlier trades could be missing, so only a window
             # reaching back past that second proves the gap filled (found by the chaos run).
-            gap.record = gap.record or gap.cause != "added"
-            gap.status = "partial"
+            gap.record = gap.record or gap.cause is not GapCause.ADDED
+            gap.status = GapStatus.PARTIAL
             lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
             gap.missing = (lost_to - gap.start) / NS
-            gap.missing_unit = "seconds"
+            gap.missing_unit = GapUnit.SECONDS
             gap.detail = (
                 f"/trade keeps the latest {self.trade_count} trades; trades from "
                 f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
@@ -330,17 +340,17 @@ class Backfiller:
             # the window reaches back past the gap's start (or holds every trade the API
             # has of the code): every trade of the span is stored now (the merge keeps the
             # union), whatever the estimate said
-            gap.status = "filled"
+            gap.status = GapStatus.FILLED
             gap.missing = 0.0 if gap.missing is not None else None
         gap.settle_volume()
         self._resolved(gap)
         log.info(
             "backfilled",
             code=gap.code,
-            stream="trades",
-            cause=gap.cause,
+            stream=TRADES.key,
+            cause=gap.cause.value,
             rows=len(new),
-            status=gap.status,
+            status=gap.status.value,
         )
 
     def _by_code(self, kind: str, data: Any, codes: list[str]) -> dict[str, list[Record]]:
@@ -362,7 +372,7 @@ class Backfiller:
     async def _klines(self, gaps: list[Gap]) -> None:
         reqs = []
         for gap in gaps:
-            kt = int(gap.stream.partition(":")[2])
+            kt = _kt(gap)
             end = _end(gap)
             span = max(1, (end - gap.start) // (60 * NS) + 2)
             reqs.append(
@@ -373,7 +383,7 @@ class Backfiller:
             b for group in self._by_code("K", data, [g.code for g in gaps]).values() for b in group
         ]
         for gap in gaps:
-            kt = int(gap.stream.partition(":")[2])
+            kt = _kt(gap)
             inside = [
                 b
                 for b in bars
@@ -387,8 +397,8 @@ class Backfiller:
                 self.write(bar)
             gap.backfilled += len(inside)
             self.rows += len(inside)
-            gap.status = "filled"
-            if gap.missing_unit == "bars":
+            gap.status = GapStatus.FILLED
+            if gap.missing_unit is GapUnit.BARS:
                 gap.missing = 0.0
             self._resolved(gap)
 
@@ -402,9 +412,9 @@ class Backfiller:
         self.rows += len(records)
         for gap in gaps:
             gap.backfilled += sum(1 for r in records if r.code == gap.code)
-            gap.status = "unrecoverable"
+            gap.status = GapStatus.UNRECOVERABLE
             gap.missing = (_end(gap) - gap.start) / NS
-            gap.missing_unit = "seconds"
+            gap.missing_unit = GapUnit.SECONDS
             gap.detail = f"current state refreshed from {path}; states during the gap are lost"
             self._resolved(gap)
 
@@ -420,10 +430,9 @@ class Backfiller:
 
 def _coalesce(gaps: list[Gap]) -> list[Gap]:
     """Gaps with the same key (start second, code, stream, cause) are one row: merge them."""
-    merged: dict[tuple[int, str, str, str], Gap] = {}
+    merged: dict[GapKey, Gap] = {}
     for gap in gaps:
-        key = (gap.start, gap.code, gap.stream, gap.cause)
-        first = merged.setdefault(key, gap)
+        first = merged.setdefault(gap.key, gap)
         if first is not gap:
             first.end = max(_end(first), _end(gap))
             first.backfilled_volume += gap.backfilled_volume
@@ -438,8 +447,15 @@ def _coalesce(gaps: list[Gap]) -> list[Gap]:
 def _end(gap: Gap) -> int:
     """The end of a gap handed to the backfill, which only takes gaps that ended."""
     if gap.end is None:
-        raise ValueError(f"gap of {gap.code} {gap.stream} has no end yet")
+        raise ValueError(f"gap of {gap.code} {gap.feed} has no end yet")
     return gap.end
+
+
+def _kt(gap: Gap) -> int:
+    """The bar type of a K-line gap."""
+    if gap.feed.kt is None:
+        raise ValueError(f"gap of {gap.code} {gap.feed} has no K-line type")
+    return gap.feed.kt
 
 
 def _iso(ns: int) -> str:

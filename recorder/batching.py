@@ -15,14 +15,27 @@ import orjson
 
 from .gaps import Gap
 from .protocol import Depth, Kline, Record, Snapshot, Trade, market_of
-from .schema import BY_NAME, Row, depth_row, gap_row, kline_row, snapshot_row, trade_row
+from .schema import (
+    BY_NAME,
+    DEPTH,
+    GAPS,
+    KLINES,
+    SNAPSHOTS,
+    TRADES,
+    Row,
+    depth_row,
+    gap_row,
+    kline_row,
+    snapshot_row,
+    trade_row,
+)
 
 _ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
-    Trade: ("trades", trade_row),
-    Depth: ("depth", depth_row),
-    Snapshot: ("snapshots", snapshot_row),
-    Kline: ("klines", kline_row),
-    Gap: ("gaps", gap_row),
+    Trade: (TRADES.name, trade_row),
+    Depth: (DEPTH.name, depth_row),
+    Snapshot: (SNAPSHOTS.name, snapshot_row),
+    Kline: (KLINES.name, kline_row),
+    Gap: (GAPS.name, gap_row),
 }
 
 
@@ -143,11 +156,11 @@ class Batcher:
         if not self._n:
             return
         tables = {
-            "trades": self._trades,
-            "depth": self._depth,
-            "snapshots": self._snapshots,
-            "klines": list(self._klines.values()),
-            "gaps": self._gaps,
+            TRADES.name: self._trades,
+            DEPTH.name: self._depth,
+            SNAPSHOTS.name: self._snapshots,
+            KLINES.name: list(self._klines.values()),
+            GAPS.name: self._gaps,
             **self._other,
         }
         self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []

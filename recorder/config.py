@@ -12,7 +12,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Final, Literal, Union, cast, get_args, get_origin, get_type_hints
@@ -170,11 +170,12 @@ class RetentionConfig:
     archive: str | None = None
 
     def days(self) -> dict[str, float]:
-        """The tables with a limit, and their days."""
+        """The tables with a limit, and their days. The keys are the tables' names (config
+        sits below the schema, so a test holds them to ``schema.TABLES``)."""
         return {
-            name: days
-            for name in ("trades", "depth", "snapshots", "klines", "gaps", "instruments")
-            if (days := getattr(self, name)) is not None
+            f.name: days
+            for f in fields(self)
+            if f.name != "archive" and (days := getattr(self, f.name)) is not None
         }
 
 

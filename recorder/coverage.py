@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 
 from .config import Config
+from .feed import Feed
+from .gaps import GapStatus
 from .markets import Calendar, is_open
 from .protocol import NS, Stream, market_of
 from .schema import GAPS
@@ -26,24 +28,26 @@ MINUTES = 1440
 _MIN = 60 * NS
 #: a day whose recorded span is shorter than this fraction of it is drawn zoomed to the span
 ZOOM_BELOW = 0.5
-#: what a minute shows, drawn in this order (later ones on top), and its colour
+CLOSED, RECORDED = "closed", "recorded"
+#: what a minute shows, drawn in this order (later ones on top), and its colour: the two
+#: kinds of this picture, then a gap's status
 KINDS: dict[str, tuple[str, str]] = {
-    "closed": ("market closed", "#c9ced6"),
-    "recorded": ("recorded", "#2e9e5b"),
-    "filled": ("gap filled by backfill", "#3b7dd8"),
-    "partial": ("gap, partly recovered", "#f0a020"),
-    "unrecoverable": ("gap, not recoverable", "#d64545"),
-    "open": ("gap still open", "#8e44ad"),
+    CLOSED: ("market closed", "#c9ced6"),
+    RECORDED: ("recorded", "#2e9e5b"),
+    GapStatus.FILLED: ("gap filled by backfill", "#3b7dd8"),
+    GapStatus.PARTIAL: ("gap, partly recovered", "#f0a020"),
+    GapStatus.UNRECOVERABLE: ("gap, not recoverable", "#d64545"),
+    GapStatus.OPEN: ("gap still open", "#8e44ad"),
 }
 EMPTY = "#eef0f3"
 
 
 @dataclass
 class Line:
-    """One code and stream over the day: the kind of each minute (None: nothing)."""
+    """One code and feed over the day: the kind of each minute (None: nothing)."""
 
     code: str
-    stream: str
+    feed: Feed
     minutes: list[str | None] = field(default_factory=lambda: [None] * MINUTES)
 
     def paint(self, kind: str, first: int, last: int) -> None:
@@ -85,7 +89,7 @@ class Day:
             m
             for line in self.lines
             for m, kind in enumerate(line.minutes)
-            if kind not in (None, "closed")
+            if kind not in (None, CLOSED)
         ]
         if not marked or max(marked) - min(marked) + 1 >= ZOOM_BELOW * self.minutes:
             return self
@@ -101,15 +105,13 @@ _GAP_FIELDS = [
 ]
 
 
-def streams_of(config: Config) -> list[tuple[str, str, list[str]]]:
-    """(table, gap stream, codes) for each recorded stream; K-lines as their 1-minute bars."""
+def feeds_of(config: Config) -> list[tuple[Feed, list[str]]]:
+    """(feed, codes) for each recorded feed; K-lines as their 1-minute bars."""
     sub = config.subscribe
-    out = [
-        (s.value, s.value, sub.codes(s)) for s in (Stream.TRADES, Stream.DEPTH, Stream.SNAPSHOTS)
-    ]
+    out = [(Feed.of(s), sub.codes(s)) for s in (Stream.TRADES, Stream.DEPTH, Stream.SNAPSHOTS)]
     if 1 in sub.kline_types:
-        out.append(("klines", "klines:1", sub.codes(Stream.KLINES)))
-    return [(table, stream, codes) for table, stream, codes in out if codes]
+        out.append((Feed.klines(1), sub.codes(Stream.KLINES)))
+    return [(feed, codes) for feed, codes in out if codes]
 
 
 def build(
@@ -133,24 +135,26 @@ def build(
     store = reader or reader_for(config)
     lines: list[Line] = []
     rows: dict[str, int] = {}
-    for table, stream, configured in streams_of(config):
+    for feed, configured in feeds_of(config):
+        table = feed.table
         # a code a reload removed still has its rows in the window: it is drawn too
         removed = [c for c in store.codes(table) if c not in configured]
         for code in [*configured, *removed]:
             count = store.count(table, code, start, end)
             if code in removed and not count:
                 continue
-            line = Line(code, stream, [None] * span)
+            line = Line(code, feed, [None] * span)
             for m in range(span):
                 if is_open(market_of(code), start + m * _MIN, calendar) is False:
-                    line.minutes[m] = "closed"
+                    line.minutes[m] = CLOSED
             for m in store.minutes(table, code, start, end):
-                line.minutes[m] = "recorded"
+                line.minutes[m] = RECORDED
             rows[table] = rows.get(table, 0) + count
             lines.append(line)
     gaps: dict[str, int] = {}
     lost: dict[str, float] = {}
-    by_key = {(line.code, line.stream): line for line in lines}
+    # keyed by the feed's stored text: a ledger row of no feed drawn here matches nothing
+    by_key = {(line.code, line.feed.key): line for line in lines}
     for row in store.gaps(start, end, overlapping=True):
         first, last_ts, code, stream, status, lost_volume = (row[i] for i in _GAP_FIELDS)
         gaps[status] = gaps.get(status, 0) + 1
@@ -197,7 +201,7 @@ def render(picture: Day) -> str:
             )
     for i, line in enumerate(picture.lines):
         y = _TOP + i * _ROW
-        label = html.escape(f"{line.code}  {line.stream}")
+        label = html.escape(f"{line.code}  {line.feed}")
         svg.append(f'<text x="{_LABEL - 8}" y="{y + 14}" text-anchor="end">{label}</text>')
         for first, length, kind in line.runs():
             colour = EMPTY if kind is None else KINDS[kind][1]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -25,7 +25,8 @@ from .clock import SYSTEM, Clock
 from .config import Address, Config, Secret, SubscribeConfig
 from .deadletter import DeadLetter
 from .exceptions import ConfigError, InUseError, RecorderError, SinkIncompatible
-from .gaps import Gap
+from .feed import TRADES
+from .gaps import Gap, GapCause
 from .ingest import Ingest
 from .lastseen import LastSeen, believable, newest
 from .losses import Losses
@@ -35,7 +36,7 @@ from .notify import Notifier
 from .protocol import NS, Stream, market_of
 from .reference import ReferencePoller
 from .rest import RestClient, Transport
-from .schema import gap_of
+from .schema import Row, gap_of
 from .serving import bound_port, serve
 from .session import Connect, Target, run_upstream
 from .sinks import Sink, make_sink
@@ -246,10 +247,10 @@ class Recorder:
             # state file) counts too, and only times the clock allows.
             now = self.clock.wall_ns()
             last = newest(believable(self.sink.last_times(), now), self.last_seen.load())
-            reopened = [gap_of(row) for row in self.sink.open_gaps()]
+            reopened = _readable(self.sink.open_gaps())
             anchors = self.sink.volume_anchors(self.config.subscribe.codes(Stream.TRADES))
-            starts = [t for (_, table), t in last.items() if table == "trades"]
-            starts += [g.start for g in reopened if g.stream == "trades"]
+            starts = [t for (_, table), t in last.items() if table == TRADES.table]
+            starts += [g.start for g in reopened if g.feed == TRADES]
             since = max(min([now - 900 * NS, *starts]), now - 7 * 86400 * NS)
             self.ingest.counter.seed(self.sink.trade_counts(since))
         except SinkIncompatible:  # waiting cannot help: stop with its one line
@@ -369,7 +370,18 @@ def _writer(
 def _recent_trades(code: str, now: int) -> Gap:
     """A code a reload added starts with its recent trades (what ``/trade`` still has)."""
     detail = "added by a reload: its recent trades"
-    return Gap(now - 60 * NS, now, code, "trades", "added", now, detail=detail, record=False)
+    return Gap(now - 60 * NS, now, code, TRADES, GapCause.ADDED, now, detail=detail, record=False)
+
+
+def _readable(rows: Iterable[Row]) -> list[Gap]:
+    """The open gaps an earlier run left, but for a row that is not ours (logged)."""
+    out = []
+    for row in rows:
+        try:
+            out.append(gap_of(row))
+        except ValueError as exc:
+            log.error("gap_row_unreadable", error=str(exc))
+    return out
 
 
 def _changed(old: Config, new: Config) -> list[str]:

@@ -26,9 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final, TypeAlias
 
 from .config import GapsConfig, SubscribeConfig
+from .feed import TRADES, Feed
 from .markets import Calendar, is_open
 from .protocol import NS, STREAMS, Kline, Record, Snapshot, Stream, Trade, market_of
 
@@ -44,21 +46,61 @@ MAX_SCANNED_BARS = 20_000
 _VOLUME_UNKNOWN = "lost volume unknown"
 
 
+class GapCause(StrEnum):
+    """Why a gap is one (the ``cause`` column; the module docstring says when each is found)."""
+
+    DISCONNECT = "disconnect"
+    SILENCE = "silence"
+    KLINE_SKIP = "kline_skip"
+    DROPPED = "dropped"
+    VOLUME = "volume"
+    #: internal sweeps, backfilled but written only when they cannot be filled: the span
+    #: after a (re)subscription, and a code a reload added
+    STARTUP = "startup"
+    ADDED = "added"
+
+
+class GapStatus(StrEnum):
+    """Where a gap stands (the ``status`` column, the ``status`` label of ``qos_gaps``)."""
+
+    OPEN = "open"
+    FILLED = "filled"
+    PARTIAL = "partial"
+    UNRECOVERABLE = "unrecoverable"
+
+
+#: how a backfilled gap can end (the ``qos_gaps`` counter's statuses)
+ENDED: Final = (GapStatus.FILLED, GapStatus.PARTIAL, GapStatus.UNRECOVERABLE)
+
+
+class GapUnit(StrEnum):
+    """What ``missing`` counts (the ``missing_unit`` column)."""
+
+    SECONDS = "seconds"
+    VOLUME = "volume"
+    BARS = "bars"
+    ROWS = "rows"
+
+
+#: a gap's identity, its row's dedup key: (start, code, feed, cause)
+GapKey: TypeAlias = tuple[int, str, Feed, GapCause]
+
+
 @dataclass(slots=True)
 class Gap:
-    """A hole in the record: ``[start, end]`` (ns) of one code and stream. ``end`` is None
+    """A hole in the record: ``[start, end]`` (ns) of one code and feed. ``end`` is None
     while the hole lasts (the row says ``open`` with no end)."""
 
     start: int
     end: int | None
     code: str
-    stream: str
-    cause: str
+    feed: Feed
+    cause: GapCause
     detected_ts: int
     backfilled: int = 0
     missing: float | None = None
-    missing_unit: str | None = None
-    status: str = "open"
+    missing_unit: GapUnit | None = None
+    status: GapStatus = GapStatus.OPEN
     detail: str | None = None
     #: estimated volume traded inside the hole and not stored, when it can be estimated
     lost_volume: float | None = None
@@ -72,28 +114,27 @@ class Gap:
     #: volume of the trades the backfill recovered inside the hole
     backfilled_volume: float = 0.0
 
+    @property
+    def key(self) -> GapKey:
+        """The gap's identity, the dedup key of its row: a later state of the same hole has
+        the same key (these four fields never change once the gap is made)."""
+        return (self.start, self.code, self.feed, self.cause)
+
     def note_volume_unknown(self, why: str) -> None:
         """Say why the lost volume cannot be estimated (it stays NULL, never 0); a filled
         gap's loss is known (none), so it says nothing."""
-        if self.status != "filled":
+        if self.status is not GapStatus.FILLED:
             self.detail = _join(self.detail, f"{why}: {_VOLUME_UNKNOWN}")
 
     def settle_volume(self) -> None:
         """``lost_volume`` from what is known: exact 0 once filled, else the estimate."""
-        if self.status == "filled":
+        if self.status is GapStatus.FILLED:
             self.lost_volume, self.lost_trades = 0.0, 0
             if self.detail:  # a note that the volume was unknown is no longer so
                 kept = [n for n in self.detail.split("; ") if not n.endswith(_VOLUME_UNKNOWN)]
                 self.detail = "; ".join(kept) or None
         elif self.unexplained is not None:
             self.lost_volume = max(0.0, self.unexplained - self.backfilled_volume)
-
-
-def stream_name(record: Record) -> str:
-    """The gap stream of a record: ``trades``, ``depth``, ``snapshots`` or ``klines:<kt>``."""
-    if type(record) is Kline:
-        return f"klines:{record.kt}"
-    return record.stream.value
 
 
 def bar_interval(kt: int, market: str) -> int | None:
@@ -152,13 +193,13 @@ class GapDetector:
         self.update = update
         self.calendar = calendar or Calendar()
         self.clock = clock
-        self.streams: dict[str, list[str]] = {}  # gap stream -> codes
+        self.feeds: dict[Feed, list[str]] = {}  # feed -> codes
         self._volume_codes: set[str] = set()
         self._watch(subscribe)
-        self.last: dict[tuple[str, str], int] = {}  # (code, stream) -> exchange ts
+        self.last: dict[tuple[str, Feed], int] = {}  # (code, feed) -> exchange ts
         self.last_trade: dict[str, int] = {}  # code -> exchange ts (the trades stream)
         self.last_trade_seen: dict[str, int] = {}  # code -> receive time (ns)
-        self.pending: dict[tuple[str, str], Gap] = {}  # open disconnect gaps
+        self.pending: dict[tuple[str, Feed], Gap] = {}  # open disconnect gaps
         self.silent: dict[str, Gap] = {}
         self.bars: dict[tuple[str, int], int] = {}
         self.volume: dict[str, _Volume] = {}
@@ -166,8 +207,9 @@ class GapDetector:
         #: live volume then): the two sides a hole's lost volume is measured between
         self.live_volume: dict[str, float] = {}
         self.anchor: dict[str, tuple[float, int, float]] = {}
-        self._before: dict[int, tuple[float, int, float]] = {}  # id(gap) -> its anchor
-        self._awaiting: dict[str, list[Gap]] = {}  # code -> gaps waiting for a snapshot
+        #: open trades gaps' anchors; closed ones wait with theirs for the next snapshot
+        self._before: dict[GapKey, tuple[float, int, float]] = {}
+        self._awaiting: dict[str, list[tuple[Gap, tuple[float, int, float]]]] = {}
         #: the latest exchange time believed to be "now" (the clock plus CLOCK_SKEW), moved
         #: on by :meth:`check` every second, so the hot path compares instead of reading
         #: the clock: a later time is recorded but never becomes a code's last time
@@ -177,14 +219,14 @@ class GapDetector:
         self.emitted = 0
 
     def _watch(self, subscribe: SubscribeConfig) -> None:
-        self.streams = {}
+        self.feeds = {}
         for stream in STREAMS:
             codes = subscribe.codes(stream)
             if stream is Stream.KLINES:
                 for kt in subscribe.kline_types:
-                    self.streams[f"klines:{kt}"] = codes
+                    self.feeds[Feed.klines(kt)] = codes
             elif codes:
-                self.streams[stream.value] = codes
+                self.feeds[Feed.of(stream)] = codes
         both = set(subscribe.codes(Stream.TRADES)) & set(subscribe.codes(Stream.SNAPSHOTS))
         self._volume_codes = both
 
@@ -193,9 +235,9 @@ class GapDetector:
         recording simply ends; a hole it had open when it was removed ends now."""
         self._watch(subscribe)
         now = self.clock()
-        for key in [k for k in self.pending if k[0] not in self.streams.get(k[1], ())]:
+        for key in [k for k in self.pending if k[0] not in self.feeds.get(k[1], ())]:
             self._close(self.pending.pop(key), now)
-        for code in [c for c in self.silent if c not in self.streams.get("trades", ())]:
+        for code in [c for c in self.silent if c not in self.feeds.get(TRADES, ())]:
             self._end_silence(code, now)
 
     def _emit(self, gap: Gap) -> None:
@@ -226,7 +268,7 @@ class GapDetector:
         """:meth:`on_record` for a trade, without the dispatch (the hot path)."""
         code = trade.code
         if self.pending:
-            gap = self.pending.pop((code, "trades"), None)
+            gap = self.pending.pop((code, TRADES), None)
             if gap is not None:
                 self._close(gap, trade.ts)
         if self.silent and code in self.silent:
@@ -243,9 +285,8 @@ class GapDetector:
         if type(record) is Trade:
             self.on_trade(record)
             return
-        stream = stream_name(record)
         code, ts = record.code, record.ts
-        key = (code, stream)
+        key = (code, Feed.of_record(record))
         if self.pending:
             gap = self.pending.pop(key, None)
             if gap is not None:
@@ -259,20 +300,17 @@ class GapDetector:
         if ts <= self.horizon:
             self.last[key] = ts
 
-    def on_subscribed(
-        self, stream: str, kt: int | None = None, codes: Iterable[str] | None = None
-    ) -> None:
-        """A stream is subscribed (again) for ``codes`` (all when None): their open
+    def on_subscribed(self, feed: Feed, codes: Iterable[str] | None = None) -> None:
+        """A feed is subscribed (again) for ``codes`` (all when None): their open
         disconnect gaps end now."""
         now = self.subscribed_at = self.clock()
-        name = f"klines:{kt}" if stream == "klines" else str(stream)
         only = None if codes is None else set(codes)
-        if stream == "trades":
+        if feed == TRADES:
             # the volume baseline must come after the trades subscription
             self.trades_since = now - NS
             for code in list(self.volume) if only is None else only:
                 self.volume.pop(code, None)
-        for key in [k for k in self.pending if k[1] == name and (only is None or k[0] in only)]:
+        for key in [k for k in self.pending if k[1] == feed and (only is None or k[0] in only)]:
             self._close(self.pending.pop(key), now)
 
     def on_disconnect(self, detail: str | None = None) -> None:
@@ -280,11 +318,12 @@ class GapDetector:
         written at once as open."""
         now = self.clock()
         self.subscribed_at = None
-        for stream, codes in self.streams.items():
+        for feed, codes in self.feeds.items():
             for code in codes:
-                if (code, stream) not in self.pending:
-                    start = self._last(code, stream, now)
-                    self._open(Gap(start, None, code, stream, "disconnect", now, detail=detail))
+                if (code, feed) not in self.pending:
+                    start = self._last(code, feed, now)
+                    gap = Gap(start, None, code, feed, GapCause.DISCONNECT, now, detail=detail)
+                    self._open(gap)
         self.volume.clear()  # trades missed while away must not read as invisible loss
 
     def seed(
@@ -301,21 +340,21 @@ class GapDetector:
         if anchors:
             self.anchor.update(anchors)
         for gap in reopened:
-            if gap.end is None and gap.stream in self.streams:
+            if gap.end is None and gap.feed in self.feeds:
                 self._open(gap, write=False)
-        for stream, codes in self.streams.items():
-            table = stream.partition(":")[0]
+        for feed, codes in self.feeds.items():
             for code in codes:
-                start = last_stored.get((code, table))
+                start = last_stored.get((code, feed.table))
                 if start is None or start > now + CLOCK_SKEW:
                     continue
-                if stream == "trades":
+                if feed == TRADES:
                     self.last_trade[code] = start
                 else:
-                    self.last[(code, stream)] = start
-                if (code, stream) not in self.pending:
+                    self.last[(code, feed)] = start
+                if (code, feed) not in self.pending:
                     detail = "the recorder was not running"
-                    self._open(Gap(start, None, code, stream, "disconnect", now, detail=detail))
+                    gap = Gap(start, None, code, feed, GapCause.DISCONNECT, now, detail=detail)
+                    self._open(gap)
 
     def check(self) -> None:
         """Periodic: silence while the market is open."""
@@ -324,32 +363,32 @@ class GapDetector:
         if self.subscribed_at is None:
             return
         limit = self.config.silence_after
-        for code in self.streams.get("trades", ()):
-            if code in self.silent or (code, "trades") in self.pending:
+        for code in self.feeds.get(TRADES, ()):
+            if code in self.silent or (code, TRADES) in self.pending:
                 continue
             seen = max(self.last_trade_seen.get(code, 0), self.subscribed_at)
             if now - seen <= limit * NS:
                 continue
             if is_open(market_of(code), now, self.calendar) is not True:
                 continue
-            start = self._last(code, "trades", now - int(limit * NS))
+            start = self._last(code, TRADES, now - int(limit * NS))
             gap = Gap(
                 start,
                 None,
                 code,
-                "trades",
-                "silence",
+                TRADES,
+                GapCause.SILENCE,
                 now,
                 detail=f"no trade for {limit:g} s while the market was open",
             )
             self.silent[code] = gap
             self.update(gap)
 
-    def _last(self, code: str, stream: str, default: int) -> int:
-        """The exchange time of the last record of a code and stream; ``default`` when
+    def _last(self, code: str, feed: Feed, default: int) -> int:
+        """The exchange time of the last record of a code and feed; ``default`` when
         there is none or it is later than the clock allows (a far-future ``ts`` must not
         start a gap that never ends)."""
-        last = self.last_trade.get(code) if stream == "trades" else self.last.get((code, stream))
+        last = self.last_trade.get(code) if feed == TRADES else self.last.get((code, feed))
         if last is None or last > self.clock() + CLOCK_SKEW:
             return default
         return last
@@ -357,13 +396,13 @@ class GapDetector:
     # --- open gaps and their lost volume ----------------------------------------------------
 
     def _open(self, gap: Gap, write: bool = True) -> None:
-        self.pending[(gap.code, gap.stream)] = gap
-        if gap.stream == "trades":
+        self.pending[(gap.code, gap.feed)] = gap
+        if gap.feed == TRADES:
             anchor = self.anchor.get(gap.code)
             if gap.code not in self._volume_codes:
                 gap.note_volume_unknown("no snapshots subscribed")
             elif anchor is not None:
-                self._before[id(gap)] = anchor
+                self._before[gap.key] = anchor
         if write:
             self.update(gap)
 
@@ -374,8 +413,11 @@ class GapDetector:
 
     def _close(self, gap: Gap, ts: int) -> None:
         gap.end = max(gap.start, ts)
-        if id(gap) in self._before:
-            self._awaiting.setdefault(gap.code, []).append(gap)
+        # the anchor leaves with the gap: a later hole of the code from the same last trade
+        # (no trade between two disconnects) has the same key, and its own anchor
+        before = self._before.pop(gap.key, None)
+        if before is not None:
+            self._awaiting.setdefault(gap.code, []).append((gap, before))
         self._emit(gap)
 
     def _anchor(self, snap: Snapshot) -> None:
@@ -383,8 +425,7 @@ class GapDetector:
         next ones."""
         live = self.live_volume.get(snap.code, 0.0)
         waiting = self._awaiting.pop(snap.code, None)
-        for gap in waiting or ():
-            v0, ts0, live0 = self._before.pop(id(gap))
+        for gap, (v0, ts0, live0) in waiting or ():
             if snap.ts // _DAY != ts0 // _DAY:
                 gap.note_volume_unknown("a new trading day began")
             elif snap.volume < v0:
@@ -408,8 +449,8 @@ class GapDetector:
                         min(self.trades_since, snap.ts),
                         snap.ts,
                         snap.code,
-                        "trades",
-                        "startup",
+                        TRADES,
+                        GapCause.STARTUP,
                         self.clock(),
                         record=False,
                     )
@@ -424,11 +465,11 @@ class GapDetector:
                 vol.clean_ts,
                 snap.ts,
                 snap.code,
-                "trades",
-                "volume",
+                TRADES,
+                GapCause.VOLUME,
                 self.clock(),
                 missing=persistent - vol.reported,
-                missing_unit="volume",
+                missing_unit=GapUnit.VOLUME,
                 detail="snapshot day volume grew by more than the trades recorded",
                 unexplained=persistent - vol.reported,
             )
@@ -452,15 +493,15 @@ class GapDetector:
         step = bar_interval(bar.kt, market)
         if step is None:
             return
-        stream = f"klines:{bar.kt}"
+        feed = Feed.klines(bar.kt)
         if (bar.ts - last) // step > MAX_SCANNED_BARS:
             self._emit(
                 Gap(
                     last + step,
                     bar.ts,
                     bar.code,
-                    stream,
-                    "kline_skip",
+                    feed,
+                    GapCause.KLINE_SKIP,
                     self.clock(),
                     detail=f"more than {MAX_SCANNED_BARS} intervals between two pushes",
                 )
@@ -475,11 +516,11 @@ class GapDetector:
                     skipped[0],
                     bar.ts,
                     bar.code,
-                    stream,
-                    "kline_skip",
+                    feed,
+                    GapCause.KLINE_SKIP,
                     self.clock(),
                     missing=len(skipped),
-                    missing_unit="bars",
+                    missing_unit=GapUnit.BARS,
                     detail=f"{len(skipped)} bar(s) missing between two pushes",
                 )
             )
@@ -487,7 +528,7 @@ class GapDetector:
 
 class DroppedRows:
     """Rows the recorder itself lost, as ``dropped`` gaps with the span and count of their
-    rows. Drops of one code and stream merge into its current gap while they go on (its
+    rows. Drops of one code and feed merge into its current gap while they go on (its
     start, part of the row's key, stays), so each gap row is written again with the growing
     count instead of being replaced by a smaller one. The writer thread adds; the event loop
     takes what changed (so a lock)."""
@@ -498,61 +539,60 @@ class DroppedRows:
     def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str, int], Gap] = {}  # oldest first
-        self._current: dict[tuple[str, str], Gap] = {}
-        self._touched: set[tuple[str, str]] = set()
-        self._changed: dict[tuple[str, str, int], Gap] = {}
+        self._known: dict[tuple[str, Feed, int], Gap] = {}  # oldest first
+        self._current: dict[tuple[str, Feed], Gap] = {}
+        self._touched: set[tuple[str, Feed]] = set()
+        self._changed: dict[tuple[str, Feed, int], Gap] = {}
         #: rows of the gaps table lost too: written again as they were, not as new gaps
-        self._again: dict[tuple[int, str, str, str], Gap] = {}
+        self._again: dict[GapKey, Gap] = {}
         self.rewritten = 0  # how many such rows
 
     def __bool__(self) -> bool:
         return bool(self._changed or self._again)
 
-    def add(self, code: str, stream: str, start: int, end: int, rows: int | None, why: str) -> None:
-        """``rows`` (None: unknown) of one code and stream, exchange times ``start``-``end``."""
+    def add(self, code: str, feed: Feed, start: int, end: int, rows: int | None, why: str) -> None:
+        """``rows`` (None: unknown) of one code and feed, exchange times ``start``-``end``."""
         now = self.clock()
         # a row's own time may be what made it unwritable: keep the gap's times sane
         start, end = (min(max(t, 0), now + CLOCK_SKEW) for t in (start, end))
         with self._lock:
-            gap = self._current.get((code, stream))
+            gap = self._current.get((code, feed))
             if gap is None or start < gap.start:  # older rows: the gap that starts there
-                gap = self._known.get((code, stream, start))
+                gap = self._known.get((code, feed, start))
                 if gap is None:
-                    gap = Gap(start, end, code, stream, "dropped", now, missing=0)
-                    gap.missing_unit, gap.status = "rows", "unrecoverable"
-                    self._known[(code, stream, start)] = gap
+                    gap = Gap(start, end, code, feed, GapCause.DROPPED, now, missing=0)
+                    gap.missing_unit, gap.status = GapUnit.ROWS, GapStatus.UNRECOVERABLE
+                    self._known[(code, feed, start)] = gap
                     if len(self._known) > self.REMEMBER:
                         del self._known[next(iter(self._known))]
-                self._current.setdefault((code, stream), gap)
+                self._current.setdefault((code, feed), gap)
             gap.end = max(gap.end or end, end)
             gap.missing = None if rows is None or gap.missing is None else gap.missing + rows
-            if stream == "trades":
+            if feed == TRADES:
                 gap.lost_trades = None if gap.missing is None else int(gap.missing)
             gap.detail = why
-            self._touched.add((code, stream))
-            self._changed[(code, stream, gap.start)] = gap
+            self._touched.add((code, feed))
+            self._changed[(code, feed, gap.start)] = gap
 
     def add_rows(self, tables: Mapping[str, Sequence[Sequence[Any]]], why: str) -> None:
-        """Rows of the data tables (``ts`` and ``code`` first), merged per code and stream."""
-        spans: dict[tuple[str, str], list[int]] = {}
+        """Rows of the data tables (``ts`` and ``code`` first), merged per code and feed."""
+        spans: dict[tuple[str, Feed], list[int]] = {}
         now = self.clock()
         for table, rows in tables.items():
             for row in rows:
                 ts, code = row[0], row[1]
                 ts = ts if type(ts) is int else now
-                stream = f"klines:{row[3]}" if table == "klines" else table
-                span = spans.setdefault((str(code), stream), [ts, ts, 0])
+                span = spans.setdefault((str(code), Feed.of_row(table, row)), [ts, ts, 0])
                 span[0], span[1], span[2] = min(span[0], ts), max(span[1], ts), span[2] + 1
-        for (code, stream), (start, end, n) in spans.items():
-            self.add(code, stream, start, end, n, why)
+        for (code, feed), (start, end, n) in spans.items():
+            self.add(code, feed, start, end, n, why)
 
     def again(self, gaps: Iterable[Gap], lost: bool = True) -> None:
         """Gap rows that were ``lost`` themselves (or kept by the last run at its stop):
         written again later, the latest state kept."""
         with self._lock:
             for gap in gaps:
-                self._again[(gap.start, gap.code, gap.stream, gap.cause)] = gap
+                self._again[gap.key] = gap
                 self.rewritten += lost
 
     def take(self) -> list[Gap]:

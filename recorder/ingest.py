@@ -23,6 +23,7 @@ from .clock import SYSTEM, Clock
 from .config import GapsConfig, SubscribeConfig
 from .deadletter import DeadLetter
 from .exceptions import DecodeError
+from .feed import Feed
 from .gaps import Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar
@@ -201,7 +202,7 @@ class Ingest:
 
     def on_subscribed(self, stream: Stream, codes: list[str], kt: int | None) -> None:
         self.counts.subscribed = True
-        self.detector.on_subscribed(stream, kt, codes)
+        self.detector.on_subscribed(Feed.of(stream, kt), codes)
         if not self._ready:
             self._ready = True
             self._on_ready()
@@ -304,9 +305,9 @@ def log_gap(event: str, gap: Gap) -> None:
         log.warning(
             event,
             code=gap.code,
-            stream=gap.stream,
-            cause=gap.cause,
+            stream=gap.feed.key,
+            cause=gap.cause.value,
             start=gap.start,
             end=gap.end,
-            status=gap.status,
+            status=gap.status.value,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import structlog
 
+from .feed import TRADES
 from .gaps import CLOCK_SKEW, GapDetector
 from .protocol import NS
 
@@ -53,9 +54,9 @@ class LastSeen:
 
     def seen(self, det: GapDetector) -> dict[tuple[str, str], int]:
         """The newest exchange time per (code, table) (on the event loop: a snapshot)."""
-        seen = {(code, "trades"): ts for code, ts in det.last_trade.items()}
-        for (code, stream), ts in det.last.items():
-            key = (code, stream.partition(":")[0])  # one table for every K-line type
+        seen = {(code, TRADES.table): ts for code, ts in det.last_trade.items()}
+        for (code, feed), ts in det.last.items():
+            key = (code, feed.table)  # one table for every K-line type
             seen[key] = max(ts, seen.get(key, 0))
         return believable(seen, self.clock())
 

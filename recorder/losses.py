@@ -19,8 +19,9 @@ import structlog
 
 from .batching import Batch
 from .config import Secret
-from .gaps import DroppedRows, Gap
-from .schema import gap_of, gap_row
+from .feed import Feed, Other
+from .gaps import DroppedRows, Gap, GapCause
+from .schema import GAPS, gap_of, gap_row
 
 log = structlog.get_logger("recorder")
 
@@ -56,12 +57,12 @@ class Losses:
 
     def on_dropped(self, batch: Batch, why: str, rows: int | None, kept: bool) -> None:
         """The writer thread's report of rows that will not reach the database."""
-        lost_gaps = batch.tables.get("gaps")
-        data = {t: r for t, r in batch.tables.items() if t != "gaps"}
+        lost_gaps = batch.tables.get(GAPS.name)
+        data = {t: r for t, r in batch.tables.items() if t != GAPS.name}
         if data:
             self.dropped.add_rows(data, why)
         elif not lost_gaps:  # unreadable rows: their times are about the batch's cut
-            self.dropped.add("*", "unknown", batch.seq, batch.seq, rows, why)
+            self.dropped.add("*", Feed.of(Other.UNKNOWN), batch.seq, batch.seq, rows, why)
         if lost_gaps and not kept:
             # lost for want of space, not for what they hold: written again as they were
             self.dropped.again(gap_of(row) for row in lost_gaps)
@@ -70,7 +71,7 @@ class Losses:
         """The ``dropped`` gaps to ``record(gap, event)`` (the writer can take them now);
         ``event``: the log event of a new loss, None for a gaps row written again."""
         for gap in self.dropped.take():
-            if gap.cause == "dropped":
+            if gap.cause is GapCause.DROPPED:
                 gap.detail = self.key.scrub(gap.detail or "")
                 record(gap, "gap")
             else:

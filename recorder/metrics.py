@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from .batching import Batch
 from .config import MetricsConfig
+from .gaps import ENDED
+from .schema import MARKET_TABLES
 from .status import Status
 
 
@@ -131,8 +133,8 @@ class _Scraped(Collector):
             "Gaps backfilled as far as the API allows, by stream and how they ended",
             labels=["stream", "status"],
         )
-        for table in ("trades", "depth", "snapshots", "klines"):
-            for status in ("filled", "partial", "unrecoverable"):
+        for table in MARKET_TABLES:
+            for status in ENDED:
                 gaps.add_metric([table, status], st.gap_outcomes.get((table, status), 0))
         yield gaps
         yield CounterMetricFamily(

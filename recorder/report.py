@@ -11,6 +11,8 @@ from typing import Any
 
 from .config import Address, Config
 from .exceptions import ConfigError
+from .feed import DEPTH, SNAPSHOTS, TRADES
+from .gaps import GapUnit
 from .protocol import NS
 from .schema import GAPS
 from .store import Reader, reader_for
@@ -74,19 +76,19 @@ def _span(ns: float) -> str:
 def _missing(missing: float | None, unit: str | None) -> str:
     if not missing:
         return "-"
-    if unit == "seconds":
+    if unit == GapUnit.SECONDS:
         return _span(missing * NS)
     return f"{missing:g} {unit or ''}".strip()
 
 
 def _backfilled(stream: str, n: int | None) -> str:
-    """What a backfill brought: trades and bars are counted; depth and snapshots have no
-    history, so a backfill there refreshes the current state only."""
+    """What a backfill brought (``stream``: the row's text): trades and bars are counted;
+    depth and snapshots have no history, so a backfill there refreshes the current state."""
     if not n:
         return "-"
-    if stream in ("depth", "snapshots"):
+    if stream in (DEPTH.key, SNAPSHOTS.key):
         return "state refreshed"
-    return f"{n} {'trades' if stream == 'trades' else 'bars'}"
+    return f"{n} {'trades' if stream == TRADES.key else 'bars'}"
 
 
 def format_gaps(rows: list[tuple[Any, ...]], now_ns: int | None = None) -> str:

@@ -34,7 +34,8 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
-from .gaps import Gap
+from .feed import Feed
+from .gaps import Gap, GapCause, GapStatus, GapUnit
 from .protocol import (
     Depth,
     Instrument,
@@ -320,8 +321,10 @@ INSTRUMENTS: Final = Table(
     upsert=True,
     symbol_capacity={**_CAP, "exchange": 64, "currency": 32},
 )
+#: Every table: the one place their names are written (the config's ``retention`` keys and
+#: the batches' tables are held to these names by tests).
 TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS, INSTRUMENTS)
-MARKET_TABLES: Final = ("trades", "depth", "snapshots", "klines")
+MARKET_TABLES: Final = tuple(t.name for t in (TRADES, DEPTH, SNAPSHOTS, KLINES))
 BY_NAME: Final = {t.name: t for t in TABLES}
 
 
@@ -526,18 +529,19 @@ def kline_row(k: Kline) -> Row:
 
 
 def gap_row(g: Gap) -> Row:
+    """The gap's row: the feed and the enums as their plain strings (the stored text)."""
     return (
         g.start,
         g.end,
         g.code,
         market_of(g.code),
-        g.stream,
-        g.cause,
+        g.feed.key,
+        g.cause.value,
         g.detected_ts,
         g.backfilled,
         g.missing,
-        g.missing_unit,
-        g.status,
+        None if g.missing_unit is None else g.missing_unit.value,
+        g.status.value,
         g.detail,
         g.lost_volume,
         g.lost_trades,
@@ -568,22 +572,28 @@ def instrument_row(i: Instrument, day: int, recv_ts: int) -> Row:
 
 
 def gap_of(row: Row) -> Gap:
-    """The gap a stored row of the gaps table holds."""
+    """The gap a stored row of the gaps table holds: its texts parsed here, once;
+    ValueError naming the row's code, start and what is wrong when one is not ours."""
     (ts, end, code, _, stream, cause, detected, backfilled, missing, unit, status, detail) = row[
         :12
     ]
     lost_volume, lost_trades = GAPS.pad(row)[12:]
+    try:
+        feed, why = Feed.parse(stream), GapCause(cause)
+        state, unit = GapStatus(status), None if unit is None else GapUnit(unit)
+    except ValueError as exc:
+        raise ValueError(f"gaps row of {code} at {ts}: {exc}") from None
     return Gap(
         ts,
         end,
         code,
-        stream,
-        cause,
+        feed,
+        why,
         detected,
         backfilled or 0,
         missing,
         unit,
-        status,
+        state,
         detail,
         lost_volume=lost_volume,
         lost_trades=lost_trades,
@@ -593,22 +603,22 @@ def gap_of(row: Row) -> Gap:
 def record_of(table: str, row: Row) -> Record:
     """The record a stored row came from (for replay), with the strings it was received
     with where the row kept them."""
-    if table == "trades":
+    if table == TRADES.name:
         ts, code, _, price, size, side, k, source, recv, dp, digits = TRADES.pad(row)
         text = texts((price, size), dp, digits)
         return Trade(code, ts, price, size, side, recv, k, source, text)
-    if table == "depth":
+    if table == DEPTH.name:
         ts, code, _, _, _, _, _, _, bids, asks, source, recv, n = DEPTH.pad(row)
         (bid, bid_text), (ask, ask_text) = _levels(bids), _levels(asks)
         return Depth(code, ts, bid, ask, recv, source, n, bid_text, ask_text)
-    if table == "snapshots":
+    if table == SNAPSHOTS.name:
         (ts, code, _, last, yp, o, h, lo, v, t, s, tt, ext, source, recv, n, dp, digits) = (
             SNAPSHOTS.pad(row)
         )
         extended = {key: _quote(vals) for key, vals in _json_digits(ext).items()} if ext else {}
         text = texts((last, yp, o, h, lo, v, t), dp, digits)
         return Snapshot(code, ts, last, yp, o, h, lo, v, t, s, tt, recv, extended, source, n, text)
-    if table == "klines":
+    if table == KLINES.name:
         ts, code, _, kt, o, c, h, lo, v, source, recv, dp, digits = KLINES.pad(row)
         text = texts((o, c, h, lo, v), dp, digits)
         return Kline(code, kt, ts, o, c, h, lo, v, recv, source, text)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .config import Address, Config, MetricsConfig
+from .gaps import GapStatus
 from .protocol import NS, Stream
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ class Status:
     lost_rows: int
     spool_bytes: int
     spool_max_bytes: int
-    #: recorded gaps backfilled so far, per (stream, status)
-    gap_outcomes: Mapping[tuple[str, str], int]
+    #: recorded gaps backfilled so far, per (table, status)
+    gap_outcomes: Mapping[tuple[str, GapStatus], int]
     spool_segments: int
     spool_rejected_rows: int
     reloads: int
