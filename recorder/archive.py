@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .exceptions import ConfigError, SinkError
+from .gaps import GapStatus
 from .protocol import NS
 from .schema import BY_NAME, GAPS, TABLES
 from .store import Reader, code_order, open_source
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 #: rows per record batch read from the source and per Parquet row group
 EXPORT_BATCH = 131_072
 FORMAT = 1
-#: gap states after which nothing more will be recovered, and the one that lost nothing
-FILLED = "filled"
 
 
 @dataclass
@@ -247,7 +246,7 @@ def _manifest(
     why = []
     if partial:
         why.append("exported while the day was still being recorded")
-    unfilled = [g for g in ledger if g["status"] != FILLED]
+    unfilled = [g for g in ledger if g["status"] != GapStatus.FILLED]
     if unfilled:
         states: dict[str, int] = {}
         for g in unfilled:

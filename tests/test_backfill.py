@@ -30,7 +30,8 @@ from truth import check_trades, trade_key
 from recorder.backfill import Backfiller
 from recorder.config import Secret, UpstreamConfig
 from recorder.daemon import Recorder
-from recorder.gaps import Gap
+from recorder.feed import TRADES, Feed
+from recorder.gaps import Gap, GapCause
 from recorder.identity import TradeCounter
 from recorder.protocol import NS, Record, Stream
 from recorder.rest import RestClient
@@ -349,7 +350,7 @@ def test_a_full_window_that_starts_in_the_gaps_first_second_is_partial(
     written: list[Record] = []
 
     async def backfill(start: int) -> Gap:
-        gap = Gap(start, time.time_ns(), "US:AAPL", "trades", "disconnect", start)
+        gap = Gap(start, time.time_ns(), "US:AAPL", TRADES, GapCause.DISCONNECT, start)
         async with RestClient(up, Secret(KEY)) as rest:
             await Backfiller(rest, TradeCounter(), written.append, lambda g: None).round([gap])
         return gap
@@ -372,7 +373,7 @@ def test_trades_of_codes_not_asked_for_are_ignored_and_prove_nothing() -> None:
         up.http["/trade"] = Answer.ok([_trade("HK:700", now - 5 + i % 5) for i in range(20)])
 
         async def backfill() -> tuple[Gap, Backfiller]:
-            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", "trades", "disconnect", now * NS)
+            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", TRADES, GapCause.DISCONNECT, now * NS)
             up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
             async with RestClient(up_config, Secret(KEY)) as rest:
                 backfiller = Backfiller(rest, TradeCounter(), written.append, lambda g: None)
@@ -403,7 +404,8 @@ def test_a_refused_or_malformed_answer_spends_one_request_and_the_gap_says_why(
         up.http[path] = answer
 
         async def backfill() -> Backfiller:
-            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", stream, "disconnect", now * NS)
+            feed, cause = Feed.parse(stream), GapCause.DISCONNECT
+            gap = Gap((now - 10) * NS, now * NS, "US:AAPL", feed, cause, now * NS)
             up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
             async with RestClient(up_config, Secret(KEY)) as rest:
                 resolved = asyncio.Event()
@@ -522,7 +524,7 @@ def test_a_round_an_earlier_answer_already_covers_makes_no_request() -> None:
         up.http["/trade"] = Answer.ok([_trade("US:AAPL", now - 20 + i) for i in range(20)])
 
         def gap(start: int, end: int) -> Gap:
-            return Gap(start * NS, end * NS, "US:AAPL", "trades", "disconnect", now * NS)
+            return Gap(start * NS, end * NS, "US:AAPL", TRADES, GapCause.DISCONNECT, now * NS)
 
         async def backfill() -> list[Gap]:
             up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)

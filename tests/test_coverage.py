@@ -19,7 +19,8 @@ from recorder import config as config_mod
 from recorder.batching import Batch
 from recorder.coverage import EMPTY, KINDS, MINUTES, build, render
 from recorder.daemon import Recorder
-from recorder.gaps import Gap
+from recorder.feed import DEPTH, TRADES
+from recorder.gaps import Gap, GapCause
 from recorder.protocol import NS, Stream, Trade
 from recorder.schema import gap_row, trade_row
 from recorder.sinks.sqlite import SQLiteSink
@@ -77,13 +78,13 @@ def test_a_recording_with_gaps_is_pictured_and_totalled(
     # the picture says what the store says
     picture = build(config_mod.load(config_path), today)
     trades = next(
-        line for line in picture.lines if (line.code, line.stream) == ("CF:BTCUSDT", "trades")
+        line for line in picture.lines if (line.code, line.feed) == ("CF:BTCUSDT", TRADES)
     )
     stored = rows(tmp_path / "ticks.sqlite", "SELECT count(*) FROM trades")[0][0]
     assert sum(picture.rows.values()) >= stored and picture.rows["trades"] == stored
     # (a short recording: its minutes may all carry the filled gap, drawn on top)
     assert {"recorded", "filled"} & set(trades.minutes) and len(trades.minutes) == MINUTES
-    depth = next(line for line in picture.lines if line.stream == "depth")
+    depth = next(line for line in picture.lines if line.feed == DEPTH)
     assert "unrecoverable" in depth.minutes  # a disconnect loses the books in between
     assert picture.gaps.get("unrecoverable", 0) >= 2
 
@@ -146,7 +147,7 @@ def _store(tmp_path: Path, start: int, now: int) -> Path:
         for code in ("US:AAPL", "US:TSLA")
         for m in range(10)
     ]
-    gap = Gap(start + 10 * 60 * NS, None, "US:AAPL", "trades", "disconnect", now)
+    gap = Gap(start + 10 * 60 * NS, None, "US:AAPL", TRADES, GapCause.DISCONNECT, now)
     sink = SQLiteSink(db)
     sink.write(Batch({"trades": trades, "gaps": [gap_row(gap)]}, 1))
     sink.close()

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder.config import GapsConfig, SubscribeConfig
-from recorder.gaps import CLOCK_SKEW, MAX_SCANNED_BARS, Gap, GapDetector
+from recorder.feed import TRADES
+from recorder.gaps import CLOCK_SKEW, MAX_SCANNED_BARS, Gap, GapCause, GapDetector, GapStatus
 from recorder.markets import Calendar, is_open
 from recorder.protocol import NS, Depth, Kline, Snapshot, Trade
 
@@ -52,7 +53,7 @@ def test_a_disconnect_is_a_gap_for_every_code_and_stream() -> None:
     det.on_record(_trade("US:AAPL", 9))
     det.on_record(_trade("US:AAPL", 9))
     (gap,) = out
-    assert (gap.code, gap.stream, gap.cause, gap.start, gap.end) == (
+    assert (gap.code, gap.feed.key, gap.cause, gap.start, gap.end) == (
         "US:AAPL",
         "trades",
         "disconnect",
@@ -62,7 +63,7 @@ def test_a_disconnect_is_a_gap_for_every_code_and_stream() -> None:
     assert gap.detail == "closed: 1011" and gap.status == "open"
     # a code never seen before the disconnect starts its gap at the disconnect
     det.on_record(_snap("US:AAPL", 10, 500))
-    assert out[-1].stream == "snapshots" and out[-1].start == T0
+    assert out[-1].feed.key == "snapshots" and out[-1].start == T0
 
 
 def test_two_disconnects_before_data_keep_the_first_start() -> None:
@@ -138,7 +139,7 @@ def test_skipped_kline_bars_while_open_are_a_gap() -> None:
     det.on_record(bar("CF:BTCUSDT", 1))
     det.on_record(bar("CF:BTCUSDT", 4))
     (gap,) = out
-    assert (gap.stream, gap.cause, gap.missing, gap.start) == (
+    assert (gap.feed.key, gap.cause, gap.missing, gap.start) == (
         "klines:1",
         "kline_skip",
         2,
@@ -159,7 +160,7 @@ def test_silence_while_open_is_an_open_gap_that_ends_with_the_next_trade() -> No
         clock=lambda: now[0],
         updated=opened,
     )
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     det.on_record(_trade("CF:BTCUSDT", 1))  # received at T0 + 1 s
     now[0] = T0 + 6 * NS
     det.check()
@@ -198,7 +199,7 @@ def test_market_hours() -> None:
 
 def test_each_session_sweeps_the_span_before_the_first_snapshot() -> None:
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     det.on_record(_trade("US:AAPL", 1))
     det.on_record(_snap("US:AAPL", 2, 1000))
     (sweep,) = out
@@ -223,30 +224,30 @@ def test_a_disconnect_is_in_the_ledger_at_once_and_ends_with_the_subscription() 
     det.on_record(_trade("US:AAPL", -5))
     det.on_disconnect("closed: 1006")
     # written as open, with no end, before any frame comes back
-    assert sorted((g.code, g.stream, g.end, g.status) for g in opened) == [
+    assert sorted((g.code, g.feed.key, g.end, g.status) for g in opened) == [
         ("HK:700", "trades", None, "open"),
         ("US:AAPL", "snapshots", None, "open"),
         ("US:AAPL", "trades", None, "open"),
     ]
     assert out == [] and len(det.open_gaps()) == 3
     now[0] = T0 + 30 * NS
-    det.on_subscribed("trades")  # a quiet market: no trade needed to end the hole
+    det.on_subscribed(TRADES)  # a quiet market: no trade needed to end the hole
     assert sorted((g.code, g.start, g.end) for g in out) == [
         ("HK:700", T0, T0 + 30 * NS),
         ("US:AAPL", T0 - 5 * NS, T0 + 30 * NS),
     ]
-    assert [g.stream for g in det.open_gaps()] == ["snapshots"]
+    assert [g.feed.key for g in det.open_gaps()] == ["snapshots"]
     det.on_record(_trade("US:AAPL", 31))
     assert len(out) == 2  # already ended
 
 
 def test_a_gap_left_open_by_the_last_run_stays_the_gap_of_its_code() -> None:
-    left = Gap(T0 - 100 * NS, None, "US:AAPL", "trades", "disconnect", T0 - 99 * NS)
+    left = Gap(T0 - 100 * NS, None, "US:AAPL", TRADES, GapCause.DISCONNECT, T0 - 99 * NS)
     opened: list[Gap] = []
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",)), updated=opened)
     det.seed({("US:AAPL", "trades"): T0 - 100 * NS}, [left])
     assert det.open_gaps() == [left] and opened == []  # no second row for the same hole
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     assert out == [left] and left.end == T0
 
 
@@ -256,7 +257,7 @@ def test_lost_volume_is_the_snapshot_volume_the_trades_do_not_explain() -> None:
     det.on_record(_snap("US:AAPL", 1, 1000))  # the side before the hole
     det.on_record(_trade("US:AAPL", 2, 40))  # recorded after that snapshot
     det.on_disconnect()
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     (gap,) = out
     assert gap.lost_volume is None  # the side after is not known yet
     det.on_record(_trade("US:AAPL", 9, 60))  # live again
@@ -265,7 +266,7 @@ def test_lost_volume_is_the_snapshot_volume_the_trades_do_not_explain() -> None:
     gap.backfilled_volume = 250.0  # what the backfill recovered inside the hole
     gap.settle_volume()
     assert _lost(gap) == (150.0, None)
-    gap.status = "filled"
+    gap.status = GapStatus.FILLED
     gap.settle_volume()
     assert _lost(gap) == (0.0, 0)  # exact once filled
 
@@ -274,10 +275,10 @@ def test_lost_volume_across_a_restart_counts_what_the_store_holds() -> None:
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     # stored: a snapshot at 1000 and 70 shares of trades after it
     det.seed({("US:AAPL", "trades"): T0}, anchors={"US:AAPL": (1000.0, T0, -70.0)})
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     det.on_record(_trade("US:AAPL", 5, 30))
     det.on_record(_snap("US:AAPL", 5, 1300))
-    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
+    (gap,) = [g for g in out if g.feed == TRADES and g.cause == "disconnect"]
     assert gap.lost_volume == 200.0  # 300 traded, 70 stored before and 30 live after
 
 
@@ -294,9 +295,9 @@ def test_a_day_volume_that_starts_again_says_why_the_volume_is_unknown(
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_record(_snap("US:AAPL", 1, 1000))
     det.on_disconnect()
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     det.on_record(_snap("US:AAPL", after, 10))  # the day volume started again
-    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
+    (gap,) = [g for g in out if g.feed == TRADES and g.cause == "disconnect"]
     assert gap.lost_volume is None and gap.detail == why
 
 
@@ -304,10 +305,10 @@ def test_a_filled_gap_never_says_its_volume_is_unknown() -> None:
     det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
     det.on_record(_snap("US:AAPL", 1, 1000))
     det.on_disconnect()
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     det.on_record(_snap("US:AAPL", 2, 10))
-    (gap,) = [g for g in out if g.stream == "trades" and g.cause == "disconnect"]
-    gap.status = "filled"  # the backfill proved every trade of the span stored
+    (gap,) = [g for g in out if g.feed == TRADES and g.cause == "disconnect"]
+    gap.status = GapStatus.FILLED  # the backfill proved every trade of the span stored
     gap.settle_volume()
     assert (gap.lost_volume, gap.detail) == (0.0, None)
 
@@ -374,7 +375,7 @@ def test_a_calendar_of_another_year_leaves_silence_detection_on() -> None:
         clock=lambda: now[0],
         update=opened.append,
     )
-    det.on_subscribed("trades")
+    det.on_subscribed(TRADES)
     now[0] += 6 * NS
     det.check()
     assert [(g.code, g.cause) for g in opened] == [("US:AAPL", "silence")]

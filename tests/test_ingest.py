@@ -14,7 +14,8 @@ from recorder.clock import Clock
 from recorder.config import GapsConfig, SubscribeConfig
 from recorder.deadletter import DeadLetter
 from recorder.exceptions import DecodeError
-from recorder.gaps import Gap
+from recorder.feed import TRADES as FEED_TRADES
+from recorder.gaps import Gap, GapCause
 from recorder.ingest import Ingest
 from recorder.protocol import NS, Depth, Kline, Record, Snapshot, Stream, Trade
 from recorder.schema import DEPTH, GAPS, TRADES, gap_of
@@ -215,7 +216,7 @@ def test_without_a_backfill_gaps_are_only_recorded(tmp_path: Path) -> None:
     ingest.on_record(_trade("US:AAPL", 1))
     ingest.on_disconnected("closed")
     ingest.on_record(_trade("US:AAPL", 9))
-    ingest.submit(Gap(T0, T0 + NS, "US:AAPL", "trades", "added", T0, record=False))
+    ingest.submit(Gap(T0, T0 + NS, "US:AAPL", FEED_TRADES, GapCause.ADDED, T0, record=False))
     assert not stage.backfill.queued and not stage.backfill.held
     assert [gap_of(row).end for row in stage.rows("gaps")] == [None, T0 + 9 * NS]
 

@@ -31,6 +31,7 @@ from recorder import logs
 from recorder.batching import Batch
 from recorder.config import Config, Secret
 from recorder.daemon import Recorder
+from recorder.feed import TRADES
 from recorder.protocol import NS, Stream, Trade
 from recorder.report import format_gaps, read_gaps
 from recorder.spool import Spool
@@ -555,7 +556,7 @@ def test_dropped_gaps_left_at_a_stop_are_kept_on_disk_for_the_next_start(
 ) -> None:
     config = make_config(sim, tmp_path, ["US:AAPL"])
     first = Recorder(config, Secret(KEY))
-    first.losses.dropped.add("US:AAPL", "trades", 5 * NS, 9 * NS, 42, "lost: the spool is full")
+    first.losses.dropped.add("US:AAPL", TRADES, 5 * NS, 9 * NS, 42, "lost: the spool is full")
     first.losses.keep()  # what shutdown does after the writer stopped
     assert not first.losses and (tmp_path / "spool" / "dropped-gaps.json").exists()
     second = Recorder(config, Secret(KEY))

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from recorder.batching import Batch
 from recorder.config import Secret
-from recorder.gaps import Gap
+from recorder.feed import TRADES
+from recorder.gaps import Gap, GapCause
 from recorder.losses import Losses
 from recorder.protocol import NS, Trade
 from recorder.schema import gap_row, trade_row
@@ -48,7 +49,7 @@ def test_lost_rows_become_one_dropped_gap_per_code_spanning_them(
     assert gaps.keys() == lost.keys()
     for code, seconds in lost.items():
         gap, event = gaps[code]
-        assert event == "gap" and (gap.cause, gap.stream, gap.status) == (
+        assert event == "gap" and (gap.cause, gap.feed.key, gap.status) == (
             "dropped",
             "trades",
             "unrecoverable",
@@ -60,7 +61,7 @@ def test_lost_rows_become_one_dropped_gap_per_code_spanning_them(
 
 def test_lost_gap_rows_are_written_again_as_they_were_and_counted(tmp_path: Path) -> None:
     losses, written = _losses(tmp_path)
-    gap = Gap(NOW - 9 * NS, NOW, "US:AAPL", "trades", "disconnect", NOW, detail="closed")
+    gap = Gap(NOW - 9 * NS, NOW, "US:AAPL", TRADES, GapCause.DISCONNECT, NOW, detail="closed")
     losses.on_dropped(Batch({"gaps": [gap_row(gap)]}, seq=NOW), "lost: full", 1, kept=False)
     losses.on_dropped(Batch({"gaps": [gap_row(gap)]}, seq=NOW), "rejected", 1, kept=True)
     assert losses.snapshot().gap_rows_rewritten == 1  # kept (rejected.ndjson): not again
@@ -75,7 +76,7 @@ def test_unreadable_rows_are_a_gap_of_unknown_code_at_the_batch_cut(tmp_path: Pa
     losses.write(lambda g, event: written.append((g, event)))
     ((gap, event),) = written
     assert event == "gap"  # a loss of its own, logged
-    assert (gap.code, gap.stream, gap.start, gap.end, gap.missing) == (
+    assert (gap.code, gap.feed.key, gap.start, gap.end, gap.missing) == (
         "*",
         "unknown",
         NOW - 5 * NS,

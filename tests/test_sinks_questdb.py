@@ -25,7 +25,8 @@ from truth import check_trades, last_bars, snapshot_key
 
 from recorder.batching import Batch
 from recorder.exceptions import ConfigError, SinkError, SinkIncompatible
-from recorder.gaps import Gap
+from recorder.feed import TRADES
+from recorder.gaps import Gap, GapCause, GapUnit
 from recorder.protocol import NS, Stream, Trade
 from recorder.schema import TABLES, Table, questdb_minimum
 from recorder.sim.ilp import IlpServer, parse_ilp
@@ -121,11 +122,11 @@ def test_symbols_strings_and_timestamps_are_escaped_by_the_client() -> None:
             1_741_960_000 * NS,
             1_741_960_100 * NS + 1,
             nasty,
-            "trades",
-            "disconnect",
+            TRADES,
+            GapCause.DISCONNECT,
             1_741_960_200_123_456_789,
             missing=3.5,
-            missing_unit="trades",
+            missing_unit=GapUnit.SECONDS,
             detail=detail,
         )
         sink.write(Batch.of([trade], 1))
