@@ -95,7 +95,7 @@ class Feed(NamedTuple):
         if stream is None:
             raise ValueError(f"not a feed: {text!r}")
         if stream is Stream.KLINES:
-            if not colon or not kt.isdigit() or kt != str(int(kt)):
+            if not (colon and kt.isascii() and kt.isdigit()) or kt != str(int(kt)):
                 raise ValueError(f"not a feed: {text!r} (K-lines are klines:<kt>)")
             return cls.klines(int(kt))
         if colon:

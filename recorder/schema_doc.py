@@ -9,7 +9,13 @@ live here. A column added to ``schema.py`` without words here renders as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Final
+
+from .feed import Other
+from .gaps import GapCause, GapStatus, GapUnit
+from .protocol import Stream
 
 # the schema's type names, so the page shows what each sink really declares
 from .schema import _QDB_TYPE, _SQLITE_TYPE, TABLES, Table
@@ -35,6 +41,54 @@ def _dp(fields: str) -> dict[str, str]:
         "fields' strings as received, comma-separated, empty for the others",
     }
 
+
+_UNDOCUMENTED: Final = "UNDOCUMENTED"
+
+
+def _values(words: Mapping[str, str], values: tuple[StrEnum, ...]) -> str:
+    """Every stored value of an enum column with its words (``UNDOCUMENTED`` when it has
+    none), so the page lists exactly what the recorder writes."""
+    return ", ".join(f"`{_shown(v)}` ({words.get(v, _UNDOCUMENTED)})" for v in values)
+
+
+def _shown(value: StrEnum) -> str:
+    """A value as stored: K-lines only with their type (``Feed.key``)."""
+    return "klines:<kt>" if value is Stream.KLINES else value.value
+
+
+#: the words for each value of the gaps table's symbol columns
+_STREAMS: Final[dict[str, str]] = {
+    Stream.TRADES: "trades",
+    Stream.DEPTH: "order books",
+    Stream.SNAPSHOTS: "quote snapshots",
+    Stream.KLINES: "K-line bars of one type, such as `klines:1`",
+    Other.INSTRUMENTS: "`dropped` only: reference-data rows",
+    Other.UNKNOWN: "`dropped` only: rows that could not be read, code `*`",
+}
+_CAUSES: Final[dict[str, str]] = {
+    GapCause.DISCONNECT: "a session ended, or the recorder was not running",
+    GapCause.SILENCE: "no trade for `silence_after` s while the market is open",
+    GapCause.KLINE_SKIP: "a bar skipped open intervals",
+    GapCause.DROPPED: "rows the recorder received and then lost itself: a full spool, a "
+    "batch the database refused set aside, a damaged spool entry",
+    GapCause.VOLUME: "the day volume grew by more than the trades recorded",
+    GapCause.STARTUP: "the span between the trades subscription and the first snapshot, "
+    "when it could not be filled",
+    GapCause.ADDED: "a code a reload added, when its recent trades could not be fetched",
+}
+_UNITS: Final[dict[str, str]] = {
+    GapUnit.SECONDS: "a span not recoverable",
+    GapUnit.VOLUME: "day volume the trades recorded do not explain",
+    GapUnit.BARS: "K-line bars",
+    GapUnit.ROWS: "rows lost, of a `dropped` gap",
+}
+_STATUSES: Final[dict[str, str]] = {
+    GapStatus.OPEN: "still lasting, or not backfilled yet",
+    GapStatus.FILLED: "every record of the span is stored",
+    GapStatus.PARTIAL: "some of it could not be fetched: `/trade` keeps only the latest trades",
+    GapStatus.UNRECOVERABLE: "depth and snapshots: the states during the hole are lost, the "
+    "current one was refreshed; `dropped` rows",
+}
 
 TABLE_DOCS: Final[dict[str, str]] = {
     "trades": "Every trade pushed (`T`) or backfilled from `/trade`.",
@@ -98,22 +152,15 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
     "gaps": {
         "ts": "start of the hole: the last record of the code and stream before it",
         "end_ts": "end of the hole (the first record after it); NULL while it lasts",
-        "stream": "`trades`, `depth`, `snapshots` or `klines:<kt>`",
-        "cause": "`disconnect` (a session ended, or the recorder was not running), `silence` "
-        "(no trade for `silence_after` s while the market is open), `kline_skip` (a bar "
-        "skipped open intervals), `volume` (the day volume grew by more than the trades "
-        "recorded), `startup` / `added` (the span before the first snapshot, or a code a "
-        "reload added, that could not be filled)",
+        "stream": _values(_STREAMS, (*Stream, *Other)),
+        "cause": _values(_CAUSES, tuple(GapCause)),
         "detected_ts": "local time the hole was found (nanoseconds)",
         "backfilled": "rows the backfill brought: trades or bars; for depth and snapshots "
         "(no history in the API) the current state refreshed",
         "missing": "what could not be recovered, in `missing_unit`; 0 once filled; NULL "
         "when not known",
-        "missing_unit": "`seconds` (a span not recoverable), `volume` or `bars`",
-        "status": "`open` (still lasting, or not backfilled yet), `filled` (every record "
-        "of the span is stored), `partial` (some of it could not be fetched: `/trade` keeps "
-        "only the latest trades), `unrecoverable` (depth and snapshots: the states during "
-        "the hole are lost; the current one was refreshed)",
+        "missing_unit": _values(_UNITS, tuple(GapUnit)),
+        "status": _values(_STATUSES, tuple(GapStatus)),
         "detail": "a sentence on what happened and why a figure is unknown",
         "lost_volume": "volume traded inside the hole and not stored (snapshot day volume "
         "across it minus the trades recorded and backfilled); 0 when filled; NULL when not "
@@ -140,8 +187,6 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
-_UNDOCUMENTED: Final = "UNDOCUMENTED"
-
 
 def describe(table: str, column: str) -> str:
     """The words for one column; ``UNDOCUMENTED`` when it has none yet."""
@@ -155,7 +200,7 @@ def undocumented() -> list[str]:
         f"{t.name}.{name}"
         for t in TABLES
         for name in t.names
-        if describe(t.name, name) == _UNDOCUMENTED
+        if _UNDOCUMENTED in describe(t.name, name)
     ]
 
 

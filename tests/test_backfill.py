@@ -542,3 +542,30 @@ def test_a_round_an_earlier_answer_already_covers_makes_no_request() -> None:
     assert [g.status for g in (first, covered, later)] == ["filled"] * 3
     assert (first.backfilled, covered.backfilled) == (6, 4)
     assert len(written) == 6 + 4 + 3  # each trade once
+
+
+def test_a_gap_resolved_leaves_another_live_gap_of_the_same_key_held() -> None:
+    # two gaps of one row (no trade between two disconnects): the first one's backfill
+    # must not release what the second one still needs (keyed by identity, not id())
+    now = int(time.time())
+    written: list[Record] = []
+    with Hostile() as up:
+        up.http["/trade"] = Answer.ok([_trade("US:AAPL", now - 30 + i) for i in range(30)])
+
+        async def backfill() -> list[bool]:
+            start = (now - 10) * NS
+            lasting = Gap(start, None, "US:AAPL", TRADES, GapCause.DISCONNECT, start)
+            ended = Gap(start, now * NS, "US:AAPL", TRADES, GapCause.DISCONNECT, start)
+            assert lasting.key == ended.key
+            up_config = UpstreamConfig(http_url=up.http_url, backoff_initial=0.05)
+            async with RestClient(up_config, Secret(KEY)) as rest:
+                backfiller = Backfiller(rest, TradeCounter(), written.append, lambda g: None)
+                backfiller.hold(lasting)
+                backfiller.hold(lasting)  # held twice is held once
+                await backfiller.round([ended])
+                pending = [backfiller.pending()]
+                lasting.end = now * NS
+                await backfiller.round([lasting])
+                return [*pending, backfiller.pending()]
+
+        assert asyncio.run(asyncio.wait_for(backfill(), 20)) == [True, False]

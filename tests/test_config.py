@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from recorder import config
 from recorder.exceptions import ConfigError
 from recorder.protocol import MARKETS, Stream, split_codes
+from recorder.schema import TABLES
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "recorder.example.toml"
 
@@ -283,3 +284,12 @@ def test_a_path_that_cannot_be_written_names_its_key(tmp_path: Path) -> None:
         cfg = _paths(tmp_path, log={"dead_letter": str(locked / "dead.ndjson")})
         with pytest.raises(ConfigError, match=r"log\.dead_letter: .*locked is not writable"):
             config.check_paths(cfg)
+
+
+def test_the_retention_keys_are_the_tables_and_days_names_them() -> None:
+    # config sits below the schema, so its keys are held to the table names here
+    keys = [f.name for f in dataclasses.fields(config.RetentionConfig) if f.name != "archive"]
+    assert keys == [t.name for t in TABLES]
+    limits = {name: float(i) for i, name in enumerate(keys)}
+    assert config.RetentionConfig(**limits, archive="x").days() == limits
+    assert config.RetentionConfig().days() == {}

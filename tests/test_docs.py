@@ -16,8 +16,10 @@ import pytest
 from conftest import make_config, run_recorder
 from simulated import SimulatorThread
 
+from recorder.feed import Other
+from recorder.gaps import ENDED, GapCause, GapStatus, GapUnit
 from recorder.protocol import NS, Stream
-from recorder.schema import TABLES
+from recorder.schema import MARKET_TABLES, TABLES
 from recorder.schema_doc import markdown, undocumented
 from recorder.sim import SimConfig
 
@@ -166,3 +168,45 @@ def test_docs_schema_md_is_generated_from_the_schema() -> None:
         section = printed.split(f"## {table.name}\n", 1)[1].split("\n## ", 1)[0]
         assert all(f"| `{name}`" in section for name in table.names)
         assert f"Dedup keys: {', '.join(f'`{k}`' for k in table.keys)}" in section
+
+
+def test_the_gap_values_are_the_strings_the_store_the_docs_and_the_alerts_hold() -> None:
+    # the strings every release wrote: a changed enum value would split the ledger in two
+    assert [c.value for c in GapCause] == [
+        *("disconnect", "silence", "kline_skip", "dropped", "volume", "startup", "added")
+    ]
+    assert [s.value for s in GapStatus] == ["open", "filled", "partial", "unrecoverable"]
+    assert [s.value for s in ENDED] == ["filled", "partial", "unrecoverable"]
+    assert [u.value for u in GapUnit] == ["seconds", "volume", "bars", "rows"]
+    page = (ROOT / "docs" / "schema.md").read_text()
+    cells = dict(
+        re.findall(
+            r"^\| `(stream|cause|missing_unit|status)` (?:\(key\) )?\|.*\| (.*) \|$",
+            page,
+            flags=re.M,
+        )
+    )
+    for column, values in [
+        ("stream", [*(s.value for s in Stream if s is not Stream.KLINES), "klines:<kt>", *Other]),
+        ("cause", list(GapCause)),
+        ("missing_unit", list(GapUnit)),
+        ("status", list(GapStatus)),
+    ]:
+        assert re.findall(r"(?:^|\), )`([^`]+)` \(", cells[column]) == list(values), column
+    # the alerts and their unit tests name only streams and end states the metric has
+    labels = []
+    for name in ("alerts.yml", "alerts.test.yml"):
+        text = (ROOT / "config" / "prometheus" / name).read_text()
+        labels += re.findall(r"qos_gaps_total\{([^}]*)\}", text)
+    assert labels
+    for found in labels:
+        streams = re.search(r'stream=~?"([^"]+)"', found)
+        status = re.search(r'status="([^"]+)"', found)
+        assert streams and status, found
+        assert set(streams.group(1).split("|")) <= set(MARKET_TABLES), found
+        assert status.group(1) in ENDED, found
+    # the README's table of causes
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| cause | when |")[1].split("\n\n")[0]
+    causes = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert causes and set(causes) <= set(GapCause)

@@ -379,3 +379,20 @@ def test_a_calendar_of_another_year_leaves_silence_detection_on() -> None:
     now[0] += 6 * NS
     det.check()
     assert [(g.code, g.cause) for g in opened] == [("US:AAPL", "silence")]
+
+
+def test_two_holes_from_the_same_last_trade_share_a_key_and_each_gets_its_volume() -> None:
+    # no trade between two disconnects: the second hole starts where the first did, so the
+    # two gaps have one key (one row); each keeps its own before-side until the snapshot
+    det, out = _detector(subscribe=SubscribeConfig(trades=("US:AAPL",), snapshots=("US:AAPL",)))
+    det.on_record(_trade("US:AAPL", 1, 100))
+    det.on_record(_snap("US:AAPL", 1, 1000))
+    det.on_disconnect()
+    det.on_subscribed(TRADES)
+    det.on_disconnect()
+    det.on_subscribed(TRADES)
+    first, second = [g for g in out if g.feed == TRADES]
+    assert first is not second and first.key == second.key
+    assert first.lost_volume is None and second.lost_volume is None  # waiting for a snapshot
+    det.on_record(_snap("US:AAPL", 9, 1300))
+    assert first.lost_volume == second.lost_volume == 300.0

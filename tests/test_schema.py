@@ -8,10 +8,24 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from recorder.protocol import NS, Depth, Kline, SessionQuote, Snapshot, Trade
-from recorder.schema import TABLES, depth_row, kline_row, record_of, snapshot_row, trade_row
+from recorder.feed import DEPTH, SNAPSHOTS, TRADES, Feed, Other
+from recorder.gaps import Gap, GapCause, GapStatus, GapUnit
+from recorder.protocol import KLINE_TYPES, NS, Depth, Kline, SessionQuote, Snapshot, Trade
+from recorder.schema import (
+    TABLES,
+    depth_row,
+    gap_of,
+    gap_row,
+    kline_row,
+    record_of,
+    snapshot_row,
+    trade_row,
+)
 from recorder.sinks.questdb import after_sql, anchor_sql, drop_partitions_sql
 from recorder.store import questdb as store_questdb
 
@@ -122,3 +136,58 @@ def test_rows_turn_back_into_the_same_records() -> None:
         strict=True,
     ):
         assert record_of(table, row_of(record)) == record  # type: ignore[operator]
+
+
+_FEEDS = st.one_of(
+    st.sampled_from([TRADES, DEPTH, SNAPSHOTS, Feed.of(Other.INSTRUMENTS), Feed.of(Other.UNKNOWN)]),
+    st.sampled_from(sorted(KLINE_TYPES)).map(Feed.klines),
+)
+_MAYBE_INT = st.none() | st.integers(min_value=0, max_value=2**62)
+_MAYBE_FLOAT = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+_GAPS = st.builds(
+    Gap,
+    start=st.integers(min_value=0, max_value=2**62),
+    end=_MAYBE_INT,
+    code=st.sampled_from(["US:AAPL", "HK:700", "CF:BTCUSDT", "*"]),
+    feed=_FEEDS,
+    cause=st.sampled_from(GapCause),
+    detected_ts=st.integers(min_value=0, max_value=2**62),
+    backfilled=st.integers(min_value=0, max_value=10**6),
+    missing=_MAYBE_FLOAT,
+    missing_unit=st.none() | st.sampled_from(GapUnit),
+    status=st.sampled_from(GapStatus),
+    detail=st.none() | st.text(max_size=30),
+    lost_volume=_MAYBE_FLOAT,
+    lost_trades=_MAYBE_INT,
+)
+
+
+@given(_GAPS)
+def test_a_gap_row_holds_the_plain_strings_it_always_held_and_turns_back_into_its_gap(
+    gap: Gap,
+) -> None:
+    row = gap_row(gap)
+    # the row as the recorder wrote it when these were strings: the same bytes in the spool
+    # and the same values in both sinks (exact str, not an enum a driver might repr)
+    kt = "" if gap.feed.kt is None else f":{gap.feed.kt}"
+    unit = None if gap.missing_unit is None else gap.missing_unit.value
+    texts = (f"{gap.feed.stream.value}{kt}", gap.cause.value, unit, gap.status.value)
+    assert (row[4], row[5], row[9], row[10]) == texts
+    assert all(type(v) is str for v in texts if v is not None)
+    assert all(type(row[i]) is str for i in (4, 5, 10)) and type(row[9]) in (str, type(None))
+    plain = (*row[:4], *texts[:2], *row[6:9], texts[2], texts[3], *row[11:])
+    assert orjson.dumps(row) == orjson.dumps(plain)
+    assert gap_of(row) == gap
+    assert gap_of(tuple(orjson.loads(orjson.dumps(row)))) == gap  # back from the spool
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [(4, "klines"), (4, "klines:x"), (4, "gaps"), (5, "lost"), (9, "minutes"), (10, "done")],
+)
+def test_a_gap_row_that_is_not_ours_is_a_value_error_naming_it(column: int, value: str) -> None:
+    gap = Gap(5 * NS, None, "US:AAPL", TRADES, GapCause.DISCONNECT, 6 * NS)
+    row = list(gap_row(gap))
+    row[column] = value
+    with pytest.raises(ValueError, match=rf"gaps row of US:AAPL at {5 * NS}: .*{value}"):
+        gap_of(tuple(row))
