@@ -151,7 +151,7 @@ def _write_table(
 
     batches = (
         _gaps(reader, start, end)
-        if table == "gaps"
+        if table == GAPS.name
         else reader.batches(table, start, end, (), EXPORT_BATCH)
     )
     first = next(batches, None)
@@ -201,7 +201,7 @@ def _gaps(reader: Reader, start: int, end: int) -> Iterator[Any]:
     if rows:
         pa = pyarrow()
         yield from sort(
-            pa.Table.from_batches([to_batch("gaps", rows)]), code_order("gaps")
+            pa.Table.from_batches([to_batch(GAPS.name, rows)]), code_order(GAPS.name)
         ).to_batches()
 
 

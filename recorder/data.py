@@ -28,7 +28,7 @@ from .config import check_code_entry
 from .exceptions import ConfigError
 from .protocol import NS, Depth
 from .report import parse_time
-from .schema import BY_NAME, record_of
+from .schema import BY_NAME, DEPTH, TRADES, record_of
 from .store import BATCH_ROWS, Reader, open_source
 from .store.arrow import pyarrow, schema
 
@@ -121,14 +121,14 @@ def book_at(source: Source, code: str, at: When) -> Depth | None:
     """The last depth of ``code`` at or before ``at`` (None if there is none in the month
     before), as the typed record the decoder produces."""
     t = ns(at, "at")
-    _check("depth", t, t + 1, [code])
+    _check(DEPTH.name, t, t + 1, [code])
     reader = _reader(source)
     for window in _BOOK_WINDOWS:
         last = None
-        for row in reader.rows("depth", t - window * NS + 1, t + 1, [code]):
+        for row in reader.rows(DEPTH.name, t - window * NS + 1, t + 1, [code]):
             last = row
         if last is not None:
-            book = record_of("depth", last)
+            book = record_of(DEPTH.name, last)
             assert isinstance(book, Depth)
             return book
     return None
@@ -164,7 +164,7 @@ def bars(
     import pyarrow.compute as pc
 
     step = width_ns(width)
-    trades = read(source, "trades", start, end, codes)
+    trades = read(source, TRADES.name, start, end, codes)
     stamp = trades.column("ts").cast(pa.int64())
     bucket = pc.multiply(pc.divide(stamp, step), step)  # integer division: floors (ts >= 0)
     keyed = pa.table(
@@ -191,7 +191,7 @@ def bars(
     return pa.table(
         {
             "code": grouped.column("code").dictionary_encode(),
-            "ts": grouped.column("bar").cast(schema("trades").field("ts").type),
+            "ts": grouped.column("bar").cast(schema(TRADES.name).field("ts").type),
             "open": grouped.column("price_first"),
             "high": grouped.column("price_max"),
             "low": grouped.column("price_min"),

@@ -25,7 +25,7 @@ from .exceptions import DecodeError, RecorderError, UpstreamError
 from .markets import Calendar
 from .protocol import NS, instrument_from, market_of
 from .rest import Purpose, RestClient
-from .schema import Row, instrument_row
+from .schema import INSTRUMENTS, Row, instrument_row
 
 log = structlog.get_logger("recorder.reference")
 #: markets without a calendar (crypto trades around the clock)
@@ -142,7 +142,7 @@ class ReferencePoller:
             log.warning("instruments_unavailable", error=str(exc), codes=codes)
             return False
         for row in rows:
-            self.add_row("instruments", row)
+            self.add_row(INSTRUMENTS.name, row)
         log.info("instruments_refreshed", codes=len(rows))
         return True
 

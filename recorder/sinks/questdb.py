@@ -32,7 +32,7 @@ from questdb import Sender, TimestampNanos
 from ..batching import Batch
 from ..exceptions import ConfigError, SinkError, SinkIncompatible, SinkRejected
 from ..identity import Identity
-from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table, questdb_minimum
+from ..schema import BY_NAME, GAPS, MARKET_TABLES, TABLES, Row, Table, questdb_minimum
 from ..store.questdb import QueryRefused, QuestDBHttp, default_http, parse_conf
 from ..store.quote import At, Name, bind
 
@@ -243,10 +243,10 @@ class QuestDBSink:
     def open_gaps(self) -> list[Row]:
         cols = ", ".join(
             f"cast({name} AS LONG)" if kind in ("ts", "time") else name
-            for name, kind in BY_NAME["gaps"].columns
+            for name, kind in GAPS.columns
         )
         body = self.execute(f"SELECT {cols} FROM gaps WHERE status = 'open'")
-        times = {i for i, (_, kind) in enumerate(BY_NAME["gaps"].columns) if kind in ("ts", "time")}
+        times = {i for i, (_, kind) in enumerate(GAPS.columns) if kind in ("ts", "time")}
         return [
             tuple(v * 1000 if i in times and v is not None else v for i, v in enumerate(row))
             for row in body.get("dataset", [])

@@ -22,7 +22,7 @@ from ..batching import Batch
 from ..exceptions import InUseError, SinkError, SinkIncompatible, SinkRejected, SinkReplaced
 from ..identity import Identity
 from ..lockfile import LockFile
-from ..schema import BY_NAME, MARKET_TABLES, TABLES, Row, Table
+from ..schema import BY_NAME, KLINES, MARKET_TABLES, TABLES, Row, Table
 from .base import EXPIRE_ROWS
 
 #: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
@@ -36,7 +36,7 @@ def _insert(table: Table, rows: int) -> str:
     cols = ", ".join(table.names)
     one = "(" + ", ".join("?" * len(table.names)) + ")"
     values = ", ".join([one] * rows)
-    if table.name == "klines":
+    if table.name == KLINES.name:
         keys = ("code", "ts", "kt")
         updates = ", ".join(f"{c} = excluded.{c}" for c in table.names if c not in keys)
         return (

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..exceptions import ConfigError, SinkError
 from ..protocol import NS
-from ..schema import BY_NAME, Row
+from ..schema import BY_NAME, GAPS, KLINES, Row
 from .arrow import conform, pyarrow, sort, to_rows
 from .base import BATCH_ROWS, CHUNK, overlaps, time_order
 
@@ -220,10 +220,10 @@ class ArchiveReader:
     def kline_types(self, code: str) -> list[int]:
         found: set[int] = set()
         for day in self.days:
-            entry = self.manifest(day)["tables"].get("klines")
+            entry = self.manifest(day)["tables"].get(KLINES.name)
             if not entry or code not in entry["codes"]:  # the manifest says: no bar here
                 continue
-            for path in self.files("klines", day):
+            for path in self.files(KLINES.name, day):
                 data = self._dataset([path]).to_table(
                     columns=["kt"], filter=self._pc_field("code").isin([code])
                 )
@@ -299,7 +299,7 @@ class ArchiveReader:
     def gaps(self, start: int, end: int, overlapping: bool = False) -> list[Row]:
         # a gap that spans days is in the file of each day it touches: the latest day's
         # copy holds its latest state
-        latest = {(r[0], r[2], r[4], r[5]): r for r in self._all("gaps", up_to=end)}
+        latest = {(r[0], r[2], r[4], r[5]): r for r in self._all(GAPS.name, up_to=end)}
         rows = list(latest.values())
         if overlapping:
             rows = [r for r in rows if overlaps(r, start, end)]

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from ..exceptions import ConfigError, SinkError
 from ..protocol import NS
-from ..schema import BY_NAME, Row
+from ..schema import BY_NAME, GAPS, Row
 from .base import BATCH_ROWS, code_order, overlaps, time_order
 from .quote import At, Name, Value, bind
 
@@ -211,8 +211,8 @@ def minutes_sql(table: str, code: str, start: int, end: int) -> str:
 def gaps_sql(start: int, end: int, overlapping: bool) -> str:
     if overlapping:
         where = "ts < {} AND (end_ts IS NULL OR end_ts >= {})"
-        return _select("gaps", where, ("ts", "code"), At(end), At(start))
-    return _select("gaps", "ts >= {} AND ts < {}", ("ts", "code"), At(start), At(end))
+        return _select(GAPS.name, where, ("ts", "code"), At(end), At(start))
+    return _select(GAPS.name, "ts >= {} AND ts < {}", ("ts", "code"), At(start), At(end))
 
 
 def statements() -> list[str]:
@@ -296,7 +296,8 @@ class QuestDBReader:
         return [int(m) for (m,) in self.http.dataset(minutes_sql(table, code, start, end))]
 
     def gaps(self, start: int, end: int, overlapping: bool = False) -> list[Row]:
-        rows = [self._row("gaps", r) for r in self.http.dataset(gaps_sql(start, end, overlapping))]
+        found = self.http.dataset(gaps_sql(start, end, overlapping))
+        rows = [self._row(GAPS.name, r) for r in found]
         # the database compares in microseconds; keep the nanosecond bounds exact
         if overlapping:
             return [r for r in rows if overlaps(r, start, end)]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..exceptions import ConfigError, SinkError
 from ..protocol import NS
-from ..schema import BY_NAME, Row
+from ..schema import BY_NAME, GAPS, KLINES, Row
 from .base import BATCH_ROWS, CHUNK, code_order, padded, time_order
 
 
@@ -62,7 +62,7 @@ class SQLiteReader:
         return [c for (c,) in self._query(f"SELECT DISTINCT code FROM {table} ORDER BY code")]
 
     def kline_types(self, code: str) -> list[int]:
-        if not self._exists("klines"):
+        if not self._exists(KLINES.name):
             return []
         sql = "SELECT DISTINCT kt FROM klines WHERE code = ? ORDER BY kt"
         return [int(kt) for (kt,) in self._query(sql, code)]
@@ -104,13 +104,13 @@ class SQLiteReader:
         return [int(m) for (m,) in self._query(sql, start, 60 * NS, code, start, end)]
 
     def gaps(self, start: int, end: int, overlapping: bool = False) -> list[Row]:
-        if not self._exists("gaps"):
+        if not self._exists(GAPS.name):
             return []
         where = (
             "ts < ? AND (end_ts IS NULL OR end_ts >= ?)" if overlapping else "ts < ? AND ts >= ?"
         )
         sql = f"SELECT {self._columns('gaps')} FROM gaps WHERE {where} ORDER BY ts, code"
-        return padded("gaps", self._query(sql, end, start))
+        return padded(GAPS.name, self._query(sql, end, start))
 
     def batches(
         self, table: str, start: int, end: int, codes: Sequence[str] = (), size: int = BATCH_ROWS
