@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY, start_recorder, wait_for, write_config
+from prometheus_client import generate_latest
 from simulated import SimulatorThread
+from test_status import healthy
 
+from recorder.config import MetricsConfig
+from recorder.feed import Feed
+from recorder.gaps import ENDED, GapStatus
+from recorder.metrics import Metrics
+from recorder.schema import MARKET_TABLES
 from recorder.sim import Faults
 
 SimFactory = Callable[..., SimulatorThread]
@@ -248,3 +255,13 @@ def test_a_taken_metrics_port_is_a_one_line_error(sim: SimulatorThread, tmp_path
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "metrics.listen: cannot listen on" in lines[0], lines
+
+
+def test_qos_gaps_has_a_plain_label_for_every_table_and_end_state() -> None:
+    outcomes = {("trades", GapStatus.PARTIAL): 2, (Feed.klines(5).table, GapStatus.FILLED): 3}
+    status = healthy(gap_outcomes=outcomes, market_open={})
+    text = generate_latest(Metrics(lambda: status, MetricsConfig()).registry).decode()
+    found = re.findall(r'^qos_gaps_total\{status="(\w+)",stream="(\w+)"\} (\S+)$', text, re.M)
+    expected = {(s.value, t): "0.0" for t in MARKET_TABLES for s in ENDED}
+    expected |= {("partial", "trades"): "2.0", ("filled", "klines"): "3.0"}
+    assert sorted(found) == sorted((s, t, n) for (s, t), n in expected.items())
