@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -27,7 +27,7 @@ from .feed import Feed
 from .gaps import Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar
-from .protocol import STREAMS, Depth, Kline, Record, Snapshot, Stream, Trade
+from .protocol import STREAMS, Depth, Record, Snapshot, Stream, Trade
 from .session import KEY_REFUSED
 from .status import RateMeter
 
@@ -138,13 +138,13 @@ class Ingest:
         self.want(subscribe)
 
     def want(self, sub: SubscribeConfig) -> None:
-        """What is recorded: per stream its codes (K-lines: (code, kt) pairs)."""
+        """What is recorded: (code, feed) pairs."""
         self._trade_codes = frozenset(sub.codes(Stream.TRADES))
-        self._wanted: dict[Stream, frozenset[Any]] = {
-            stream: frozenset(sub.codes(stream)) for stream in STREAMS
-        }
-        self._wanted[Stream.KLINES] = frozenset(
-            (code, kt) for code in sub.codes(Stream.KLINES) for kt in sub.kline_types
+        self._wanted = frozenset(
+            (code, Feed.of(stream, kt))
+            for stream in STREAMS
+            for kt in (sub.kline_types if stream is Stream.KLINES else (None,))
+            for code in sub.codes(stream)
         )
 
     # --- Handler --------------------------------------------------------------------
@@ -156,9 +156,7 @@ class Ingest:
             if record.code not in self._trade_codes:
                 counts.unsubscribed += 1  # nothing per code: invented codes cost nothing
                 return
-        elif (
-            (record.code, record.kt) if type(record) is Kline else record.code
-        ) not in self._wanted[record.stream]:
+        elif (record.code, Feed.of_record(record)) not in self._wanted:
             counts.unsubscribed += 1
             return
         counts.last_frame[record.code] = record.recv_ts
