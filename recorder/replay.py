@@ -30,6 +30,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 
+from .commands import INVALID_REQUEST, CommandRefused, Subscriptions, parse, request_codes
 from .config import check_code_entry
 from .exceptions import ConfigError
 from .markets import bar_end
@@ -199,74 +200,46 @@ class ReplayServer:
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        subs: dict[str, set[str]] = {s.tp: set() for s in STREAMS}
-        kline_subs: set[tuple[str, int]] = set()
+        subs = Subscriptions()
         player: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:  # the player lives as long as the socket
             try:
                 async for msg in ws:
                     if msg.type != WSMsgType.TEXT:
                         continue
-                    reply = self._command(msg.data, subs, kline_subs)
+                    reply = self._command(msg.data, subs)
                     await ws.send_str(orjson.dumps(reply).decode())
                     if reply["msg"] == "OK" and reply["type"] != "H" and player is None:
-                        player = tg.create_task(self._play(ws, subs, kline_subs))
+                        player = tg.create_task(self._play(ws, subs))
             finally:
                 if player is not None:
                     player.cancel()
         return ws
 
-    def _command(
-        self, text: str, subs: dict[str, set[str]], kline_subs: set[tuple[str, int]]
-    ) -> dict[str, Any]:
+    def _command(self, text: str, subs: Subscriptions) -> dict[str, Any]:
+        command = parse(text)
+        if command is None:
+            return INVALID_REQUEST
+        if command.kind == "H":
+            return command.reply()
+        if command.subscription is None or not isinstance(command.req.get("codes"), list):
+            return command.reply(f"{command.kind} is not supported by the replay server")
         try:
-            req = orjson.loads(text)
-            kind = req["type"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return {"type": "", "msg": "invalid request"}
-        reply: dict[str, Any] = {"type": kind, "msg": "OK", "time": int(time.time())}
-        if "reqid" in req:
-            reply["reqid"] = req["reqid"]
-        if kind == "H":
-            return reply
-        command = Stream.of_command(kind)
-        if command is None or not isinstance(req.get("codes"), list):
-            reply["msg"] = f"{kind} is not supported by the replay server"
-            return reply
-        entries = req["codes"]
-        problems = [check_code_entry(e) if isinstance(e, str) else "not a string" for e in entries]
-        if any(problems):
-            reply["msg"] = f"invalid code: {next(p for p in problems if p)}"
-            return reply
-        codes = set(split_codes(entries))
-        stream, adding = command
-        if stream is Stream.KLINES:
-            pairs = {(c, req.get("kt")) for c in codes}
-            if adding:
-                kline_subs.update(pairs)
-            else:
-                kline_subs.difference_update(pairs)
-        elif adding:
-            subs[stream.tp] |= codes
-        else:
-            subs[stream.tp] -= codes
-        return reply
+            codes = request_codes(command.req, explain=True)
+        except CommandRefused as exc:
+            return command.reply(str(exc))
+        subs.change(*command.subscription, codes, command.req.get("kt"))
+        return command.reply()
 
-    async def _play(
-        self, ws: web.WebSocketResponse, subs: dict[str, set[str]], kline_subs: set[tuple[str, int]]
-    ) -> None:
+    async def _play(self, ws: web.WebSocketResponse, subs: Subscriptions) -> None:
         await asyncio.sleep(self.settle)  # let the client send its other subscriptions
         q = self.query
         records = read_in_thread(lambda: replay(self.source, q.start, q.end, q.codes, q.streams))
         first: int | None = None
         started, skipped = time.monotonic(), 0.0
         async for record in records:
-            wanted = (
-                (record.code, record.kt) in kline_subs
-                if isinstance(record, Kline)
-                else record.code in subs[record.stream.tp]
-            )
-            if not wanted:
+            kt = record.kt if isinstance(record, Kline) else None
+            if not subs.wants(record.stream.tp, record.code, kt):
                 continue
             if self.speed is not None:
                 at = pace_time(record)

@@ -105,7 +105,7 @@ def test_one_request_per_second(sim: SimulatorThread) -> None:
         ws.send(json.dumps({"type": "S", "codes": ["US:AAPL"]}))
         assert _reply(ws, "H")["msg"] == "OK"
         assert "at most 1 request per second" in _reply(ws, "S")["msg"]
-        assert sim.call(lambda: not any(c.subs["S"] for c in sim.sim.conns.values()))
+        assert sim.call(lambda: not any(c.subs.codes["S"] for c in sim.sim.conns.values()))
 
 
 def test_product_limit(make_sim: SimFactory) -> None:

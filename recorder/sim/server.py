@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from ..config import check_code_entry
-from ..protocol import KLINE_TYPES, STREAMS, Stream, market_of, split_codes
+from ..commands import INVALID_REQUEST, Command, Subscriptions, parse, request_codes
+from ..protocol import KLINE_TYPES, Stream, market_of
 from ..serving import bound_port, serve
 from .control import Control
 from .faults import Faults, malformed
@@ -68,8 +68,7 @@ class Connection:
     key: str
     ws: web.WebSocketResponse
     tasks: asyncio.TaskGroup
-    subs: dict[str, set[str]] = field(default_factory=lambda: {s.tp: set() for s in STREAMS})
-    kline_subs: set[tuple[str, int]] = field(default_factory=set)
+    subs: Subscriptions = field(default_factory=Subscriptions)
     last_request: float = -1e9
     last_heartbeat: float = field(default_factory=time.monotonic)
 
@@ -184,12 +183,6 @@ class Simulator:
             if now - conn.last_heartbeat > limit:
                 await conn.ws.close(code=1000, message=b"heartbeat timeout")
 
-    def _wants(self, conn: Connection, frame: dict[str, Any]) -> bool:
-        tp, code = frame["tp"], frame["c"]
-        if tp == "K":
-            return (code, frame["kt"]) in conn.kline_subs
-        return code in conn.subs[tp]
-
     async def push(self, frames: list[dict[str, Any]]) -> None:
         """Send push frames to every connection subscribed to them (the market loop
         does; tests push frames of their own)."""
@@ -199,7 +192,7 @@ class Simulator:
             if conn.ws.closed:
                 continue
             for frame in frames:
-                if not self._wants(conn, frame):
+                if not conn.subs.wants(frame["tp"], frame["c"], frame.get("kt")):
                     continue
                 if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
                     self.dropped.append((conn.id, frame))
@@ -244,30 +237,22 @@ class Simulator:
         return ws
 
     async def _command(self, conn: Connection, text: str) -> None:
-        try:
-            req = orjson.loads(text)
-            kind = req["type"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await self._send(conn, orjson.dumps({"type": "", "msg": "invalid request"}).decode())
+        command = parse(text)
+        if command is None:
+            await self._send(conn, orjson.dumps(INVALID_REQUEST).decode())
             return
-        reply: dict[str, Any] = {"type": kind, "msg": "OK", "time": int(time.time())}
-        if "reqid" in req:
-            reply["reqid"] = req["reqid"]
+        kind = command.kind
         now = time.monotonic()
         self.commands.append((conn.id, now, kind))
-        too_soon = self._too_soon(conn, kind, now)
-        if too_soon:
-            reply["msg"] = "request too frequent: at most 1 request per second"
+        if self._too_soon(conn, kind, now):
+            reply = command.reply("request too frequent: at most 1 request per second")
         elif self.faults.error_replies:
-            reply["msg"] = "service temporarily unavailable"
+            reply = command.reply("service temporarily unavailable")
         else:
             try:
-                data = self._apply(conn, kind, req)
+                reply = command.reply(data=self._apply(conn, command))
             except ValueError as exc:
-                reply["msg"] = str(exc)
-            else:
-                if data is not None:
-                    reply["data"] = data
+                reply = command.reply(str(exc))
         if kind == "H" and reply["msg"] == "OK":
             conn.last_heartbeat = now
         if reply["msg"] != "OK":
@@ -291,40 +276,17 @@ class Simulator:
     def _codes(self, req: dict[str, Any]) -> list[str]:
         """The codes of a request, each a well-formed code of a known market; any such
         code is served, its market created on first use."""
-        entries = req.get("codes")
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise ValueError("codes must be a list of strings")
-        for entry in entries:
-            if check_code_entry(entry) is not None:
-                raise ValueError(f"invalid code: {entry}")
-        codes = split_codes(entries)
+        codes = request_codes(req)
         for code in codes:
             self.market.ensure(code)
         return codes
 
-    def _apply(self, conn: Connection, kind: str, req: dict[str, Any]) -> list[Any] | None:
+    def _apply(self, conn: Connection, command: Command) -> list[Any] | None:
+        kind, req = command.kind, command.req
         if kind == "H":
             return None
-        command = Stream.of_command(kind)
-        if command is not None:
-            stream, adding = command
-            codes = self._codes(req)
-            if not adding:
-                if stream is Stream.KLINES:
-                    conn.kline_subs -= {(c, req.get("kt")) for c in codes}
-                else:
-                    conn.subs[stream.tp] -= set(codes)
-                return None
-            if stream is Stream.KLINES and req.get("kt") not in KLINE_TYPES:
-                raise ValueError("invalid kt")
-            products = self._products(conn) | set(codes)
-            if len(products) > self.config.max_products:
-                raise ValueError(f"product limit exceeded: plan allows {self.config.max_products}")
-            if stream is Stream.KLINES:
-                conn.kline_subs |= {(c, req["kt"]) for c in codes}
-            else:
-                conn.subs[stream.tp] |= set(codes)
-            self.on_subscribed(conn, stream)
+        if command.subscription is not None:
+            self._subscribe(conn, *command.subscription, req)
             return None
         if kind in ("RS", "RT", "RD", "RI"):
             return self._data(kind[1], req)
@@ -332,9 +294,19 @@ class Simulator:
             return self._klines(req, history=kind == "RH")
         raise ValueError(f"unknown type: {kind}")
 
-    def _products(self, conn: Connection) -> set[str]:
-        codes = set().union(*conn.subs.values())
-        return codes | {c for c, _ in conn.kline_subs}
+    def _subscribe(
+        self, conn: Connection, stream: Stream, adding: bool, req: dict[str, Any]
+    ) -> None:
+        """A subscribe (or cancel) command, within the plan's product limit."""
+        codes = self._codes(req)
+        if adding:
+            if stream is Stream.KLINES and req.get("kt") not in KLINE_TYPES:
+                raise ValueError("invalid kt")
+            if len(conn.subs.products() | set(codes)) > self.config.max_products:
+                raise ValueError(f"product limit exceeded: plan allows {self.config.max_products}")
+        conn.subs.change(stream, adding, codes, req.get("kt"))
+        if adding:
+            self.on_subscribed(conn, stream)
 
     def _data(self, what: str, req: dict[str, Any]) -> list[Any]:
         codes = self._codes(req)
