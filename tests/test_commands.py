@@ -42,11 +42,11 @@ def test_the_reply_echoes_type_and_reqid_and_carries_data_only_when_given() -> N
 def test_codes_are_split_and_a_bad_entry_is_refused_by_name_or_explained() -> None:
     assert request_codes({"codes": ["US:AAPL,TSLA", "HK:700"]}) == ["US:AAPL", "US:TSLA", "HK:700"]
     for bad in ({}, {"codes": "US:AAPL"}, {"codes": [1]}):
-        with pytest.raises(CommandRefused, match="^codes must be a list of strings$"):
+        with pytest.raises(CommandRefused, match=r"^codes must be a list of strings$"):
             request_codes(bad)
-    with pytest.raises(CommandRefused, match="^invalid code: XX:NOPE$"):
+    with pytest.raises(CommandRefused, match=r"^invalid code: XX:NOPE$"):
         request_codes({"codes": ["US:AAPL", "XX:NOPE"]})
-    with pytest.raises(CommandRefused, match="^invalid code: 'XX:NOPE': unknown market 'XX'"):
+    with pytest.raises(CommandRefused, match=r"^invalid code: 'XX:NOPE': unknown market 'XX'"):
         request_codes({"codes": ["XX:NOPE"]}, explain=True)
 
 
