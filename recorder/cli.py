@@ -265,6 +265,7 @@ async def _try_key(cfg: config_mod.Config, key: config_mod.Secret) -> str:
 
     from .exceptions import ApiError, HttpStatusError, UpstreamError
     from .rest import AiohttpTransport, answer_data
+    from .retry import refuses_key
 
     up = cfg.upstream
     url = up.http_url.rstrip("/") + "/instrument-info"
@@ -276,7 +277,7 @@ async def _try_key(cfg: config_mod.Config, key: config_mod.Secret) -> str:
     except (HttpStatusError, ApiError) as exc:
         status = exc.status if isinstance(exc, HttpStatusError) else None
         said = key.scrub(exc.msg if isinstance(exc, ApiError) else f"HTTP {status}")
-        if status in (401, 403) or "key" in said.lower():
+        if refuses_key(exc):
             raise ConfigError(
                 f"{cfg.path}: upstream: the service refuses the key ({said}) at {url}"
             ) from None

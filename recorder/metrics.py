@@ -198,7 +198,7 @@ class _Scraped(Collector):
         yield GaugeMetricFamily(
             "qos_key_refused",
             "1 while the service refuses the API key (HTTP 401/403 at the handshake)",
-            value=1 if st.key_refused else 0,
+            value=1 if st.key_refused or st.rest_key_refused else 0,
         )
         if st.heartbeat_rtt is not None:
             yield GaugeMetricFamily(

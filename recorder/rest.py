@@ -35,7 +35,7 @@ import structlog
 
 from .config import Secret, UpstreamConfig
 from .exceptions import ApiError, HttpStatusError, TransportError, UpstreamError
-from .retry import Retry, classify_rest
+from .retry import Retry, classify_rest, refuses_key
 
 log = structlog.get_logger("recorder.rest")
 
@@ -304,6 +304,8 @@ class RestSnapshot:
     rest_requests_by_purpose: dict[str, int]
     rest_budget_remaining: int
     rest_retries: int
+    #: why the service refuses the key over REST, while it does (its last answer said so)
+    rest_key_refused: str | None
 
 
 class RestClient:
@@ -325,6 +327,7 @@ class RestClient:
         self.attempts = attempts
         self.backoff_initial = up.backoff_initial
         self.retries = 0
+        self.key_refused: str | None = None
         self.transport: Transport = transport or AiohttpTransport(
             up.http_timeout, up.max_http_bytes
         )
@@ -344,6 +347,7 @@ class RestClient:
             rest_requests_by_purpose={p.value: n for p, n in self.scheduler.sent.items()},
             rest_budget_remaining=self.limiter.remaining(),
             rest_retries=self.retries,
+            rest_key_refused=self.key_refused,
         )
 
     async def __aenter__(self) -> RestClient:
@@ -365,8 +369,12 @@ class RestClient:
                     response = await self.transport.post(self.base + path, payload, headers)
                 except UpstreamError as exc:  # TransportError, or too large: name the path
                     raise type(exc)(f"{path}: {exc}") from None
-                return answer_data(path, response)
+                data = answer_data(path, response)
+                self.key_refused = None
+                return data
             except UpstreamError as exc:
+                if refuses_key(exc):  # a state, until an answer takes the key again
+                    self.key_refused = self.key.scrub(str(exc))
                 verdict = classify_rest(exc)
                 if verdict is Retry.FINAL or attempt == self.attempts:
                     raise

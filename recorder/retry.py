@@ -51,6 +51,16 @@ def classify_rest(exc: UpstreamError) -> Retry:
     return Retry.FINAL  # too large, the wrong shape: the same request gets the same answer
 
 
+def refuses_key(exc: UpstreamError) -> bool:
+    """Whether an answer says the service refuses the API key: HTTP 401 or 403, or a
+    non-"OK" ``msg`` that names the key (``"invalid key"``)."""
+    if isinstance(exc, HttpStatusError):
+        return exc.status in (401, 403)
+    if isinstance(exc, ApiError):
+        return "key" in exc.msg.lower()
+    return False
+
+
 def classify_reply(msg: str) -> Retry:
     """A WebSocket command's non-"OK" reply: the rate limit waits, anything else is final."""
     return Retry.WINDOW if rate_limited(msg) else Retry.FINAL

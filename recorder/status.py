@@ -106,6 +106,9 @@ class Status:
     rest_retries: int = 0
     #: calendar or instruments fetches that failed (tried again later)
     reference_failures: int = 0
+    #: why the service refuses the key over REST while the WebSocket took it (backfill and
+    #: reference data stop), while it does
+    rest_key_refused: str | None = None
     #: spooled batches the database took since
     drained_batches: int = 0
     #: gaps whose end became known (each went to the ledger, and to the backfill)
@@ -160,6 +163,12 @@ class Status:
             reasons.append(f"disconnected: {self.last_disconnect_reason or 'not yet connected'}")
         elif not self.subscribed:
             reasons.append("connected but not subscribed yet")
+        if self.rest_key_refused and not self.key_refused:
+            reasons.append(
+                f"the service refuses the key over REST ({self.rest_key_refused}): no "
+                "backfill and no reference data; check the plan of upstream.key_env or "
+                "upstream.key_file, and qos-recorder check-config --online"
+            )
         if age is None or age > limits.stale_after:
             reasons.append(
                 "no frame received" if age is None else f"stale: last frame {age:.0f} s ago"
@@ -212,7 +221,7 @@ class Status:
             "config_reload_error": self.reload_error,
             "writer_crashes": self.writer_crashes,
             "writer_error": self.writer_error,
-            "key_refused": self.key_refused is not None,
+            "key_refused": self.key_refused is not None or self.rest_key_refused is not None,
         }
         return not reasons, summary
 

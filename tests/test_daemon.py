@@ -261,6 +261,44 @@ def test_a_routine_progress_line_says_what_came_since_the_last(
     assert any(e["frames"].get("trades", 0) > 0 for e in later)
 
 
+def test_a_key_the_websocket_takes_and_rest_refuses_is_a_state_while_it_lasts(
+    make_sim: Callable[..., SimulatorThread], tmp_path: Path
+) -> None:
+    sim = make_sim(trades_per_second=5, seed=33, market_hours=False)
+    sim.call(lambda: setattr(sim.sim.faults, "http_status", 401))  # REST only
+    config = make_config(sim, tmp_path, ["US:AAPL"])
+    seen: list[tuple[bool, dict[str, Any], str]] = []
+
+    def watch(recorder: Recorder, elapsed: float) -> None:
+        status = recorder.status()
+        if status.rest_key_refused and not seen:
+            text = generate_latest(recorder.metrics.registry).decode()
+            seen.append((*status.health(config.metrics), text))
+            # the plan renewed: REST takes the key again, and a disconnect's backfill asks
+            sim.call(lambda: setattr(sim.sim.faults, "http_status", None))
+            sim.run(sim.sim.disconnect_all())
+        elif seen and len(seen) == 1 and not status.rest_key_refused:
+            seen.append((*status.health(config.metrics), ""))
+
+    run_recorder(config, during=watch, until=lambda r: len(seen) == 2, timeout=40)
+    (refused_ok, refused, metrics), (_, after, _) = seen
+    assert status_connected_but(refused) and not refused_ok and refused["key_refused"] is True
+    assert any(
+        r.startswith("the service refuses the key over REST (/") and r.count("HTTP 401") == 1
+        for r in refused["reasons"]
+    ), refused["reasons"]
+    assert "\nqos_key_refused 1.0\n" in metrics
+    assert after["key_refused"] is False
+    assert not any("refuses the key" in r for r in after["reasons"])
+
+
+def status_connected_but(summary: dict[str, Any]) -> bool:
+    """The WebSocket took the key: connected, and no reason says otherwise."""
+    return not any(
+        r.startswith(("disconnected", "the service refuses the key (")) for r in summary["reasons"]
+    )
+
+
 def test_a_refused_key_is_a_state_while_it_lasts(sim: SimulatorThread, tmp_path: Path) -> None:
     config = make_config(sim, tmp_path, ["US:AAPL"])
     recorder = Recorder(config, Secret("wrong-key-0123"))
@@ -279,7 +317,8 @@ def test_a_refused_key_is_a_state_while_it_lasts(sim: SimulatorThread, tmp_path:
                     assert "\nqos_key_refused 1.0\n" in text
                     # the service takes the key again (a plan renewed): the state ends
                     sim.sim.config.keys = (*sim.sim.config.keys, "wrong-key-0123")
-                if seen and status.connected and not status.key_refused:
+                refused = status.key_refused or status.rest_key_refused  # REST refused it too
+                if seen and status.connected and not refused:
                     seen.append(status.health(config.metrics))
                     stop.set()
                 await asyncio.sleep(0.05)

@@ -30,7 +30,7 @@ from recorder.exceptions import (
     UpstreamError,
 )
 from recorder.rest import Purpose, RateLimiter, RestClient, RestScheduler
-from recorder.retry import Retry, classify_reply, classify_rest
+from recorder.retry import Retry, classify_reply, classify_rest, refuses_key
 
 
 def _client(url: str, **changes: object) -> RestClient:
@@ -50,6 +50,23 @@ def test_transport_errors_5xx_and_429_are_retried_other_statuses_are_final() -> 
     # an answer of the wrong shape or too large: the same request gets the same answer
     assert classify_rest(UpstreamError("/trade: response larger than 8 bytes")) is Retry.FINAL
     assert classify_rest(DecodeError("bad trade", b"{}")) is Retry.FINAL
+
+
+def test_a_refused_key_is_told_from_the_other_final_answers() -> None:
+    for refusal in (
+        HttpStatusError("/trade", 401),
+        HttpStatusError("/trade", 403),
+        ApiError("/trade", "invalid key"),
+        ApiError("/trade", "Key expired"),
+    ):
+        assert refuses_key(refusal) and classify_rest(refusal) is Retry.FINAL, refusal
+    for other in (
+        HttpStatusError("/trade", 404),
+        HttpStatusError("/trade", 500),
+        ApiError("/trade", "invalid code: XX:NOPE"),
+        TransportError("/trade: ServerDisconnectedError"),
+    ):
+        assert not refuses_key(other), other
 
 
 def test_the_rate_limit_waits_for_the_window_any_other_msg_is_final() -> None:
