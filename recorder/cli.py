@@ -17,11 +17,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
 from .exceptions import ConfigError, RecorderError
 from .protocol import STREAMS
+
+if TYPE_CHECKING:  # the simulator is imported only when `simulate` runs
+    from .sim import Simulator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,11 +79,35 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Start with `qos-recorder demo`; then `qos-recorder COMMAND --help`.",
     )
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # one function per subcommand, in the order `--help` lists them
+    for add in (
+        _run_parser,
+        _check_config_parser,
+        _status_parser,
+        _gaps_parser,
+        _coverage_parser,
+        _replay_parser,
+        _export_parser,
+        _simulate_parser,
+        _schema_parser,
+        _demo_parser,
+    ):
+        add(subs)
+    return parser
 
+
+def _config_option(parser: Any, text: str, required: bool = False) -> None:
+    """The ``--config``/``-c`` option most subcommands share; only its help differs."""
+    parser.add_argument("--config", "-c", required=required, help=text)
+
+
+def _run_parser(subs: Any) -> None:
     run = subs.add_parser("run", help="record the configured streams until stopped")
-    run.add_argument("--config", "-c", required=True, help="the TOML config file")
+    _config_option(run, "the TOML config file", required=True)
     run.set_defaults(func=cmd_run)
 
+
+def _check_config_parser(subs: Any) -> None:
     check = subs.add_parser("check-config", help="validate a config file and its API key")
     check.add_argument("config", help="the TOML config file")
     check.add_argument(
@@ -90,26 +117,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_check_config)
 
+
+def _status_parser(subs: Any) -> None:
     status = subs.add_parser("status", help="summarize a running recorder; non-zero if unhealthy")
     where = status.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--config",
-        "-c",
-        help="the TOML config file the recorder was started with (it need not be valid now)",
+    _config_option(
+        where, "the TOML config file the recorder was started with (it need not be valid now)"
     )
     where.add_argument("--listen", help="ask the recorder whose metrics listen on HOST:PORT")
     status.set_defaults(func=cmd_status)
 
+
+def _gaps_parser(subs: Any) -> None:
     gaps = subs.add_parser("gaps", help="print the gaps table readably")
-    gaps.add_argument("--config", "-c", help="the TOML config file (its store)")
+    _config_option(gaps, "the TOML config file (its store)")
     gaps.add_argument("--source", help="read this store instead: " + SOURCE_HELP)
     gaps.add_argument("--since", help="only gaps starting at or after this UTC date or time")
     gaps.set_defaults(func=cmd_gaps)
 
+
+def _coverage_parser(subs: Any) -> None:
     cov = subs.add_parser("coverage", help="picture a day or a window of the record as HTML")
-    cov.add_argument(
-        "--config", "-c", help="the TOML config file (without it: --source and the codes it holds)"
-    )
+    _config_option(cov, "the TOML config file (without it: --source and the codes it holds)")
     cov.add_argument("--source", help="read this store instead of the config's: " + SOURCE_HELP)
     cov.add_argument(
         "--day",
@@ -122,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     cov.add_argument("--out", required=True, help="the HTML file to write")
     cov.set_defaults(func=cmd_coverage)
 
+
+def _replay_parser(subs: Any) -> None:
     rep = subs.add_parser("replay", help="replay recorded data as NDJSON or a QOS WebSocket")
     rep.add_argument("--source", required=True, help=SOURCE_HELP)
     rep.add_argument(
@@ -139,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve a QOS-compatible WebSocket on PORT instead of printing NDJSON",
     )
+    _replay_serve_options(rep)
+    rep.set_defaults(func=cmd_replay)
+
+
+def _replay_serve_options(rep: Any) -> None:
     # the --serve options default to None so that one given without --serve is refused
     rep.add_argument("--host", help="--serve: address to listen on (default 127.0.0.1)")
     rep.add_argument("--speed", help="--serve: pace factor, or max (default 1)")
@@ -160,10 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="--serve: close the socket after the range (the live service never does)",
     )
-    rep.set_defaults(func=cmd_replay)
 
-    _export_parser(subs)
 
+def _simulate_parser(subs: Any) -> None:
     sim = subs.add_parser("simulate", help="serve a QOS-compatible simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
@@ -186,6 +221,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the letter of the 1 request/s rule: every command, H included, 1 s apart "
         "(by default 50 ms are forgiven and H is exempt, as the vendor's clients need)",
     )
+    _simulate_fault_options(sim)
+    sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
+    sim.add_argument(
+        "--config-out",
+        metavar="FILE",
+        help="write a recorder config for this simulator (its codes, SQLite beside FILE)",
+    )
+    sim.set_defaults(func=cmd_simulate)
+
+
+def _simulate_fault_options(sim: Any) -> None:
     sim.add_argument("--close-every", type=float, help="fault: close connections every N s")
     sim.add_argument("--stall", action="store_true", help="fault: never send anything")
     sim.add_argument("--drop-rate", type=float, default=0.0, help="fault: drop frames (0-1)")
@@ -205,14 +251,9 @@ def _parser() -> argparse.ArgumentParser:
         help="key of the fault switches under /control (POST /control/drop, "
         "/control/outage?seconds=N, ...); default: a random one, printed at start",
     )
-    sim.add_argument("--truth", help="write the ground truth as NDJSON here on exit")
-    sim.add_argument(
-        "--config-out",
-        metavar="FILE",
-        help="write a recorder config for this simulator (its codes, SQLite beside FILE)",
-    )
-    sim.set_defaults(func=cmd_simulate)
 
+
+def _schema_parser(subs: Any) -> None:
     schema = subs.add_parser("schema", help="print the tables: their meaning, or their DDL")
     form = schema.add_mutually_exclusive_group()
     form.add_argument(
@@ -222,11 +263,12 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--sqlite", action="store_true", help="SQLite CREATE statements")
     schema.set_defaults(func=cmd_schema)
 
+
+def _demo_parser(subs: Any) -> None:
     demo = subs.add_parser("demo", help="record from the simulator into SQLite and summarize")
     demo.add_argument("--seconds", type=float, default=20.0)
     demo.add_argument("--db", default="demo-data/demo.sqlite")
     demo.set_defaults(func=cmd_demo)
-    return parser
 
 
 def _sim_codes() -> tuple[str, ...]:
@@ -557,9 +599,7 @@ def _serve_replay(args: argparse.Namespace, query: Any) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .demo import config_text, paste_lines
     from .runtime import run, stop_on_signals
-    from .sim import Faults, SimConfig, Simulator
 
     codes = tuple(c.strip() for c in args.codes.split(",") if c.strip())
     control_key = args.control_key or secrets.token_hex(8)
@@ -569,7 +609,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         problem = config_mod.check_code_entry(code)
         if problem:
             raise ConfigError(f"--codes: {problem}")
-    sim = Simulator(
+    sim = _simulator(args, codes, control_key)
+    out = Path(args.config_out).resolve() if args.config_out else None
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with sim.serving(args.host, args.port) as port:
+            print(f"simulator listening on ws://{args.host}:{port}/ws", flush=True)
+            await _announce_simulator(args.host, port, out, codes, control_key)
+            await stop.wait()
+
+    try:
+        run(go)
+    except OSError as exc:
+        raise _listen_error(exc, "--port", args.host, args.port) from None
+    if args.truth:
+        sim.export_truth(args.truth)
+    return 0
+
+
+def _simulator(args: argparse.Namespace, codes: tuple[str, ...], control_key: str) -> Simulator:
+    """The simulator ``simulate``'s options describe: its market and its faults."""
+    from .sim import Faults, SimConfig, Simulator
+
+    return Simulator(
         SimConfig(
             codes=codes,
             seed=args.seed,
@@ -593,37 +657,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ),
     )
 
-    out = Path(args.config_out).resolve() if args.config_out else None
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        async with sim.serving(args.host, args.port) as port:
-            print(f"simulator listening on ws://{args.host}:{port}/ws", flush=True)
-            # a wildcard address is reached on loopback from this host
-            host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-            host = f"[{host}]" if ":" in host else host
-            ws_url, http_url = f"ws://{host}:{port}/ws", f"http://{host}:{port}"
-            if out is not None:
-                await asyncio.to_thread(_write_config, out, config_text(ws_url, http_url, codes))
-                print(f"wrote {out}; record with:", flush=True)
-                print(f"  QOS_API_KEY=demo qos-recorder run --config {out}", flush=True)
-            else:
-                print(paste_lines(ws_url, http_url), flush=True)
-            print(
-                f"fault switches: curl -X POST '{http_url}/control/outage?seconds=30"
-                f"&key={control_key}' (drop, refuse, stall, errors, http, clear: README)",
-                flush=True,
-            )
-            await stop.wait()
+async def _announce_simulator(
+    listen: str, port: int, out: Path | None, codes: tuple[str, ...], control_key: str
+) -> None:
+    """How to record from the simulator now listening: a config written to ``out`` or the
+    lines to paste, and how to reach its fault switches."""
+    from .demo import config_text, paste_lines
 
-    try:
-        run(go)
-    except OSError as exc:
-        raise _listen_error(exc, "--port", args.host, args.port) from None
-    if args.truth:
-        sim.export_truth(args.truth)
-    return 0
+    # a wildcard address is reached on loopback from this host
+    host = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
+    host = f"[{host}]" if ":" in host else host
+    ws_url, http_url = f"ws://{host}:{port}/ws", f"http://{host}:{port}"
+    if out is not None:
+        await asyncio.to_thread(_write_config, out, config_text(ws_url, http_url, codes))
+        print(f"wrote {out}; record with:", flush=True)
+        print(f"  QOS_API_KEY=demo qos-recorder run --config {out}", flush=True)
+    else:
+        print(paste_lines(ws_url, http_url), flush=True)
+    print(
+        f"fault switches: curl -X POST '{http_url}/control/outage?seconds=30"
+        f"&key={control_key}' (drop, refuse, stall, errors, http, clear: README)",
+        flush=True,
+    )
 
 
 def _listen_error(exc: OSError, flag: str, host: str, port: int) -> Exception:
