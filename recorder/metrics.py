@@ -67,167 +67,184 @@ class Metrics:
 
 
 class _Scraped(Collector):
-    """Renders the recorder's status at scrape time."""
+    """Renders the recorder's status at scrape time, one family of metrics after another
+    (the order of the scrape text)."""
 
     def __init__(self, status: Callable[[], Status]) -> None:
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
         st = self.status()
-        frames = CounterMetricFamily("qos_frames", "Frames received per stream", labels=["stream"])
-        for stream, n in st.frames.items():
-            frames.add_metric([stream.value], n)
-        yield frames
-        yield CounterMetricFamily(
-            "qos_decode_errors", "Frames that could not be decoded", value=st.decode_errors
-        )
-        yield CounterMetricFamily(
-            "qos_dead_letter_dropped",
-            "Undecodable frames not written to the dead-letter file (full or unwritable)",
-            value=st.dead_letter_dropped,
-        )
-        yield CounterMetricFamily(
-            "qos_unsubscribed_frames",
-            "Frames for codes never subscribed, dropped (one series: their codes are not kept)",
-            value=st.unsubscribed_frames,
-        )
-        yield CounterMetricFamily(
-            "qos_rejected_requests", "Commands and requests refused", value=st.rejected_requests
-        )
-        rest = CounterMetricFamily(
+        for family in (_traffic, _queues, _losses, _writing, _session, _gaps_and_freshness):
+            yield from family(st)
+
+
+def _counter(name: str, doc: str, value: float) -> Metric:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, samples: Mapping[str, float]
+) -> Metric:
+    """``family`` with one sample per label value of ``samples``."""
+    for label, value in samples.items():
+        family.add_metric([label], value)
+    return family
+
+
+def _traffic(st: Status) -> Iterator[Metric]:
+    """What came in (frames, refusals) and what went out (REST requests, rows)."""
+    yield _labelled(
+        CounterMetricFamily("qos_frames", "Frames received per stream", labels=["stream"]),
+        {stream.value: n for stream, n in st.frames.items()},
+    )
+    yield _counter("qos_decode_errors", "Frames that could not be decoded", st.decode_errors)
+    yield _counter(
+        "qos_dead_letter_dropped",
+        "Undecodable frames not written to the dead-letter file (full or unwritable)",
+        st.dead_letter_dropped,
+    )
+    yield _counter(
+        "qos_unsubscribed_frames",
+        "Frames for codes never subscribed, dropped (one series: their codes are not kept)",
+        st.unsubscribed_frames,
+    )
+    yield _counter("qos_rejected_requests", "Commands and requests refused", st.rejected_requests)
+    yield _labelled(
+        CounterMetricFamily(
             "qos_rest_requests",
             "REST requests made, retries included, by purpose",
             labels=["purpose"],
-        )
-        for purpose, n in st.rest_requests_by_purpose.items():
-            rest.add_metric([purpose], n)
-        yield rest
-        rows = CounterMetricFamily(
-            "qos_rows_written", "Rows acknowledged by the sink", labels=["table"]
-        )
-        for table, n in st.rows_written.items():
-            rows.add_metric([table], n)
-        yield rows
-        yield GaugeMetricFamily(
-            "qos_writer_queue_batches", "Batches waiting for the writer", value=st.writer_queue
-        )
-        yield GaugeMetricFamily(
-            "qos_batcher_rows", "Rows collected for the next batch", value=st.batcher_rows
-        )
-        yield GaugeMetricFamily("qos_spool_bytes", "Bytes in the spool", value=st.spool_bytes)
-        yield GaugeMetricFamily(
-            "qos_spool_segments", "Segment files in the spool", value=st.spool_segments
-        )
-        yield GaugeMetricFamily(
-            "qos_spool_max_bytes",
-            "The spool's size limit (spool.max_bytes)",
-            value=st.spool_max_bytes,
-        )
-        yield GaugeMetricFamily(
-            "qos_rest_budget_remaining",
-            "REST requests the plan's per-minute budget allows now",
-            value=st.rest_budget_remaining,
-        )
-        gaps = CounterMetricFamily(
-            "qos_gaps",
-            "Gaps backfilled as far as the API allows, by stream and how they ended",
-            labels=["stream", "status"],
-        )
-        for table in MARKET_TABLES:
-            for status in ENDED:
-                gaps.add_metric([table, status], st.gap_outcomes.get((table, status), 0))
-        yield gaps
-        yield CounterMetricFamily(
-            "qos_spool_rejected_rows",
-            "Rows a full spool could not keep",
-            value=st.spool_rejected_rows,
-        )
-        yield CounterMetricFamily(
-            "qos_lost_rows", "Rows neither written nor kept", value=st.lost_rows
-        )
-        yield CounterMetricFamily(
-            "qos_rejected_rows",
-            "Rows the sink refused for their content, kept in spool/rejected.ndjson",
-            value=st.rejected_rows,
-        )
-        yield CounterMetricFamily(
-            "qos_spool_damaged_entries",
-            "Damaged spool entries skipped at a drain (segments kept as *.damaged)",
-            value=st.spool_damaged_entries,
-        )
-        yield GaugeMetricFamily(
-            "qos_sink_write_stuck_seconds",
-            "How long the database write in flight has run, once past write_stuck_after (else 0)",
-            value=st.write_stuck_seconds,
-        )
-        yield GaugeMetricFamily(
-            "qos_sink_tables_suspended",
-            "Tables whose WAL QuestDB suspended (their rows are not applied; status names them)",
-            value=len(st.suspended_tables),
-        )
-        yield CounterMetricFamily(
-            "qos_sink_file_replaced",
-            "Times the SQLite file was deleted or replaced under the recorder (reopened)",
-            value=st.sink_replaced,
-        )
-        yield CounterMetricFamily(
-            "qos_sink_failures", "Writes the sink did not acknowledge", value=st.sink_failures
-        )
-        yield CounterMetricFamily(
-            "qos_writer_crashes",
-            "Unexpected exceptions the writer thread's supervisor caught",
-            value=st.writer_crashes,
-        )
-        yield GaugeMetricFamily(
-            "qos_writer_failed",
-            "1 once the writer gave up (the process then exits non-zero)",
-            value=1 if st.writer_failed else 0,
-        )
-        yield CounterMetricFamily("qos_reconnects", "Sessions that ended", value=st.reconnects)
-        yield CounterMetricFamily(
-            "qos_config_reloads", "Config reloads applied (SIGHUP)", value=st.reloads
-        )
-        yield GaugeMetricFamily(
-            "qos_config_reload_failed",
-            "1 while the last reload was refused (the running config is kept)",
-            value=1 if st.reload_error else 0,
-        )
-        yield GaugeMetricFamily(
-            "qos_connected", "1 while the session is connected", value=1 if st.connected else 0
-        )
-        yield GaugeMetricFamily(
-            "qos_key_refused",
-            "1 while the service refuses the API key (HTTP 401/403 at the handshake)",
-            value=1 if st.key_refused or st.rest_key_refused else 0,
-        )
-        if st.heartbeat_rtt is not None:
-            yield GaugeMetricFamily(
-                "qos_heartbeat_rtt_seconds", "Last heartbeat round trip", value=st.heartbeat_rtt
-            )
-        yield GaugeMetricFamily(
-            "qos_open_gaps", "Gaps still lasting or not backfilled yet", value=st.open_gaps
-        )
-        yield GaugeMetricFamily(
-            "qos_oldest_open_gap_age_seconds",
-            "Seconds since the oldest gap that still lasts was found (0: none)",
-            value=st.oldest_open_gap_age() or 0.0,
-        )
-        yield CounterMetricFamily(
-            "qos_backfilled_rows", "Rows recovered by backfill", value=st.backfilled_rows
-        )
-        yield _ages("qos_last_frame_age_seconds", "Seconds since the last frame", st.last_frame, st)
-        yield _ages(
-            "qos_last_trade_age_seconds", "Seconds since the last trade received", st.last_trade, st
-        )
-        market = GaugeMetricFamily(
+        ),
+        st.rest_requests_by_purpose,
+    )
+    yield _labelled(
+        CounterMetricFamily("qos_rows_written", "Rows acknowledged by the sink", labels=["table"]),
+        st.rows_written,
+    )
+
+
+def _queues(st: Status) -> Iterator[Metric]:
+    """What waits: the writer queue, the next batch, the spool, the REST budget."""
+    yield _gauge("qos_writer_queue_batches", "Batches waiting for the writer", st.writer_queue)
+    yield _gauge("qos_batcher_rows", "Rows collected for the next batch", st.batcher_rows)
+    yield _gauge("qos_spool_bytes", "Bytes in the spool", st.spool_bytes)
+    yield _gauge("qos_spool_segments", "Segment files in the spool", st.spool_segments)
+    yield _gauge(
+        "qos_spool_max_bytes", "The spool's size limit (spool.max_bytes)", st.spool_max_bytes
+    )
+    yield _gauge(
+        "qos_rest_budget_remaining",
+        "REST requests the plan's per-minute budget allows now",
+        st.rest_budget_remaining,
+    )
+
+
+def _losses(st: Status) -> Iterator[Metric]:
+    """How gaps ended, and rows not written where they belong."""
+    gaps = CounterMetricFamily(
+        "qos_gaps",
+        "Gaps backfilled as far as the API allows, by stream and how they ended",
+        labels=["stream", "status"],
+    )
+    for table in MARKET_TABLES:
+        for status in ENDED:
+            gaps.add_metric([table, status], st.gap_outcomes.get((table, status), 0))
+    yield gaps
+    yield _counter(
+        "qos_spool_rejected_rows", "Rows a full spool could not keep", st.spool_rejected_rows
+    )
+    yield _counter("qos_lost_rows", "Rows neither written nor kept", st.lost_rows)
+    yield _counter(
+        "qos_rejected_rows",
+        "Rows the sink refused for their content, kept in spool/rejected.ndjson",
+        st.rejected_rows,
+    )
+    yield _counter(
+        "qos_spool_damaged_entries",
+        "Damaged spool entries skipped at a drain (segments kept as *.damaged)",
+        st.spool_damaged_entries,
+    )
+
+
+def _writing(st: Status) -> Iterator[Metric]:
+    """The database and the writer thread."""
+    yield _gauge(
+        "qos_sink_write_stuck_seconds",
+        "How long the database write in flight has run, once past write_stuck_after (else 0)",
+        st.write_stuck_seconds,
+    )
+    yield _gauge(
+        "qos_sink_tables_suspended",
+        "Tables whose WAL QuestDB suspended (their rows are not applied; status names them)",
+        len(st.suspended_tables),
+    )
+    yield _counter(
+        "qos_sink_file_replaced",
+        "Times the SQLite file was deleted or replaced under the recorder (reopened)",
+        st.sink_replaced,
+    )
+    yield _counter("qos_sink_failures", "Writes the sink did not acknowledge", st.sink_failures)
+    yield _counter(
+        "qos_writer_crashes",
+        "Unexpected exceptions the writer thread's supervisor caught",
+        st.writer_crashes,
+    )
+    yield _gauge(
+        "qos_writer_failed",
+        "1 once the writer gave up (the process then exits non-zero)",
+        1 if st.writer_failed else 0,
+    )
+
+
+def _session(st: Status) -> Iterator[Metric]:
+    """The upstream session, the config reloads and the key."""
+    yield _counter("qos_reconnects", "Sessions that ended", st.reconnects)
+    yield _counter("qos_config_reloads", "Config reloads applied (SIGHUP)", st.reloads)
+    yield _gauge(
+        "qos_config_reload_failed",
+        "1 while the last reload was refused (the running config is kept)",
+        1 if st.reload_error else 0,
+    )
+    yield _gauge("qos_connected", "1 while the session is connected", 1 if st.connected else 0)
+    yield _gauge(
+        "qos_key_refused",
+        "1 while the service refuses the API key (HTTP 401/403 at the handshake)",
+        1 if st.key_refused or st.rest_key_refused else 0,
+    )
+    if st.heartbeat_rtt is not None:
+        yield _gauge("qos_heartbeat_rtt_seconds", "Last heartbeat round trip", st.heartbeat_rtt)
+
+
+def _gaps_and_freshness(st: Status) -> Iterator[Metric]:
+    """Gaps still open, rows recovered, how fresh each code is and whether its market is open."""
+    yield _gauge("qos_open_gaps", "Gaps still lasting or not backfilled yet", st.open_gaps)
+    yield _gauge(
+        "qos_oldest_open_gap_age_seconds",
+        "Seconds since the oldest gap that still lasts was found (0: none)",
+        st.oldest_open_gap_age() or 0.0,
+    )
+    yield _counter("qos_backfilled_rows", "Rows recovered by backfill", st.backfilled_rows)
+    yield _ages("qos_last_frame_age_seconds", "Seconds since the last frame", st.last_frame, st)
+    yield _ages(
+        "qos_last_trade_age_seconds", "Seconds since the last trade received", st.last_trade, st
+    )
+    yield _labelled(
+        GaugeMetricFamily(
             "qos_market_open",
             "1 while the code's market is open, 0 while closed (absent: hours unknown)",
             labels=["code"],
-        )
-        for code, is_open in st.market_open.items():
-            if is_open is not None:
-                market.add_metric([code], 1 if is_open else 0)
-        yield market
+        ),
+        {
+            code: 1 if is_open else 0
+            for code, is_open in st.market_open.items()
+            if is_open is not None
+        },
+    )
 
 
 def _ages(name: str, doc: str, times: Mapping[str, int], st: Status) -> Metric:
