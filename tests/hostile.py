@@ -113,6 +113,8 @@ class Hostile:
         self._life.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()  # else the garbage collector closes it, inside a later test
 
     @property
     def ws_url(self) -> str:

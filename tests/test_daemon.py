@@ -24,15 +24,21 @@ from conftest import (
     wait_for,
     write_config,
 )
+from hostile import Hostile
 from prometheus_client import generate_latest
 from simulated import SimulatorThread
 from structlog.testing import capture_logs
 from truth import check_trades, depth_key, last_bars, snapshot_key
 
+from recorder.batching import Batch
 from recorder.config import Secret
 from recorder.daemon import Recorder
+from recorder.feed import TRADES
+from recorder.gaps import Gap, GapCause
 from recorder.protocol import NS, Stream
 from recorder.rest import AiohttpTransport, Response
+from recorder.schema import GAPS, gap_row
+from recorder.sinks.sqlite import SQLiteSink
 from recorder.status import Status
 
 SimFactory = Callable[..., SimulatorThread]
@@ -391,3 +397,23 @@ def test_the_root_opens_the_network_only_through_the_connect_and_transport_it_is
     assert all(url.startswith(nowhere.http_url + "/") for url in posted)
     stored = rows(tmp_path / "ticks.sqlite", "SELECT count(*) FROM trades")[0][0]
     assert stored >= 10
+
+
+def test_an_open_gap_row_that_is_not_ours_is_logged_and_the_others_reopen(tmp_path: Path) -> None:
+    with Hostile() as up:
+        config = make_config(up, tmp_path, ["US:AAPL", "HK:700"])
+    start = time.time_ns() - 60 * NS
+    ours = Gap(start, None, "US:AAPL", TRADES, GapCause.DISCONNECT, start)
+    theirs = list(gap_row(dataclasses.replace(ours, code="HK:700")))
+    theirs[4] = "klines:x"  # a stream no release wrote
+    sink = SQLiteSink(tmp_path / "ticks.sqlite")
+    sink.open()
+    sink.write(Batch({GAPS.name: [gap_row(ours), tuple(theirs)]}, seq=1))
+    sink.close()
+    recorder = Recorder(config, Secret(KEY))
+    with capture_logs() as logs:
+        recorder.restore()
+    recorder.sink.close()
+    (unreadable,) = [e for e in logs if e["event"] == "gap_row_unreadable"]
+    assert "HK:700" in unreadable["error"] and "'klines:x'" in unreadable["error"]
+    assert recorder.status().open_gaps == 1  # ours lasts on, as the gap of its code

@@ -22,7 +22,7 @@ from ..batching import Batch
 from ..exceptions import InUseError, SinkError, SinkIncompatible, SinkRejected, SinkReplaced
 from ..identity import Identity
 from ..lockfile import LockFile
-from ..schema import BY_NAME, KLINES, MARKET_TABLES, TABLES, Row, Table
+from ..schema import BY_NAME, GAPS, KLINES, MARKET_TABLES, TABLES, Row, Table
 from .base import EXPIRE_ROWS
 
 #: Rows per INSERT statement. Python's sqlite3 releases the GIL around every step, and
@@ -49,7 +49,7 @@ def _insert(table: Table, rows: int) -> str:
 
 _INSERT = {t.name: _insert(t, ROWS_PER_STATEMENT) for t in TABLES}
 _LAST = {t: f"SELECT code, max(ts) FROM {t} GROUP BY code" for t in MARKET_TABLES}
-_OPEN_GAPS = f"SELECT {', '.join(BY_NAME['gaps'].names)} FROM gaps WHERE status = 'open'"
+_OPEN_GAPS = f"SELECT {', '.join(GAPS.names)} FROM gaps WHERE status = 'open'"
 
 
 def _migrate(db: sqlite3.Connection, table: Table, create_index: str) -> None:
