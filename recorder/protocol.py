@@ -205,13 +205,63 @@ class Reply:
         return self.msg == "OK"
 
 
+class Wire:
+    """The wire field letters of push frames and REST records (``qos-protocol.md``), written
+    here only: the decoders, :func:`push_frame` and the simulator spell every field through
+    this table. ``v`` is a size on trades and levels and a volume elsewhere."""
+
+    TP: Final = "tp"
+    CODE: Final = "c"
+    TS: Final = "ts"
+    PRICE: Final = "p"
+    SIZE: Final = "v"
+    SIDE: Final = "d"
+    BIDS: Final = "b"
+    ASKS: Final = "a"
+    LAST: Final = "lp"
+    PREV_CLOSE: Final = "yp"
+    OPEN: Final = "o"
+    HIGH: Final = "h"
+    LOW: Final = "l"
+    CLOSE: Final = "cl"
+    VOLUME: Final = "v"
+    TURNOVER: Final = "t"
+    SUSPENDED: Final = "s"
+    SESSION: Final = "tt"
+    KT: Final = "kt"
+    #: the bars of one code in K-line data, and a K-line request's count, adjustment, end
+    BARS: Final = "k"
+    COUNT: Final = "co"
+    ADJUST: Final = "a"
+    END: Final = "e"
+    #: ``/instrument-info``
+    EXCHANGE: Final = "e"
+    CURRENCY: Final = "tc"
+    NAME_CN: Final = "nc"
+    NAME_EN: Final = "ne"
+    LOT_SIZE: Final = "ls"
+    TOTAL_SHARES: Final = "ts"
+    OUTSTANDING_SHARES: Final = "os"
+    EPS: Final = "ep"
+    NET_ASSETS: Final = "na"
+    DIVIDEND_YIELD: Final = "dy"
+
+
 Record: TypeAlias = Trade | Depth | Snapshot | Kline
 EXTENDED_SESSIONS: Final = ("pq", "aq", "nq")
 #: The wire keys of each record's decimals, in the order of its fields and its ``text``.
-TRADE_FIELDS: Final = ("p", "v")
-SNAPSHOT_FIELDS: Final = ("lp", "yp", "o", "h", "l", "v", "t")
-QUOTE_FIELDS: Final = ("lp", "yp", "h", "l", "v", "t")
-KLINE_FIELDS: Final = ("o", "cl", "h", "l", "v")
+TRADE_FIELDS: Final = (Wire.PRICE, Wire.SIZE)
+SNAPSHOT_FIELDS: Final = (
+    Wire.LAST,
+    Wire.PREV_CLOSE,
+    Wire.OPEN,
+    Wire.HIGH,
+    Wire.LOW,
+    Wire.VOLUME,
+    Wire.TURNOVER,
+)
+QUOTE_FIELDS: Final = (Wire.LAST, Wire.PREV_CLOSE, Wire.HIGH, Wire.LOW, Wire.VOLUME, Wire.TURNOVER)
+KLINE_FIELDS: Final = (Wire.OPEN, Wire.CLOSE, Wire.HIGH, Wire.LOW, Wire.VOLUME)
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -293,16 +343,18 @@ def _int(obj: dict[str, Any], key: str) -> int:
 
 
 def _ts(obj: dict[str, Any]) -> int:
-    seconds = _int(obj, "ts")
+    seconds = _int(obj, Wire.TS)
     if not TS_MIN <= seconds < TS_MAX:
-        raise _Bad(f"field 'ts' is {seconds}: not seconds between 1970 and 2100 (milliseconds?)")
+        raise _Bad(
+            f"field {Wire.TS!r} is {seconds}: not seconds between 1970 and 2100 (milliseconds?)"
+        )
     return seconds * NS
 
 
 def _code(obj: dict[str, Any]) -> str:
-    code = obj.get("c")
+    code = obj.get(Wire.CODE)
     if type(code) is not str or ":" not in code:
-        raise _Bad("field 'c' is not a MARKET:SYMBOL code")
+        raise _Bad(f"field {Wire.CODE!r} is not a MARKET:SYMBOL code")
     return code
 
 
@@ -315,24 +367,24 @@ def _levels(obj: dict[str, Any], key: str) -> tuple[tuple[Level, ...], tuple[Lev
     for level in side:
         if type(level) is not dict:
             raise _Bad(f"field {key!r} holds a level that is not an object")
-        levels.append((_dec(level, "p"), _size(level, "v")))
-        price, size = _text(level, "p", "v")
+        levels.append((_dec(level, Wire.PRICE), _size(level, Wire.SIZE)))
+        price, size = _text(level, Wire.PRICE, Wire.SIZE)
         texts.append((price, size))
     return tuple(levels), tuple(texts)
 
 
 def trade_from(obj: dict[str, Any], recv_ts: int) -> Trade:
     """A trade from a ``T`` push or a ``/trade`` record."""
-    side = _int(obj, "d")
+    side = _int(obj, Wire.SIDE)
     if side not in (0, 1, 2):
-        raise _Bad(f"field 'd' is {side}, not 0, 1 or 2")
-    price, size = _dec(obj, "p"), _size(obj, "v")
-    return Trade(_code(obj), _ts(obj), price, size, side, recv_ts, text=_text(obj, "p", "v"))
+        raise _Bad(f"field {Wire.SIDE!r} is {side}, not 0, 1 or 2")
+    price, size = _dec(obj, Wire.PRICE), _size(obj, Wire.SIZE)
+    return Trade(_code(obj), _ts(obj), price, size, side, recv_ts, text=_text(obj, *TRADE_FIELDS))
 
 
 def depth_from(obj: dict[str, Any], recv_ts: int) -> Depth:
     """A book from a ``D`` push or a ``/depth`` record."""
-    (bids, bid_text), (asks, ask_text) = _levels(obj, "b"), _levels(obj, "a")
+    (bids, bid_text), (asks, ask_text) = _levels(obj, Wire.BIDS), _levels(obj, Wire.ASKS)
     return Depth(_code(obj), _ts(obj), bids, asks, recv_ts, bid_text=bid_text, ask_text=ask_text)
 
 
@@ -340,38 +392,38 @@ def _session_quote(obj: Any, key: str) -> SessionQuote:
     if type(obj) is not dict:
         raise _Bad(f"field {key!r} is not an object")
     return SessionQuote(
-        _dec(obj, "lp"),
-        _dec(obj, "yp"),
-        _dec(obj, "h"),
-        _dec(obj, "l"),
+        _dec(obj, Wire.LAST),
+        _dec(obj, Wire.PREV_CLOSE),
+        _dec(obj, Wire.HIGH),
+        _dec(obj, Wire.LOW),
         _ts(obj),
-        _size(obj, "v"),
-        _dec(obj, "t"),
+        _size(obj, Wire.VOLUME),
+        _dec(obj, Wire.TURNOVER),
         _text(obj, *QUOTE_FIELDS),
     )
 
 
 def snapshot_from(obj: dict[str, Any], recv_ts: int) -> Snapshot:
     """A snapshot from an ``S`` push or a ``/snapshot`` record."""
-    session = obj.get("tt")
+    session = obj.get(Wire.SESSION)
     if session is not None and type(session) is not int:
-        raise _Bad("field 'tt' is not an integer")
+        raise _Bad(f"field {Wire.SESSION!r} is not an integer")
     extended = {
         key: _session_quote(obj[key], key) for key in EXTENDED_SESSIONS if obj.get(key) is not None
     }
-    suspended = obj.get("s", 0)
+    suspended = obj.get(Wire.SUSPENDED, 0)
     if type(suspended) is not int:
-        raise _Bad("field 's' is not an integer")
+        raise _Bad(f"field {Wire.SUSPENDED!r} is not an integer")
     return Snapshot(
         _code(obj),
         _ts(obj),
-        _dec(obj, "lp"),
-        _dec(obj, "yp"),
-        _dec(obj, "o"),
-        _dec(obj, "h"),
-        _dec(obj, "l"),
-        _size(obj, "v"),
-        _dec(obj, "t"),
+        _dec(obj, Wire.LAST),
+        _dec(obj, Wire.PREV_CLOSE),
+        _dec(obj, Wire.OPEN),
+        _dec(obj, Wire.HIGH),
+        _dec(obj, Wire.LOW),
+        _size(obj, Wire.VOLUME),
+        _dec(obj, Wire.TURNOVER),
         suspended,
         session,
         recv_ts,
@@ -382,18 +434,18 @@ def snapshot_from(obj: dict[str, Any], recv_ts: int) -> Snapshot:
 
 def kline_from(obj: dict[str, Any], recv_ts: int, code: str | None = None) -> Kline:
     """A bar from a ``K`` push or a ``/kline`` / ``/history`` bar."""
-    kt = _int(obj, "kt")
+    kt = _int(obj, Wire.KT)
     if kt not in KLINE_TYPES:
-        raise _Bad(f"field 'kt' is {kt}, not a K-line type")
+        raise _Bad(f"field {Wire.KT!r} is {kt}, not a K-line type")
     return Kline(
-        code if code is not None and "c" not in obj else _code(obj),
+        code if code is not None and Wire.CODE not in obj else _code(obj),
         kt,
         _ts(obj),
-        _dec(obj, "o"),
-        _dec(obj, "cl"),
-        _dec(obj, "h"),
-        _dec(obj, "l"),
-        _size(obj, "v"),
+        _dec(obj, Wire.OPEN),
+        _dec(obj, Wire.CLOSE),
+        _dec(obj, Wire.HIGH),
+        _dec(obj, Wire.LOW),
+        _size(obj, Wire.VOLUME),
         recv_ts,
         text=_text(obj, *KLINE_FIELDS),
     )
@@ -415,11 +467,12 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
         raise DecodeError(f"not JSON: {exc}", _raw(frame)) from None
     if type(obj) is not dict:
         raise DecodeError("frame is not a JSON object", _raw(frame))
-    tp = obj.get("tp")
+    tp = obj.get(Wire.TP)
     if tp == "T":
         # The hot path, inlined (a call costs as much as the checks): a well-formed trade
         # returns here; anything else goes on to the checked path, which says what is wrong.
-        code, p, v, ts, d = obj.get("c"), obj.get("p"), obj.get("v"), obj.get("ts"), obj.get("d")
+        code, p, v = obj.get(Wire.CODE), obj.get(Wire.PRICE), obj.get(Wire.SIZE)
+        ts, d = obj.get(Wire.TS), obj.get(Wire.SIDE)
         if (
             type(code) is str
             and type(p) is str
@@ -442,7 +495,7 @@ def decode(frame: bytes | str, recv_ts: int) -> Record | Reply | None:
     try:
         if tp is not None:
             if type(tp) is not str:
-                raise _Bad("field 'tp' is not a string")
+                raise _Bad(f"field {Wire.TP!r} is not a string")
             parse = _PUSH.get(tp)
             return None if parse is None else parse(obj, recv_ts)
         if "type" in obj:
@@ -511,16 +564,16 @@ def instrument_from(obj: Any) -> Instrument:
 
         return Instrument(
             _code(obj),
-            text("e"),
-            text("tc"),
-            text("nc"),
-            text("ne"),
-            whole("ls"),
-            whole("ts"),
-            whole("os"),
-            number("ep"),
-            number("na"),
-            number("dy"),
+            text(Wire.EXCHANGE),
+            text(Wire.CURRENCY),
+            text(Wire.NAME_CN),
+            text(Wire.NAME_EN),
+            whole(Wire.LOT_SIZE),
+            whole(Wire.TOTAL_SHARES),
+            whole(Wire.OUTSTANDING_SHARES),
+            number(Wire.EPS),
+            number(Wire.NET_ASSETS),
+            number(Wire.DIVIDEND_YIELD),
         )
     except _Bad as exc:
         raise DecodeError(str(exc), orjson.dumps(obj)) from None
@@ -532,10 +585,10 @@ def records_from(kind: str, data: list[Any], recv_ts: int) -> list[Record]:
     try:
         if kind == "K":
             for entry in data:
-                if type(entry) is not dict or type(entry.get("k")) is not list:
-                    raise _Bad("K-line data entry has no 'k' list")
+                if type(entry) is not dict or type(entry.get(Wire.BARS)) is not list:
+                    raise _Bad(f"K-line data entry has no {Wire.BARS!r} list")
                 code = _code(entry)
-                out.extend(kline_from(bar, recv_ts, code) for bar in entry["k"])
+                out.extend(kline_from(bar, recv_ts, code) for bar in entry[Wire.BARS])
             return out
         parse = _PUSH[kind]
         for obj in data:
@@ -593,78 +646,110 @@ def fmt(value: float) -> str:
 def push_frame(record: Record) -> dict[str, Any]:
     """The QOS push frame (``tp``, string decimals, ``ts`` in seconds) of a record: the
     strings it was received with, digit for digit, where it kept them (``text``); else the
-    shortest decimal form of its floats. The one place a record becomes a frame again."""
-    if isinstance(record, Trade):
-        price, size = record.text or (fmt(record.price), fmt(record.size))
-        return {
-            "tp": "T",
-            "c": record.code,
-            "p": price,
-            "v": size,
-            "ts": record.ts // NS,
-            "d": record.side,
-        }
-    if isinstance(record, Depth):
-        return {
-            "tp": "D",
-            "c": record.code,
-            "b": _book_frame(record.bids, record.bid_text),
-            "a": _book_frame(record.asks, record.ask_text),
-            "ts": record.ts // NS,
-        }
-    if isinstance(record, Snapshot):
-        lp, yp, o, h, lo, v, t = record.text or _shortest(
-            record.last,
-            record.prev_close,
-            record.open,
-            record.high,
-            record.low,
-            record.volume,
-            record.turnover,
-        )
-        frame: dict[str, Any] = {
-            "tp": "S",
-            "c": record.code,
-            "lp": lp,
-            "yp": yp,
-            "o": o,
-            "h": h,
-            "l": lo,
-            "ts": record.ts // NS,
-            "v": v,
-            "t": t,
-            "s": record.suspended,
-        }
-        if record.session is not None:
-            frame["tt"] = record.session
-        for key, q in record.extended.items():
-            qlp, qyp, qh, ql, qv, qt = q.text or _shortest(
-                q.last, q.prev_close, q.high, q.low, q.volume, q.turnover
-            )
-            frame[key] = {
-                "lp": qlp,
-                "yp": qyp,
-                "h": qh,
-                "l": ql,
-                "ts": q.ts // NS,
-                "v": qv,
-                "t": qt,
-            }
-        return frame
+    shortest decimal form of its floats. The one place a record becomes a frame again; its
+    keys come in the order the service sends them."""
+    return _FRAME_OF[type(record)](record)
+
+
+_TRADE_TP: Final = Stream.TRADES.tp
+_DEPTH_TP: Final = Stream.DEPTH.tp
+_SNAPSHOT_TP: Final = Stream.SNAPSHOTS.tp
+_KLINE_TP: Final = Stream.KLINES.tp
+
+
+def _trade_frame(record: Trade) -> dict[str, Any]:
+    price, size = record.text or _shortest(record.price, record.size)
+    return {
+        Wire.TP: _TRADE_TP,
+        Wire.CODE: record.code,
+        Wire.PRICE: price,
+        Wire.SIZE: size,
+        Wire.TS: record.ts // NS,
+        Wire.SIDE: record.side,
+    }
+
+
+def _depth_frame(record: Depth) -> dict[str, Any]:
+    return {
+        Wire.TP: _DEPTH_TP,
+        Wire.CODE: record.code,
+        Wire.BIDS: _book_frame(record.bids, record.bid_text),
+        Wire.ASKS: _book_frame(record.asks, record.ask_text),
+        Wire.TS: record.ts // NS,
+    }
+
+
+def _snapshot_frame(record: Snapshot) -> dict[str, Any]:
+    lp, yp, o, h, lo, v, t = record.text or _shortest(
+        record.last,
+        record.prev_close,
+        record.open,
+        record.high,
+        record.low,
+        record.volume,
+        record.turnover,
+    )
+    frame: dict[str, Any] = {
+        Wire.TP: _SNAPSHOT_TP,
+        Wire.CODE: record.code,
+        Wire.LAST: lp,
+        Wire.PREV_CLOSE: yp,
+        Wire.OPEN: o,
+        Wire.HIGH: h,
+        Wire.LOW: lo,
+        Wire.TS: record.ts // NS,
+        Wire.VOLUME: v,
+        Wire.TURNOVER: t,
+        Wire.SUSPENDED: record.suspended,
+    }
+    if record.session is not None:
+        frame[Wire.SESSION] = record.session
+    for key, quote in record.extended.items():
+        frame[key] = _quote_frame(quote)
+    return frame
+
+
+def _quote_frame(q: SessionQuote) -> dict[str, Any]:
+    """A US snapshot's ``pq``/``aq``/``nq`` object."""
+    lp, yp, h, lo, v, t = q.text or _shortest(
+        q.last, q.prev_close, q.high, q.low, q.volume, q.turnover
+    )
+    return {
+        Wire.LAST: lp,
+        Wire.PREV_CLOSE: yp,
+        Wire.HIGH: h,
+        Wire.LOW: lo,
+        Wire.TS: q.ts // NS,
+        Wire.VOLUME: v,
+        Wire.TURNOVER: t,
+    }
+
+
+def _kline_frame(record: Kline) -> dict[str, Any]:
     o, cl, h, lo, v = record.text or _shortest(
         record.open, record.close, record.high, record.low, record.volume
     )
     return {
-        "tp": "K",
-        "c": record.code,
-        "o": o,
-        "cl": cl,
-        "h": h,
-        "l": lo,
-        "v": v,
-        "ts": record.ts // NS,
-        "kt": record.kt,
+        Wire.TP: _KLINE_TP,
+        Wire.CODE: record.code,
+        Wire.OPEN: o,
+        Wire.CLOSE: cl,
+        Wire.HIGH: h,
+        Wire.LOW: lo,
+        Wire.VOLUME: v,
+        Wire.TS: record.ts // NS,
+        Wire.KT: record.kt,
     }
+
+
+#: the builder of each record type's frame; a push's ``tp``, looked up once (enum
+#: attributes are slow to reach on the replay's path)
+_FRAME_OF: Final[dict[type, Callable[[Any], dict[str, Any]]]] = {
+    Trade: _trade_frame,
+    Depth: _depth_frame,
+    Snapshot: _snapshot_frame,
+    Kline: _kline_frame,
+}
 
 
 def _shortest(*values: float) -> tuple[str, ...]:
@@ -673,8 +758,8 @@ def _shortest(*values: float) -> tuple[str, ...]:
 
 def _book_frame(levels: tuple[Level, ...], text: tuple[LevelText, ...]) -> list[dict[str, str]]:
     if len(text) == len(levels):
-        return [{"p": p, "v": v} for p, v in text]
-    return [{"p": fmt(p), "v": fmt(v)} for p, v in levels]
+        return [{Wire.PRICE: p, Wire.SIZE: v} for p, v in text]
+    return [{Wire.PRICE: fmt(p), Wire.SIZE: fmt(v)} for p, v in levels]
 
 
 def market_of(code: str) -> str:

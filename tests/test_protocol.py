@@ -13,6 +13,7 @@ from shapes import api_decimals
 from recorder import protocol
 from recorder.exceptions import DecodeError
 from recorder.protocol import NS, TS_MAX, TS_MIN, Depth, Kline, Reply, Snapshot, Stream, Trade
+from recorder.sim.market import Market
 
 RECV = 1_700_000_000_123_456_789
 
@@ -401,3 +402,25 @@ def test_any_json_in_any_field_decodes_or_is_a_decode_error(
     if record is not None and not isinstance(record, Reply):
         assert TS_MIN * NS <= record.ts < TS_MAX * NS
         assert math.isfinite(getattr(record, "size", 0.0))
+
+
+@pytest.mark.parametrize("frame", [SNAPSHOT, TRADE, DEPTH, KLINE])
+def test_the_reference_frames_come_back_byte_for_byte(frame: bytes) -> None:
+    record = protocol.decode(frame, RECV)
+    assert record is not None and not isinstance(record, Reply)
+    assert orjson.dumps(protocol.push_frame(record)) == frame  # same keys, same order
+
+
+def test_the_simulators_frames_come_back_byte_for_byte() -> None:
+    now = 1_741_960_000.0
+    market = Market(
+        ("US:AAPL", "HK:700", "CF:BTCUSDT"), seed=3, clock=lambda: now, market_hours=False
+    )
+    pushed = [f for i in range(40) for f in market.step(now + i * 0.25)]
+    pushed += [market.snapshot("US:AAPL", int(now)), market.depth("HK:700", int(now))]
+    assert {f["tp"] for f in pushed} == {"T", "D", "S", "K"}
+    assert any("pq" in f for f in pushed)
+    for frame in pushed:
+        record = protocol.decode(orjson.dumps(frame), RECV)
+        assert record is not None and not isinstance(record, Reply)
+        assert orjson.dumps(protocol.push_frame(record)) == orjson.dumps(frame)

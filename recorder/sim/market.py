@@ -33,7 +33,7 @@ from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
 from ..markets import bar_end, bar_open, is_open
-from ..protocol import KLINE_TYPES, MAX_TRADE_COUNT, NS, market_of, split_codes
+from ..protocol import KLINE_TYPES, MAX_TRADE_COUNT, NS, Stream, Wire, market_of, split_codes
 
 DEFAULT_CODES: Final = ("US:AAPL", "US:TSLA", "HK:700", "SH:600519", "CF:BTCUSDT")
 
@@ -406,12 +406,12 @@ class Market:
         c.volume += size
         c.turnover += price * size
         frame = {
-            "tp": "T",
-            "c": c.code,
-            "p": _dec(price, c.price_dp),
-            "v": _size(c, size),
-            "ts": ts,
-            "d": side,
+            Wire.TP: Stream.TRADES.tp,
+            Wire.CODE: c.code,
+            Wire.PRICE: _dec(price, c.price_dp),
+            Wire.SIZE: _size(c, size),
+            Wire.TS: ts,
+            Wire.SIDE: side,
         }
         c.trades.append(frame)
         return frame
@@ -421,28 +421,28 @@ class Market:
         c = self.codes[code]
         p = c.price_dp
         frame: dict[str, Any] = {
-            "tp": "S",
-            "c": c.code,
-            "lp": _dec(c.price, p),
-            "yp": _dec(c.prev_close, p),
-            "o": _dec(c.open, p),
-            "h": _dec(c.high, p),
-            "l": _dec(c.low, p),
-            "ts": ts,
-            "v": _size(c, c.volume),
-            "t": _turnover(c, c.turnover),
-            "s": 0,
+            Wire.TP: Stream.SNAPSHOTS.tp,
+            Wire.CODE: c.code,
+            Wire.LAST: _dec(c.price, p),
+            Wire.PREV_CLOSE: _dec(c.prev_close, p),
+            Wire.OPEN: _dec(c.open, p),
+            Wire.HIGH: _dec(c.high, p),
+            Wire.LOW: _dec(c.low, p),
+            Wire.TS: ts,
+            Wire.VOLUME: _size(c, c.volume),
+            Wire.TURNOVER: _turnover(c, c.turnover),
+            Wire.SUSPENDED: 0,
         }
         if market_of(c.code) == "US":
-            frame["tt"] = us_session(ts) if self.market_hours else 3
+            frame[Wire.SESSION] = us_session(ts) if self.market_hours else 3
             frame["pq"] = {
-                "lp": _dec(c.open, p),
-                "yp": _dec(c.prev_close, p),
-                "h": _dec(c.open, p),
-                "l": _dec(c.open, p),
-                "ts": ts - ts % 86400,
-                "v": _size(c, 0),
-                "t": _turnover(c, 0),
+                Wire.LAST: _dec(c.open, p),
+                Wire.PREV_CLOSE: _dec(c.prev_close, p),
+                Wire.HIGH: _dec(c.open, p),
+                Wire.LOW: _dec(c.open, p),
+                Wire.TS: ts - ts % 86400,
+                Wire.VOLUME: _size(c, 0),
+                Wire.TURNOVER: _turnover(c, 0),
             }
         return frame
 
@@ -452,14 +452,17 @@ class Market:
         levels, p = self.depth_levels, c.price_dp
         sizes = [c.rng.choice(c.sizes) * (i + 1) for i in range(2 * levels)]
         return {
-            "tp": "D",
-            "c": c.code,
-            "b": [{"p": _dec(c.price - i, p), "v": _size(c, sizes[i])} for i in range(levels)],
-            "a": [
-                {"p": _dec(c.price + 1 + i, p), "v": _size(c, sizes[levels + i])}
+            Wire.TP: Stream.DEPTH.tp,
+            Wire.CODE: c.code,
+            Wire.BIDS: [
+                {Wire.PRICE: _dec(c.price - i, p), Wire.SIZE: _size(c, sizes[i])}
                 for i in range(levels)
             ],
-            "ts": ts,
+            Wire.ASKS: [
+                {Wire.PRICE: _dec(c.price + 1 + i, p), Wire.SIZE: _size(c, sizes[levels + i])}
+                for i in range(levels)
+            ],
+            Wire.TS: ts,
         }
 
     def _bars(self, c: _Code, ts: int, traded: list[tuple[int, int]]) -> list[dict[str, Any]]:
@@ -481,15 +484,15 @@ class Market:
     def _bar_frame(self, c: _Code, kt: int, opened: int, bar: dict[str, Any]) -> dict[str, Any]:
         p = c.price_dp
         return {
-            "tp": "K",
-            "c": c.code,
-            "o": _dec(bar["o"], p),
-            "cl": _dec(bar["cl"], p),
-            "h": _dec(bar["h"], p),
-            "l": _dec(bar["l"], p),
-            "v": _size(c, bar["v"]),
-            "ts": opened,
-            "kt": kt,
+            Wire.TP: Stream.KLINES.tp,
+            Wire.CODE: c.code,
+            Wire.OPEN: _dec(bar["o"], p),
+            Wire.CLOSE: _dec(bar["cl"], p),
+            Wire.HIGH: _dec(bar["h"], p),
+            Wire.LOW: _dec(bar["l"], p),
+            Wire.VOLUME: _size(c, bar["v"]),
+            Wire.TS: opened,
+            Wire.KT: kt,
         }
 
     def recent_trades(self, code: str, count: int) -> list[dict[str, Any]]:
@@ -523,20 +526,22 @@ class Market:
         ``os`` integers, ``ep``, ``na``, ``dy`` decimal strings; crypto only ``c, e, tc``."""
         market, _, symbol = code.partition(":")
         exchange, currency, lot = _INSTRUMENT.get(market, ("OTC", "USD", 1))
-        info: dict[str, Any] = {"c": code, "e": exchange, "tc": currency}
+        info: dict[str, Any] = {Wire.CODE: code, Wire.EXCHANGE: exchange, Wire.CURRENCY: currency}
         if market == "CF":
             return info
         rng = random.Random(f"{self.seed}/{code}/info")  # the same answer every time
         shares = rng.randrange(100, 20000) * 1_000_000
         info.update(
-            nc=f"{symbol}股份",
-            ne=f"{symbol} Holdings",
-            ls=lot,
-            ts=shares,
-            os=shares - rng.randrange(0, shares // 10),
-            ep=_dec(rng.randrange(-200, 2000), 2),
-            na=_dec(rng.randrange(100, 20000), 2),
-            dy=_dec(rng.randrange(0, 600), 4),
+            {
+                Wire.NAME_CN: f"{symbol}股份",
+                Wire.NAME_EN: f"{symbol} Holdings",
+                Wire.LOT_SIZE: lot,
+                Wire.TOTAL_SHARES: shares,
+                Wire.OUTSTANDING_SHARES: shares - rng.randrange(0, shares // 10),
+                Wire.EPS: _dec(rng.randrange(-200, 2000), 2),
+                Wire.NET_ASSETS: _dec(rng.randrange(100, 20000), 2),
+                Wire.DIVIDEND_YIELD: _dec(rng.randrange(0, 600), 4),
+            }
         )
         return info
 

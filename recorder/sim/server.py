@@ -26,7 +26,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..commands import INVALID_REQUEST, Command, Subscriptions, parse, request_codes
-from ..protocol import KLINE_TYPES, Stream, market_of
+from ..protocol import KLINE_TYPES, Stream, Wire, market_of
 from ..serving import bound_port, serve
 from .control import Control
 from .faults import Faults, malformed
@@ -192,7 +192,7 @@ class Simulator:
             if conn.ws.closed:
                 continue
             for frame in frames:
-                if not conn.subs.wants(frame["tp"], frame["c"], frame.get("kt")):
+                if not conn.subs.wants(frame[Wire.TP], frame[Wire.CODE], frame.get(Wire.KT)):
                     continue
                 if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
                     self.dropped.append((conn.id, frame))
