@@ -16,7 +16,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -135,81 +135,90 @@ class Receiver:
             return [r for r in self.rows if r.table == name]
 
 
-def _handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+#: what ``/settings`` answers: the ILP versions and the name length the client asks about
+_SETTINGS: dict[str, Any] = {
+    "config": {"line.proto.support.versions": [1, 2], "cairo.max.file.name.length": 127}
+}
 
-        def log_message(self, *args: Any) -> None:
-            pass
 
-        def setup(self) -> None:
-            super().setup()
+class _Handler(BaseHTTPRequestHandler):
+    """QuestDB's HTTP endpoints as the client uses them: ``/settings``, ``/exec`` and ILP
+    writes; each server gets a subclass bound to its :class:`Receiver` (:func:`_handler`)."""
+
+    protocol_version = "HTTP/1.1"
+    state: ClassVar[Receiver]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.state.lock:
+            self.state.connections.add(self.connection)
+
+    def finish(self) -> None:
+        super().finish()
+        with self.state.lock:
+            self.state.connections.discard(self.connection)
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlparse(self.path)
+        if url.path == "/settings":
+            self._json(200, _SETTINGS)
+        elif url.path == "/exec":
+            self._exec(urllib.parse.parse_qs(url.query).get("query", [""])[0])
+        else:
+            self._json(404, {"error": "not found"})
+
+    def _exec(self, query: str) -> None:
+        """A statement is kept and answered: an empty result for a SELECT, OK otherwise."""
+        if self.state.mode == "fail":
+            self._json(503, {"error": "injected failure"})
+            return
+        with self.state.lock:
+            self.state.statements.append(query)
+        if query.lstrip().upper().startswith("SELECT"):
+            self._json(200, {"query": query, "columns": [], "dataset": [], "count": 0})
+        else:
+            self._json(200, {"ddl": "OK"})
+
+    def do_POST(self) -> None:
+        """An ILP write: counted, parsed and kept (unless discarding); 204 as QuestDB."""
+        length = int(self.headers.get("Content-Length", 0))
+        data = self.rfile.read(length)
+        state = self.state
+        if state.mode == "fail":
             with state.lock:
-                state.connections.add(self.connection)
-
-        def finish(self) -> None:
-            super().finish()
-            with state.lock:
-                state.connections.discard(self.connection)
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def do_GET(self) -> None:
-            url = urllib.parse.urlparse(self.path)
-            if url.path == "/settings":
-                self._json(
-                    200,
-                    {
-                        "config": {
-                            "line.proto.support.versions": [1, 2],
-                            "cairo.max.file.name.length": 127,
-                        }
-                    },
-                )
-            elif url.path == "/exec":
-                if state.mode == "fail":
-                    self._json(503, {"error": "injected failure"})
-                    return
-                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
-                with state.lock:
-                    state.statements.append(query)
-                if query.lstrip().upper().startswith("SELECT"):
-                    self._json(200, {"query": query, "columns": [], "dataset": [], "count": 0})
-                else:
-                    self._json(200, {"ddl": "OK"})
-            else:
-                self._json(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            data = self.rfile.read(length)
-            if state.mode == "fail":
-                with state.lock:
-                    state.failed_writes += 1
-                self._json(503, {"code": "internal error", "message": "injected failure"})
+                state.failed_writes += 1
+            self._json(503, {"code": "internal error", "message": "injected failure"})
+            return
+        with state.lock:
+            state.writes += 1
+            state.write_bytes += len(data)
+        if state.mode != "discard":
+            try:
+                rows = parse_ilp(data)
+            except IlpError as exc:
+                self._json(400, {"code": "invalid", "message": str(exc)})
                 return
             with state.lock:
-                state.writes += 1
-                state.write_bytes += len(data)
-            if state.mode != "discard":
-                try:
-                    rows = parse_ilp(data)
-                except IlpError as exc:
-                    self._json(400, {"code": "invalid", "message": str(exc)})
-                    return
-                with state.lock:
-                    state.rows.extend(rows)
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+                state.rows.extend(rows)
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-    return Handler
+
+def _handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of one server, bound to its receiver's state."""
+    return type("Handler", (_Handler,), {"state": state})
 
 
 class IlpServer:
