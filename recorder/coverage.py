@@ -179,39 +179,60 @@ _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 
 def render(picture: Day) -> str:
     """The picture as a self-contained HTML page."""
+    return _page(picture, "".join(_svg(picture)))
+
+
+def _svg(picture: Day) -> list[str]:
+    """The minute grid: time marks across, one row of coloured runs per code and feed."""
     height = _TOP + _ROW * len(picture.lines) + 10
-    span = picture.minutes
-    scale = _WIDTH / span
-    first_minute = picture.start // _MIN
-    step = next((s for s in _STEPS if span / s <= 24), 1440)
+    scale = _WIDTH / picture.minutes
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_LABEL + _WIDTH + 20}" '
         f'height="{height}" font-family="sans-serif" font-size="12">'
     ]
+    svg += _time_marks(picture, scale, height)
+    for i, line in enumerate(picture.lines):
+        svg += _line_row(line, _TOP + i * _ROW, scale, picture.start // _MIN)
+    svg.append("</svg>")
+    return svg
+
+
+def _time_marks(picture: Day, scale: float, height: int) -> list[str]:
+    """A thin line every ``step`` minutes, labelled often enough to stay readable."""
+    span, first_minute = picture.minutes, picture.start // _MIN
+    step = next((s for s in _STEPS if span / s <= 24), 1440)
+    marks = []
     for m in range(-first_minute % step, span + 1, step):
         x = _LABEL + m * scale
-        svg.append(
+        marks.append(
             f'<line x1="{x:.1f}" y1="{_TOP - 6}" x2="{x:.1f}" y2="{height - 10}" '
             'stroke="#999" stroke-width="0.5"/>'
         )
         if (first_minute + m) % (step * (3 if span / step > 8 else 1)) == 0:
-            svg.append(
+            marks.append(
                 f'<text x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle">'
                 f"{_hhmm(first_minute + m)}</text>"
             )
-    for i, line in enumerate(picture.lines):
-        y = _TOP + i * _ROW
-        label = html.escape(f"{line.code}  {line.feed}")
-        svg.append(f'<text x="{_LABEL - 8}" y="{y + 14}" text-anchor="end">{label}</text>')
-        for first, length, kind in line.runs():
-            colour = EMPTY if kind is None else KINDS[kind][1]
-            title = "nothing" if kind is None else KINDS[kind][0]
-            svg.append(
-                f'<rect x="{_LABEL + first * scale:.2f}" y="{y + 2}" width="{length * scale:.2f}" '
-                f'height="{_ROW - 4}" fill="{colour}"><title>{_hhmm(first_minute + first)}-'
-                f"{_hhmm(first_minute + first + length)} {title}</title></rect>"
-            )
-    svg.append("</svg>")
+    return marks
+
+
+def _line_row(line: Line, y: int, scale: float, first_minute: int) -> list[str]:
+    """One code and feed: its label, then a rectangle per run of minutes of one kind."""
+    label = html.escape(f"{line.code}  {line.feed}")
+    row = [f'<text x="{_LABEL - 8}" y="{y + 14}" text-anchor="end">{label}</text>']
+    for first, length, kind in line.runs():
+        colour = EMPTY if kind is None else KINDS[kind][1]
+        title = "nothing" if kind is None else KINDS[kind][0]
+        row.append(
+            f'<rect x="{_LABEL + first * scale:.2f}" y="{y + 2}" width="{length * scale:.2f}" '
+            f'height="{_ROW - 4}" fill="{colour}"><title>{_hhmm(first_minute + first)}-'
+            f"{_hhmm(first_minute + first + length)} {title}</title></rect>"
+        )
+    return row
+
+
+def _page(picture: Day, svg: str) -> str:
+    """The HTML around the grid: the title, the legend and the day's totals."""
     legend = "".join(
         f'<span class="key"><i style="background:{colour}"></i>{html.escape(name)}</span>'
         for name, colour in [*KINDS.values(), ("nothing recorded", EMPTY)]
@@ -233,7 +254,7 @@ p {{ margin: 4px 0; }}
 <body>
 <h1>Coverage of {html.escape(window_text(picture))}, minute by minute</h1>
 <p>{legend}</p>
-{"".join(svg)}
+{svg}
 <p><b>Rows:</b> {rows}</p>
 <p><b>Gaps:</b> {gaps}</p>
 <p><b>Estimated lost volume:</b> {lost or "none"}</p>
