@@ -19,6 +19,7 @@ from .schema import (
     BY_NAME,
     DEPTH,
     GAPS,
+    KLINE_UPDATES,
     KLINES,
     SNAPSHOTS,
     TRADES,
@@ -26,6 +27,7 @@ from .schema import (
     depth_row,
     gap_row,
     kline_row,
+    kline_update_row,
     snapshot_row,
     trade_row,
 )
@@ -86,7 +88,8 @@ class Batch:
 
 class Batcher:
     """Collects rows and hands a batch to ``submit`` every ``max_rows`` rows or ``max_age``
-    seconds, whichever comes first. K-line pushes of one bar coalesce to the latest.
+    seconds, whichever comes first. K-line pushes of one bar coalesce to the latest in
+    ``klines``; each live push is kept as it came in ``kline_updates``.
 
     Batches are numbered by wall-clock nanoseconds, strictly increasing, so the numbers also
     increase across restarts and batches spooled by an earlier run drain first."""
@@ -107,6 +110,7 @@ class Batcher:
         self._depth: list[Row] = []
         self._snapshots: list[Row] = []
         self._klines: dict[tuple[str, int, int], Row] = {}
+        self._kline_updates: list[Row] = []
         self._gaps: list[Row] = []
         self._other: dict[str, list[Row]] = {}  # rare tables (reference data)
         self._n = 0
@@ -130,6 +134,8 @@ class Batcher:
             self._snapshots.append(snapshot_row(record))
         else:
             self._klines[(record.code, record.kt, record.ts)] = kline_row(record)
+            if record.source == "live":
+                self._kline_updates.append(kline_update_row(record))
         self._added()
 
     def add_gap(self, gap: Gap) -> None:
@@ -160,10 +166,12 @@ class Batcher:
             DEPTH.name: self._depth,
             SNAPSHOTS.name: self._snapshots,
             KLINES.name: list(self._klines.values()),
+            KLINE_UPDATES.name: self._kline_updates,
             GAPS.name: self._gaps,
             **self._other,
         }
         self._trades, self._depth, self._snapshots, self._gaps = [], [], [], []
+        self._kline_updates = []
         self._other = {}
         self._klines = {}
         self._n = 0

@@ -163,6 +163,7 @@ class RetentionConfig:
     depth: float | None = None
     snapshots: float | None = None
     klines: float | None = None
+    kline_updates: float | None = None
     gaps: float | None = None
     instruments: float | None = None
     #: the Parquet archive (folder or URL) the daily export writes: when set, the recorder

@@ -27,7 +27,7 @@ from .feed import Feed
 from .gaps import Gap, GapDetector
 from .identity import Ordinals, TradeCounter
 from .markets import Calendar
-from .protocol import STREAMS, Depth, Record, Snapshot, Stream, Trade
+from .protocol import STREAMS, Depth, Kline, Record, Snapshot, Stream, Trade
 from .session import KEY_REFUSED
 from .status import RateMeter
 
@@ -126,6 +126,7 @@ class Ingest:
         # until it ran. Memory is this window times the distinct trades per second.
         self.counter = counter if counter is not None else TradeCounter(window_s=10.0)
         self.ordinals = Ordinals(window_s=10.0)  # n of depth and snapshot rows
+        self.bar_ordinals = Ordinals(window_s=10.0)  # n of K-line pushes, per bar
         self.rate = RateMeter()
         self.detector = GapDetector(
             gaps, subscribe, self._on_gap, calendar, clock.wall_ns, update=self._on_gap_opened
@@ -170,6 +171,9 @@ class Ingest:
             record.n = self.ordinals.assign(record.code, record.ts, (record.bids, record.asks))
         elif type(record) is Snapshot:
             record.n = self.ordinals.assign(record.code, record.ts, (record.volume, record.last))
+        elif type(record) is Kline:
+            bar = (record.open, record.close, record.high, record.low, record.volume)
+            record.n = self.bar_ordinals.assign(f"{record.code}:{record.kt}", record.ts, bar)
         self.batcher.add(record)
         self.detector.on_record(record)
 

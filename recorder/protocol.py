@@ -174,7 +174,9 @@ class Snapshot:
 @dataclass(slots=True)
 class Kline:
     """One K-line bar; ``ts`` is the bar's open time. A later push of a bar replaces it in
-    ``klines``. ``text`` holds the wire strings of open to volume in field order."""
+    ``klines``, and every push is kept in ``kline_updates``, where ``n`` counts identical
+    earlier pushes of the bar. ``text`` holds the wire strings of open to volume in field
+    order."""
 
     stream: ClassVar[Stream] = Stream.KLINES
     code: str
@@ -188,6 +190,7 @@ class Kline:
     recv_ts: int
     source: str = "live"
     text: tuple[str, ...] = ()
+    n: int = 0
 
 
 @dataclass(slots=True)

@@ -22,9 +22,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -43,10 +44,12 @@ from .protocol import (
     push_frame,
     split_codes,
 )
-from .schema import Row, record_of
+from .schema import KLINE_UPDATES, KLINES, Row, record_of
 from .store import Reader, open_source
+from .store.questdb import QueryRefused
 
 log = structlog.get_logger("recorder.replay")
+T = TypeVar("T")
 _ORDER: dict[str, int] = {s.value: i for i, s in enumerate(STREAMS)}  # table -> tie-break
 
 
@@ -82,43 +85,106 @@ def replay(
 ) -> Iterator[Record]:
     """Records from ``source`` (a reader, or anything :func:`open_source` takes) with
     ``start <= ts < end`` (ns), in time order."""
-    query = Query(start, end, tuple(split_codes(list(codes))), tuple(streams))
-    check(query)
-    reader = source if not isinstance(source, str | Path) else open_source(source)
-    for _key, record in heapq.merge(*_cursors(reader, query)):
+    for _at, record in timed(source, start, end, codes, streams):
         yield record
 
 
+def timed(
+    source: str | Path | Reader,
+    start: int,
+    end: int,
+    codes: Iterable[str] = (),
+    streams: Iterable[str] = tuple(STREAMS),
+) -> Iterator[tuple[int, Record]]:
+    """:func:`replay`'s records, each with when it happened in the original timing (ns):
+    :func:`pace_time` for a row, the receive time for a K-line push, the close for a bar
+    replayed whole."""
+    query = Query(start, end, tuple(split_codes(list(codes))), tuple(streams))
+    check(query)
+    reader = source if not isinstance(source, str | Path) else open_source(source)
+    # equal keys (two bar types closing together) keep the cursors' order: records are
+    # never compared
+    for key, record in heapq.merge(*_cursors(reader, query), key=itemgetter(0)):
+        yield key[-1], record
+
+
 def _cursors(reader: Reader, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
-    """One time-ordered cursor per stream (per code and bar type for K-lines, whose bars
-    are replayed at their close)."""
+    """One time-ordered cursor per stream (per code and bar type for K-lines: the pushes
+    as they came, bars with none kept at their close)."""
     cursors = []
     for stream in query.streams:
         table = Stream(stream).value
-        if table != "klines":
+        if table != KLINES.name:
             rows = reader.rows(table, query.start, query.end, query.codes)
             cursors.append(_keyed_rows(table, rows))
             continue
-        for code in query.codes or reader.codes("klines"):
+        pushed = set(_codes_of(reader, KLINE_UPDATES.name))
+        for code in query.codes or reader.codes(KLINES.name):
             for kt in reader.kline_types(code):
-                rows = reader.rows("klines", query.start - lookback(kt), query.end, [code], kt)
-                cursors.append(_closed_bars(rows, query))
+                since = query.start - lookback(kt)
+                bars = reader.rows(KLINES.name, since, query.end, [code], kt)
+                updates = (
+                    reader.rows(KLINE_UPDATES.name, since, query.end, [code], kt)
+                    if code in pushed
+                    else iter(())
+                )
+                cursors.append(_bars(bars, updates, query))
     return cursors
+
+
+def _codes_of(reader: Reader, table: str) -> list[str]:
+    """The codes ``table`` holds; none where the source has no such table (a QuestDB an
+    earlier version wrote)."""
+    try:
+        return reader.codes(table)
+    except QueryRefused:
+        return []
 
 
 def _keyed_rows(table: str, rows: Iterator[Row]) -> Iterator[tuple[tuple[Any, ...], Record]]:
     order = _ORDER[table]
     for row in rows:
-        yield _keyed(table, order, row)
+        record = record_of(table, row)
+        yield (record.ts, record.recv_ts, order, record.code, pace_time(record)), record
 
 
-def _closed_bars(rows: Iterator[Row], query: Query) -> Iterator[tuple[tuple[Any, ...], Record]]:
-    """One code's bars of one type that closed inside the range, in order."""
-    order = _ORDER["klines"]
+def _bars(
+    bars: Iterator[Row], updates: Iterator[Row], query: Query
+) -> Iterator[tuple[tuple[Any, ...], Record]]:
+    """One code's bars of one type, in order: every push of a bar that ``kline_updates``
+    kept, at the time it was received (the forming bar, as a live client saw it); a bar
+    with none kept (backfilled, or recorded before pushes were kept) once, at its close,
+    in its last version. Only what happened inside the range."""
+    order = _ORDER[KLINES.name]
+    pushes = groupby(updates, key=itemgetter(0))  # by the bar's open
+    pushed = next(pushes, None)
+    for row in bars:
+        while pushed is not None and pushed[0] < row[0]:  # pushes of a bar not in klines
+            yield from _pushes(pushed[1], order, query)
+            pushed = next(pushes, None)
+        if pushed is not None and pushed[0] == row[0]:
+            yield from _pushes(pushed[1], order, query)
+            pushed = next(pushes, None)
+            continue
+        ts, code, _, kt = row[:4]
+        close = bar_end(ts // NS, kt) * NS  # replayed when it closed, never at its open
+        if query.start <= close < query.end:
+            yield (close, close, order, code, close), record_of(KLINES.name, row)
+    while pushed is not None:
+        yield from _pushes(pushed[1], order, query)
+        pushed = next(pushes, None)
+
+
+def _pushes(
+    rows: Iterable[Row], order: int, query: Query
+) -> Iterator[tuple[tuple[Any, ...], Record]]:
+    """A bar's pushes, each in the second it was received, among that second's rows by
+    receive time (a push has no exchange time of its own)."""
     for row in rows:
-        keyed = _keyed("klines", order, row)
-        if query.start <= keyed[0][0] < query.end:
-            yield keyed
+        push = record_of(KLINE_UPDATES.name, row)
+        second = push.recv_ts - push.recv_ts % NS
+        if query.start <= second < query.end:
+            yield (second, push.recv_ts, order, push.code, push.recv_ts), push
 
 
 def lookback(kt: int) -> int:
@@ -131,14 +197,6 @@ def lookback(kt: int) -> int:
 def bar_close(bar: Kline) -> int:
     """When a bar's final values were known: its close (ns)."""
     return bar_end(bar.ts // NS, bar.kt) * NS
-
-
-def _keyed(table: str, order: int, row: Row) -> tuple[tuple[Any, ...], Record]:
-    record = record_of(table, row)
-    if isinstance(record, Kline):  # a bar is replayed when it closed, never at its open
-        close = bar_close(record)
-        return (close, close, order, record.code), record
-    return (record.ts, record.recv_ts, order, record.code), record
 
 
 # --- NDJSON -----------------------------------------------------------------------------
@@ -234,15 +292,14 @@ class ReplayServer:
     async def _play(self, ws: web.WebSocketResponse, subs: Subscriptions) -> None:
         await asyncio.sleep(self.settle)  # let the client send its other subscriptions
         q = self.query
-        records = read_in_thread(lambda: replay(self.source, q.start, q.end, q.codes, q.streams))
+        events = read_in_thread(lambda: timed(self.source, q.start, q.end, q.codes, q.streams))
         first: int | None = None
         started, skipped = time.monotonic(), 0.0
-        async for record in records:
+        async for at, record in events:
             kt = record.kt if isinstance(record, Kline) else None
             if not subs.wants(record.stream.tp, record.code, kt):
                 continue
             if self.speed is not None:
-                at = pace_time(record)
                 first = at if first is None else first
                 wait = (at - first) / NS / self.speed - skipped - (time.monotonic() - started)
                 if self.max_idle is not None and wait > self.max_idle:
@@ -269,19 +326,19 @@ AHEAD_CHUNKS = 8
 
 
 async def read_in_thread(
-    make: Callable[[], Iterator[Record]],
+    make: Callable[[], Iterator[T]],
     chunk: int = CHUNK_RECORDS,
     ahead: int = AHEAD_CHUNKS,
-) -> AsyncIterator[Record]:
+) -> AsyncIterator[T]:
     """The records of ``make()``, read in a thread of their own: a source's reads (SQLite
     steps, QuestDB's HTTP, Parquet decoding) block, and the event loop must go on answering
     every client meanwhile. The thread reads at most ``ahead`` chunks of ``chunk`` records
     ahead of the consumer (a bounded queue), stops when the consumer does (a client gone),
     and an error it meets is raised here. ``None`` in the queue is the end."""
-    handed: queue.Queue[list[Record] | Exception | None] = queue.Queue(maxsize=ahead)
+    handed: queue.Queue[list[T] | Exception | None] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
 
-    def hand(item: list[Record] | Exception | None) -> bool:
+    def hand(item: list[T] | Exception | None) -> bool:
         while not stop.is_set():
             try:
                 handed.put(item, timeout=0.2)

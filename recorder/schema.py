@@ -271,6 +271,26 @@ KLINES: Final = Table(
     symbol_capacity=_CAP,
     added=("dp", "digits"),
 )
+KLINE_UPDATES: Final = Table(
+    "kline_updates",
+    (
+        ("ts", "ts"),
+        ("code", "sym"),
+        ("market", "sym"),
+        ("kt", "int"),
+        ("open", "f64"),
+        ("close", "f64"),
+        ("high", "f64"),
+        ("low", "f64"),
+        ("volume", "f64"),
+        *_COMMON_TAIL,
+        ("n", "int"),
+        ("dp", "int"),
+        ("digits", "text"),
+    ),
+    ("ts", "code", "kt", "open", "close", "high", "low", "volume", "n"),
+    symbol_capacity=_CAP,
+)
 GAPS: Final = Table(
     "gaps",
     (
@@ -323,7 +343,7 @@ INSTRUMENTS: Final = Table(
 )
 #: Every table: the one place their names are written (the config's ``retention`` keys and
 #: the batches' tables are held to these names by tests).
-TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, GAPS, INSTRUMENTS)
+TABLES: Final = (TRADES, DEPTH, SNAPSHOTS, KLINES, KLINE_UPDATES, GAPS, INSTRUMENTS)
 MARKET_TABLES: Final = tuple(t.name for t in (TRADES, DEPTH, SNAPSHOTS, KLINES))
 BY_NAME: Final = {t.name: t for t in TABLES}
 
@@ -528,6 +548,12 @@ def kline_row(k: Kline) -> Row:
     )
 
 
+def kline_update_row(k: Kline) -> Row:
+    """Every live push of a bar, as it came (``n``: identical earlier pushes of the bar)."""
+    row = kline_row(k)
+    return (*row[:11], k.n, *row[11:])
+
+
 def gap_row(g: Gap) -> Row:
     """The gap's row: the feed and the enums as their plain strings (the stored text)."""
     return (
@@ -622,6 +648,10 @@ def record_of(table: str, row: Row) -> Record:
         ts, code, _, kt, o, c, h, lo, v, source, recv, dp, digits = KLINES.pad(row)
         text = texts((o, c, h, lo, v), dp, digits)
         return Kline(code, kt, ts, o, c, h, lo, v, recv, source, text)
+    if table == "kline_updates":
+        ts, code, _, kt, o, c, h, lo, v, source, recv, n, dp, digits = KLINE_UPDATES.pad(row)
+        text = texts((o, c, h, lo, v), dp, digits)
+        return Kline(code, kt, ts, o, c, h, lo, v, recv, source, text, n)
     raise ValueError(f"no record type for table {table!r}")
 
 

@@ -95,6 +95,8 @@ TABLE_DOCS: Final[dict[str, str]] = {
     "depth": "Every order book pushed (`D`): the whole visible book, not an increment.",
     "snapshots": "Every quote snapshot pushed (`S`), with the day's cumulative volume.",
     "klines": "K-line bars (`K`, `/history`); the latest version of a bar replaces earlier ones.",
+    "kline_updates": "Every K-line push as it came (`K`): the live service pushes the forming "
+    "bar again each time it changes; replay sends these at their receive times.",
     "gaps": "The ledger: every hole in the record, found live or at start-up, and what its "
     "backfill recovered. A hole neither filled nor listed here does not exist.",
     "instruments": "`/instrument-info` per code per day.",
@@ -147,6 +149,17 @@ COLUMN_DOCS: Final[dict[str, dict[str, str]]] = {
         "high": "bar high",
         "low": "bar low",
         "volume": "bar volume",
+        **_dp("open, close, high, low, volume"),
+    },
+    "kline_updates": {
+        "ts": "open time of the bar pushed (nanoseconds since 1970 UTC)",
+        "kt": "bar type, as in `klines`",
+        "open": "bar open, as pushed",
+        "close": "bar close as pushed: the latest price when the push came",
+        "high": "bar high, as pushed",
+        "low": "bar low, as pushed",
+        "volume": "bar volume, as pushed",
+        "recv_ts": "local time the push was received (nanoseconds): when replay sends it",
         **_dp("open, close, high, low, volume"),
     },
     "gaps": {

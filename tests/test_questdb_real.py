@@ -415,17 +415,29 @@ def test_a_recording_replays_from_the_real_server_string_for_string(
     sim = make_sim(trades_per_second=10, seed=19, market_hours=False)
     codes = ["US:AAPL", "HK:700", "CF:ETHUSDT"]
     # no backfill: the store then holds exactly the live stream
-    config = _into(questdb, sim, tmp_path, codes, gaps={"backfill": False})
+    subscribe = {"klines": ["CF:ETHUSDT"], "kline_types": [1]}
+    config = _into(questdb, sim, tmp_path, codes, gaps={"backfill": False}, subscribe=subscribe)
     recorder = run_recorder(
-        config, until=lambda r: r.status().frames[Stream.TRADES] >= 120, timeout=40
+        config,
+        until=lambda r: (
+            r.status().frames[Stream.TRADES] >= 120 and r.status().frames[Stream.KLINES] >= 5
+        ),
+        timeout=40,
     )
     received = sum(recorder.status().frames.values())
     sent = sim.call(lambda: list(sim.sim.sent_frames()))[:received]
     assert recorder.status().decode_errors == 0 and len(sent) == received
-    pushed = [f for f in sent if f["tp"] in ("T", "D", "S")]
-    for table, tp in (("trades", "T"), ("depth", "D"), ("snapshots", "S")):
-        want = sum(f["tp"] == tp for f in pushed)
+    for table, tps in (
+        ("trades", "T"),
+        ("depth", "D"),
+        ("snapshots", "S"),
+        ("kline_updates", "K"),
+    ):
+        want = sum(f["tp"] in tps for f in sent)
         assert _settled(questdb, table, want) == want, table
-    got = _replayed(questdb.url, sent[0]["ts"], sent[-1]["ts"] + 1)
-    # every update with the strings it was pushed with, in the order it was pushed
-    assert [f for f in got if f["tp"] != "K"] == pushed
+    first = min(f["ts"] for f in sent if f["tp"] != "K")  # a K push's ts is its bar's open
+    got = _replayed(questdb.url, first - 1, int(time.time()) + 1)
+    # every update with the strings it was pushed with, in the order it was pushed; the
+    # K-line pushes too, each as it came (the forming bar)
+    assert [f for f in got if f["tp"] != "K"] == [f for f in sent if f["tp"] != "K"]
+    assert [f for f in got if f["tp"] == "K"] == [f for f in sent if f["tp"] == "K"]

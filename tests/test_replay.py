@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import websocket
 from conftest import make_config, rows, run_recorder, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,14 +114,41 @@ def test_ndjson_round_trip_equals_what_was_pushed(recording: Recording) -> None:
     assert keys == sorted(keys)  # time order
 
 
-def test_k_lines_are_replayed_when_they_closed_never_before(recording: Recording) -> None:
+def test_k_line_pushes_replay_as_they_came_string_for_string(recording: Recording) -> None:
+    pushed = [f for f in recording.sent if f["tp"] == "K"]
+    assert {f["kt"] for f in pushed} == {1, 1001}
+    result = _cli(
+        "--source", str(recording.db), "--from", str(recording.start), "--to", str(recording.end)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    # every push, the forming bar's too, in the order and with the strings it came with
+    assert [f for f in lines if f["tp"] == "K"] == pushed
+    # no look-ahead: each push comes after every trade of its code that came before it live
+    sent_at = {orjson.dumps(f): i for i, f in enumerate(recording.sent)}
+    for i, line in enumerate(lines):
+        if line["tp"] == "K":
+            live = sent_at[orjson.dumps(line)]
+            before = [f for f in recording.sent[:live] if f["tp"] == "T" and f["c"] == line["c"]]
+            assert all(f in lines[:i] for f in before[-20:])
+
+
+def test_bars_without_pushes_replay_once_at_their_close(
+    recording: Recording, tmp_path: Path
+) -> None:
+    # a recording made before pushes were kept (or bars a backfill brought): no updates
+    db = tmp_path / "old.sqlite"
+    db.write_bytes(recording.db.read_bytes())
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE kline_updates")
+    con.commit()
+    con.close()
     final: dict[tuple[str, int, int], dict[str, Any]] = {}
     for frame in recording.sent:  # the last push of each bar is its final version
         if frame["tp"] == "K":
             final[(frame["c"], frame["kt"], frame["ts"])] = frame
-    assert {kt for _, kt, _ in final} == {1, 1001}
     later = recording.end + 2 * 86400  # past the close of every bar recorded (day bars too)
-    result = _cli("--source", str(recording.db), "--from", str(recording.start), "--to", str(later))
+    result = _cli("--source", str(db), "--from", str(recording.start), "--to", str(later))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     bars = [f for f in lines if f["tp"] == "K"]
@@ -137,16 +166,8 @@ def test_k_lines_are_replayed_when_they_closed_never_before(recording: Recording
         assert any(f["tp"] == "T" and f["c"] == line["c"] for f in lines[:i])
     # a bar that opened before --from and closed inside the range is inside it
     minute = max(b["ts"] for b in bars if b["kt"] == 1)
-    inside = _cli(
-        "--source",
-        str(recording.db),
-        "--from",
-        str(minute + 30),
-        "--to",
-        str(minute + 61),
-        "--streams",
-        "klines",
-    )
+    span = ("--from", str(minute + 30), "--to", str(minute + 61), "--streams", "klines")
+    inside = _cli("--source", str(db), *span)
     assert [json.loads(line) for line in inside.stdout.splitlines()] == [
         final[("US:AAPL", 1, minute)]
     ]
@@ -162,7 +183,7 @@ def test_python_api_filters_codes_and_streams(recording: Recording) -> None:
         for r in (_record(f) for f in recording.sent)
         if isinstance(r, Trade) and r.code == "HK:700"
     ]
-    ordered = [(r.ts, r.recv_ts) for r in replay(recording.db, start, end)]
+    ordered = [(r.ts, r.recv_ts) for r in replay(recording.db, start, end) if r.stream != "klines"]
     assert ordered == sorted(ordered)
     bars = list(replay(recording.db, start - 3600 * NS, end + 2 * 86400 * NS, streams=["klines"]))
     assert bars and all(isinstance(b, Kline) for b in bars)
@@ -273,6 +294,29 @@ def test_late_subscriptions_start_at_the_beginning_and_the_socket_stays_open(
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert b"replay_range_done" in out
+
+
+def test_a_vendor_style_k_client_sees_the_forming_bar_in_a_replay_shorter_than_a_bar(
+    recording: Recording,
+) -> None:
+    assert recording.end - recording.start < 60  # not one 1-minute bar closed in it
+    span = ("--from", str(recording.start), "--to", str(recording.end))
+    proc, url = _serve(recording, *span, "--speed", "max", "--settle", "1", "--close-at-end")
+    want = [f for f in recording.sent if f["tp"] == "K" and f["kt"] == 1]
+    try:  # as the vendor's Python example: websocket-client, the key in the URL, H first
+        ws = websocket.create_connection(f"{url}?key=any", timeout=20)
+        ws.send(json.dumps({"type": "H"}))
+        ws.send(json.dumps({"type": "K", "codes": [CODES[0]], "kt": 1}))
+        got: list[dict[str, Any]] = []
+        while len(got) < len(want):
+            frame = json.loads(ws.recv())
+            if "tp" in frame:
+                got.append(frame)
+        ws.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert want and got == want  # each push of the forming bar, as the live client had it
 
 
 def test_long_idle_stretches_are_shortened_and_logged(tmp_path: Path) -> None:
