@@ -29,7 +29,7 @@ from .exceptions import DecodeError, UpstreamError
 from .feed import DEPTH, SNAPSHOTS, TRADES, Feed
 from .gaps import Gap, GapCause, GapKey, GapStatus, GapUnit
 from .identity import TradeCounter
-from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Stream, Trade, records_from
+from .protocol import MAX_TRADE_COUNT, NS, Kline, Record, Stream, Trade, Wire, records_from
 from .rest import Purpose, RestClient
 from .retry import Retry, classify_rest
 
@@ -376,7 +376,13 @@ class Backfiller:
             end = _end(gap)
             span = max(1, (end - gap.start) // (60 * NS) + 2)
             reqs.append(
-                {"c": gap.code, "co": int(min(span, 1000)), "a": 0, "kt": kt, "e": end // NS}
+                {
+                    Wire.CODE: gap.code,
+                    Wire.COUNT: int(min(span, 1000)),
+                    Wire.ADJUST: 0,
+                    Wire.KT: kt,
+                    Wire.END: end // NS,
+                }
             )
         data = await self.rest.post("/history", {"kline_reqs": reqs}, Purpose.BACKFILL)
         bars = [

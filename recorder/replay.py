@@ -41,6 +41,7 @@ from .protocol import (
     Kline,
     Record,
     Stream,
+    Wire,
     push_frame,
     split_codes,
 )
@@ -286,7 +287,7 @@ class ReplayServer:
             codes = request_codes(command.req, explain=True)
         except CommandRefused as exc:
             return command.reply(str(exc))
-        subs.change(*command.subscription, codes, command.req.get("kt"))
+        subs.change(*command.subscription, codes, command.req.get(Wire.KT))
         return command.reply()
 
     async def _play(self, ws: web.WebSocketResponse, subs: Subscriptions) -> None:

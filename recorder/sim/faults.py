@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from ..protocol import Wire
+
 
 @dataclass
 class Faults:
@@ -30,5 +32,5 @@ def malformed(frame: dict[str, Any], rng: random.Random) -> str:
     if kind == 0:
         return orjson.dumps(frame).decode()[:-7]
     if kind == 1:
-        return orjson.dumps({**frame, "ts": "yesterday"}).decode()
-    return orjson.dumps({**frame, "c": 42}).decode()
+        return orjson.dumps({**frame, Wire.TS: "yesterday"}).decode()
+    return orjson.dumps({**frame, Wire.CODE: 42}).decode()

@@ -300,11 +300,11 @@ class Simulator:
         """A subscribe (or cancel) command, within the plan's product limit."""
         codes = self._codes(req)
         if adding:
-            if stream is Stream.KLINES and req.get("kt") not in KLINE_TYPES:
+            if stream is Stream.KLINES and req.get(Wire.KT) not in KLINE_TYPES:
                 raise ValueError("invalid kt")
             if len(conn.subs.products() | set(codes)) > self.config.max_products:
                 raise ValueError(f"product limit exceeded: plan allows {self.config.max_products}")
-        conn.subs.change(stream, adding, codes, req.get("kt"))
+        conn.subs.change(stream, adding, codes, req.get(Wire.KT))
         if adding:
             self.on_subscribed(conn, stream)
 
@@ -328,15 +328,16 @@ class Simulator:
             raise ValueError("kline_reqs must be a list")
         out = []
         for kr in reqs:
-            if not isinstance(kr, dict) or kr.get("kt") not in KLINE_TYPES:
+            if not isinstance(kr, dict) or kr.get(Wire.KT) not in KLINE_TYPES:
                 raise ValueError("invalid kline_reqs entry")
-            count = kr.get("co", 10)
-            end = kr.get("e") if history else None
+            count = kr.get(Wire.COUNT, 10)
+            end = kr.get(Wire.END) if history else None
             if history and not isinstance(end, int):
                 raise ValueError("history needs e")
-            for code in self._codes({"codes": [kr.get("c")]}):
-                bars = self.market.bars(code, kr["kt"], count, end)
-                out.append({"c": code, "k": [{**_record(f), "c": code} for f in bars]})
+            for code in self._codes({"codes": [kr.get(Wire.CODE)]}):
+                bars = self.market.bars(code, kr[Wire.KT], count, end)
+                bars = [{**_record(f), Wire.CODE: code} for f in bars]
+                out.append({Wire.CODE: code, Wire.BARS: bars})
         return out
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
@@ -390,11 +391,13 @@ class Simulator:
 
     def sent_frames(self, tp: str | None = None) -> list[dict[str, Any]]:
         """Every push frame that went out, optionally of one ``tp``."""
-        return [f for _, f in self.sent if tp is None or f["tp"] == tp]
+        return [f for _, f in self.sent if tp is None or f[Wire.TP] == tp]
 
     def truth_frames(self, tp: str, codes: set[str] | None = None) -> list[dict[str, Any]]:
         """Every record the market produced of one ``tp``."""
-        return [f for f in self.truth if f["tp"] == tp and (codes is None or f["c"] in codes)]
+        return [
+            f for f in self.truth if f[Wire.TP] == tp and (codes is None or f[Wire.CODE] in codes)
+        ]
 
     def export_truth(self, path: str) -> None:
         """Write the ground truth as NDJSON: every frame produced, then every frame sent."""
@@ -407,4 +410,4 @@ class Simulator:
 
 def _record(frame: dict[str, Any]) -> dict[str, Any]:
     """A push frame as an HTTP / R* record: the same fields without ``tp``."""
-    return {k: v for k, v in frame.items() if k != "tp"}
+    return {k: v for k, v in frame.items() if k != Wire.TP}
