@@ -89,6 +89,7 @@ class Simulator:
             cfg.depth_levels,
             market_hours=cfg.market_hours,
         )
+        self.answers = Answers(self.market)
         self.rng = random.Random(cfg.seed)  # fault decisions; the market has its own
         self.conns: dict[int, Connection] = {}
         self.truth: list[dict[str, Any]] = []
@@ -273,14 +274,6 @@ class Simulator:
             conn.last_request = now
         return too_soon
 
-    def _codes(self, req: dict[str, Any]) -> list[str]:
-        """The codes of a request, each a well-formed code of a known market; any such
-        code is served, its market created on first use."""
-        codes = request_codes(req)
-        for code in codes:
-            self.market.ensure(code)
-        return codes
-
     def _apply(self, conn: Connection, command: Command) -> list[Any] | None:
         kind, req = command.kind, command.req
         if kind == "H":
@@ -289,16 +282,16 @@ class Simulator:
             self._subscribe(conn, *command.subscription, req)
             return None
         if kind in ("RS", "RT", "RD", "RI"):
-            return self._data(kind[1], req)
+            return self.answers.data(kind[1], req)
         if kind in ("RK", "RH"):
-            return self._klines(req, history=kind == "RH")
+            return self.answers.klines(req, history=kind == "RH")
         raise ValueError(f"unknown type: {kind}")
 
     def _subscribe(
         self, conn: Connection, stream: Stream, adding: bool, req: dict[str, Any]
     ) -> None:
         """A subscribe (or cancel) command, within the plan's product limit."""
-        codes = self._codes(req)
+        codes = self.answers.codes(req)
         if adding:
             if stream is Stream.KLINES and req.get(Wire.KT) not in KLINE_TYPES:
                 raise ValueError("invalid kt")
@@ -307,38 +300,6 @@ class Simulator:
         conn.subs.change(stream, adding, codes, req.get(Wire.KT))
         if adding:
             self.on_subscribed(conn, stream)
-
-    def _data(self, what: str, req: dict[str, Any]) -> list[Any]:
-        codes = self._codes(req)
-        market, ts = self.market, int(time.time())
-        if what == "T":
-            count = req.get("count", 10)
-            if not isinstance(count, int):
-                raise ValueError("count must be an integer")
-            return [_record(t) for c in codes for t in market.recent_trades(c, count)]
-        if what == "S":
-            return [_record(market.snapshot(c, ts)) for c in codes]
-        if what == "D":
-            return [_record(market.depth(c, ts)) for c in codes]
-        return [market.info(c) for c in codes]
-
-    def _klines(self, req: dict[str, Any], history: bool) -> list[Any]:
-        reqs = req.get("kline_reqs")
-        if not isinstance(reqs, list):
-            raise ValueError("kline_reqs must be a list")
-        out = []
-        for kr in reqs:
-            if not isinstance(kr, dict) or kr.get(Wire.KT) not in KLINE_TYPES:
-                raise ValueError("invalid kline_reqs entry")
-            count = kr.get(Wire.COUNT, 10)
-            end = kr.get(Wire.END) if history else None
-            if history and not isinstance(end, int):
-                raise ValueError("history needs e")
-            for code in self._codes({"codes": [kr.get(Wire.CODE)]}):
-                bars = self.market.bars(code, kr[Wire.KT], count, end)
-                bars = [{**_record(f), Wire.CODE: code} for f in bars]
-                out.append({Wire.CODE: code, Wire.BARS: bars})
-        return out
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
         key = request.query.get("key") or request.headers.get("key")
@@ -365,27 +326,12 @@ class Simulator:
             body = await request.json(loads=orjson.loads)
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
-            data = self._endpoint(request.path.strip("/"), body)
+            data = self.answers.endpoint(request.path.strip("/"), body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return web.json_response({"msg": str(exc) or "invalid request"})
         return web.Response(
             body=orjson.dumps({"msg": "OK", "data": data}), content_type="application/json"
         )
-
-    def _endpoint(self, path: str, body: dict[str, Any]) -> Any:
-        simple = {"snapshot": "S", "depth": "D", "trade": "T", "instrument-info": "I"}
-        if path in simple:
-            return self._data(simple[path], body)
-        if path in ("kline", "history"):
-            return self._klines(body, history=path == "history")
-        markets = body.get("market")
-        if not isinstance(markets, list):
-            raise ValueError("market must be a list")
-        if path == "market-calendar":
-            return {m: self.market.calendar() for m in markets}
-        return {
-            m: [{"code": c, "name": c} for c in self.codes if market_of(c) == m] for m in markets
-        }
 
     # --- ground truth -------------------------------------------------------------------
 
@@ -406,6 +352,71 @@ class Simulator:
                 out.write(orjson.dumps({"truth": frame}) + b"\n")
             for conn, frame in self.sent:
                 out.write(orjson.dumps({"sent": frame, "conn": conn}) + b"\n")
+
+
+class Answers:
+    """What the service answers from the market: the ``R*`` requests on the socket and the
+    HTTP endpoints alike. A malformed request raises ValueError, whose text is the ``msg``
+    of the reply."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+
+    def codes(self, req: dict[str, Any]) -> list[str]:
+        """The codes of a request, each a well-formed code of a known market; any such
+        code is served, its market created on first use."""
+        codes = request_codes(req)
+        for code in codes:
+            self.market.ensure(code)
+        return codes
+
+    def data(self, what: str, req: dict[str, Any]) -> list[Any]:
+        codes = self.codes(req)
+        market, ts = self.market, int(time.time())
+        if what == "T":
+            count = req.get("count", 10)
+            if not isinstance(count, int):
+                raise ValueError("count must be an integer")
+            return [_record(t) for c in codes for t in market.recent_trades(c, count)]
+        if what == "S":
+            return [_record(market.snapshot(c, ts)) for c in codes]
+        if what == "D":
+            return [_record(market.depth(c, ts)) for c in codes]
+        return [market.info(c) for c in codes]
+
+    def klines(self, req: dict[str, Any], history: bool) -> list[Any]:
+        reqs = req.get("kline_reqs")
+        if not isinstance(reqs, list):
+            raise ValueError("kline_reqs must be a list")
+        out = []
+        for kr in reqs:
+            if not isinstance(kr, dict) or kr.get(Wire.KT) not in KLINE_TYPES:
+                raise ValueError("invalid kline_reqs entry")
+            count = kr.get(Wire.COUNT, 10)
+            end = kr.get(Wire.END) if history else None
+            if history and not isinstance(end, int):
+                raise ValueError("history needs e")
+            for code in self.codes({"codes": [kr.get(Wire.CODE)]}):
+                bars = self.market.bars(code, kr[Wire.KT], count, end)
+                bars = [{**_record(f), Wire.CODE: code} for f in bars]
+                out.append({Wire.CODE: code, Wire.BARS: bars})
+        return out
+
+    def endpoint(self, path: str, body: dict[str, Any]) -> Any:
+        simple = {"snapshot": "S", "depth": "D", "trade": "T", "instrument-info": "I"}
+        if path in simple:
+            return self.data(simple[path], body)
+        if path in ("kline", "history"):
+            return self.klines(body, history=path == "history")
+        markets = body.get("market")
+        if not isinstance(markets, list):
+            raise ValueError("market must be a list")
+        if path == "market-calendar":
+            return {m: self.market.calendar() for m in markets}
+        return {
+            m: [{"code": c, "name": c} for c in self.market.codes if market_of(c) == m]
+            for m in markets
+        }
 
 
 def _record(frame: dict[str, Any]) -> dict[str, Any]:
