@@ -98,6 +98,22 @@ def us_session(ts: int) -> int:
     return 3 if minute < 16 * 60 else 4
 
 
+@dataclass(slots=True)
+class _Bar:
+    """A live bar in integer units (prices in the code's price units)."""
+
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+
+    @classmethod
+    def of(cls, minute: Minute) -> _Bar:
+        o, h, lo, cl, v, _ = minute
+        return cls(o, h, lo, cl, v)
+
+
 @dataclass
 class _Code:
     code: str
@@ -116,7 +132,7 @@ class _Code:
     turnover: int = 0
     last_trade: tuple[int, int, int] | None = None
     trades: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
-    bars: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    bars: dict[int, dict[int, _Bar]] = field(default_factory=dict)
     #: the minute the live market began (unix s), and its price then
     started: int = 0
     start_price: int = 0
@@ -175,49 +191,22 @@ def _turnover(c: _Code, units: int) -> str:
     return _dec(units, dp)
 
 
-class Market:
-    """Every simulated code's state; :meth:`step` advances them all by one tick."""
+class _Past:
+    """The deterministic past of every code: made on demand from the seed, the code and
+    the day, so any range is the same whenever it is asked for, and the live market starts
+    where it ends (see the module's docstring)."""
 
     def __init__(
         self,
-        codes: tuple[str, ...] = DEFAULT_CODES,
-        seed: int = 1,
-        trades_per_second: float = 4.0,
-        tick: float = 0.1,
-        depth_levels: int = 5,
-        clock: Callable[[], float] = time.time,
-        market_hours: bool = True,
+        seed: int,
+        trading: Callable[[str, int], bool],
+        trades_on: Callable[[str, int], bool],
     ) -> None:
-        self.clock = clock
-        self.market_hours = market_hours
-        self._open: dict[str, tuple[int, bool]] = {}  # market -> (second, open then)
         self.seed = seed
-        self.trades_per_second = trades_per_second
-        self.tick = tick
-        self.depth_levels = depth_levels
-        self.codes = {c: self._new_code(c) for c in split_codes(list(codes))}
+        self.trading = trading
+        self.trades_on = trades_on
 
-    def ensure(self, code: str) -> None:
-        """Serve ``code`` from now on (any well-formed code of a known market is served)."""
-        if code not in self.codes:
-            self.codes[code] = self._new_code(code)
-
-    def _new_code(self, code: str) -> _Code:
-        # one generator per code, seeded by the seed and the code: a code's market is the
-        # same whichever codes were asked for before it
-        rng = random.Random(f"{self.seed}/{code}")
-        price_dp, size_dp, price, sizes = _MARKET_SHAPE.get(market_of(code), _DEFAULT_SHAPE)
-        price += rng.randrange(0, price // 10 + 1)
-        now = int(self.clock())
-        trimmed = market_of(code) in _TRIMMED
-        c = _Code(code, price_dp, size_dp, price, sizes, rng, trimmed, prev_close=price)
-        c.started, c.start_price = now - now % 60, price
-        self._join_the_past(c)
-        return c
-
-    # --- the past -------------------------------------------------------------------------
-
-    def _join_the_past(self, c: _Code) -> None:
+    def join(self, c: _Code) -> None:
         """Start the live day and the live bars where the past left them."""
         day = c.started // _DAY
         today = list(self._day_minutes(c, day).values())
@@ -230,10 +219,9 @@ class Market:
             c.turnover = sum(m[5] for m in today)
         for kt in KLINE_TYPES:
             opened = bar_open(c.started, kt)
-            past = self._synthetic_bar(c, kt, opened)
+            past = self.synthetic_bar(c, kt, opened)
             if past is not None:
-                o, h, lo, cl, v, _ = past
-                c.bars.setdefault(kt, {})[opened] = {"o": o, "h": h, "l": lo, "cl": cl, "v": v}
+                c.bars.setdefault(kt, {})[opened] = _Bar.of(past)
 
     def _day_minutes(self, c: _Code, day: int) -> dict[int, Minute]:
         """The minutes of ``day`` before the live market began (empty after that)."""
@@ -290,7 +278,7 @@ class Market:
             today = self._day_minutes(c, first_day)
             close = next(iter(today.values()))[0] if today else c.start_price
         for past in range(d - 1, day - 1, -1):  # backwards to the day asked for
-            if not self._trades_on(c.code, past):
+            if not self.trades_on(c.code, past):
                 c.day_bar[past] = None  # a day its market was closed throughout
                 continue
             rng = random.Random(f"{self.seed}/{c.code}/{past}")
@@ -335,7 +323,7 @@ class Market:
             out[times[i]] = (first, high, low, last, volumes[i], volumes[i] * last)
         return out
 
-    def _synthetic_bar(self, c: _Code, kt: int, opened: int) -> Minute | None:
+    def synthetic_bar(self, c: _Code, kt: int, opened: int) -> Minute | None:
         """The part of a bar before the live market began, or None if there is none."""
         end = min(bar_end(opened, kt), c.started)
         if opened >= end:
@@ -345,6 +333,48 @@ class Market:
             return _aggregate(m for t, m in minutes.items() if opened <= t < end)
         days = range(opened // _DAY, (end - 1) // _DAY + 1)
         return _aggregate(self._day_bar(c, d) for d in days)
+
+
+class Market:
+    """Every simulated code's state; :meth:`step` advances them all by one tick."""
+
+    def __init__(
+        self,
+        codes: tuple[str, ...] = DEFAULT_CODES,
+        seed: int = 1,
+        trades_per_second: float = 4.0,
+        tick: float = 0.1,
+        depth_levels: int = 5,
+        clock: Callable[[], float] = time.time,
+        market_hours: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.market_hours = market_hours
+        self._open: dict[str, tuple[int, bool]] = {}  # market -> (second, open then)
+        self.seed = seed
+        self.trades_per_second = trades_per_second
+        self.tick = tick
+        self.depth_levels = depth_levels
+        self.past = _Past(seed, self.trading, self._trades_on)
+        self.codes = {c: self._new_code(c) for c in split_codes(list(codes))}
+
+    def ensure(self, code: str) -> None:
+        """Serve ``code`` from now on (any well-formed code of a known market is served)."""
+        if code not in self.codes:
+            self.codes[code] = self._new_code(code)
+
+    def _new_code(self, code: str) -> _Code:
+        # one generator per code, seeded by the seed and the code: a code's market is the
+        # same whichever codes were asked for before it
+        rng = random.Random(f"{self.seed}/{code}")
+        price_dp, size_dp, price, sizes = _MARKET_SHAPE.get(market_of(code), _DEFAULT_SHAPE)
+        price += rng.randrange(0, price // 10 + 1)
+        now = int(self.clock())
+        trimmed = market_of(code) in _TRIMMED
+        c = _Code(code, price_dp, size_dp, price, sizes, rng, trimmed, prev_close=price)
+        c.started, c.start_price = now - now % 60, price
+        self.past.join(c)
+        return c
 
     def step(self, now: float) -> list[dict[str, Any]]:
         """Advance the market one tick at wall time ``now``; the push frames it produced."""
@@ -473,24 +503,24 @@ class Market:
             bar = bars.get(opened)
             for price, size in traded:
                 if bar is None:
-                    bar = bars[opened] = {"o": price, "h": price, "l": price, "cl": price, "v": 0}
-                bar["h"], bar["l"] = max(bar["h"], price), min(bar["l"], price)
-                bar["cl"] = price
-                bar["v"] += size
+                    bar = bars[opened] = _Bar(price, price, price, price, 0)
+                bar.high, bar.low = max(bar.high, price), min(bar.low, price)
+                bar.close = price
+                bar.volume += size
             if bar is not None:
                 frames.append(self._bar_frame(c, kt, opened, bar))
         return frames
 
-    def _bar_frame(self, c: _Code, kt: int, opened: int, bar: dict[str, Any]) -> dict[str, Any]:
+    def _bar_frame(self, c: _Code, kt: int, opened: int, bar: _Bar) -> dict[str, Any]:
         p = c.price_dp
         return {
             Wire.TP: Stream.KLINES.tp,
             Wire.CODE: c.code,
-            Wire.OPEN: _dec(bar["o"], p),
-            Wire.CLOSE: _dec(bar["cl"], p),
-            Wire.HIGH: _dec(bar["h"], p),
-            Wire.LOW: _dec(bar["l"], p),
-            Wire.VOLUME: _size(c, bar["v"]),
+            Wire.OPEN: _dec(bar.open, p),
+            Wire.CLOSE: _dec(bar.close, p),
+            Wire.HIGH: _dec(bar.high, p),
+            Wire.LOW: _dec(bar.low, p),
+            Wire.VOLUME: _size(c, bar.volume),
             Wire.TS: opened,
             Wire.KT: kt,
         }
@@ -512,10 +542,9 @@ class Market:
         while len(found) < count and opened > c.started - _EARLIEST:
             bar = live.get(opened)
             if bar is None:
-                past = self._synthetic_bar(c, kt, opened)
+                past = self.past.synthetic_bar(c, kt, opened)
                 if past is not None:
-                    o, h, lo, cl, v, _ = past
-                    bar = {"o": o, "h": h, "l": lo, "cl": cl, "v": v}
+                    bar = _Bar.of(past)
             if bar is not None:
                 found.append(self._bar_frame(c, kt, opened, bar))
             opened = bar_open(opened - 1, kt)
