@@ -15,8 +15,10 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from conftest import make_config, qdb_wait, run_recorder
+from conftest import make_config, qdb_wait, run_recorder, wait_for
+from hypothesis import given, settings
 from prometheus_client import generate_latest
+from shapes import canonical, exact_frames, pushes
 from simulated import SimulatorThread
 from truth import check_trades
 
@@ -25,9 +27,11 @@ from recorder.config import Config
 from recorder.daemon import Recorder
 from recorder.exceptions import SinkError
 from recorder.protocol import NS, Record, Stream, decode
+from recorder.replay import frames, replay
 from recorder.schema import Row
 from recorder.sim.questdb import QuestDB
 from recorder.sinks.questdb import QuestDBSink
+from recorder.store import open_source
 
 SimFactory = Callable[..., SimulatorThread]
 DAY0 = 1_767_225_600 * NS  # 2026-01-01, a midnight
@@ -407,6 +411,47 @@ def test_every_decimal_string_comes_back_exactly_from_the_real_server(
     got = _replayed(questdb.url, 1_700_000_000, 1_700_001_000)
     # string for string: "212.30" stays "212.30", "147479220.1710000038" keeps its digits
     assert _canonical(got) == _canonical(sent)
+
+
+def _code(n: int) -> str:
+    """A crypto code of its own for the ``n``-th example (CF:EAAUSDT, CF:EABUSDT, ...)."""
+    return f"CF:E{chr(65 + n // 26 % 26)}{chr(65 + n % 26)}USDT"
+
+
+def test_any_decimal_strings_come_back_exactly_from_the_real_server(
+    questdb_newest: QuestDB,
+) -> None:
+    """Hypothesis draws, each under a code of its own, through decode, the spool's bytes,
+    the real server and replay."""
+    examples = iter(range(10_000))
+
+    @settings(max_examples=12, deadline=None)
+    @given(pushes)
+    def round_trip(drawn: list[dict[str, Any]]) -> None:
+        code = _code(next(examples))
+        sent = exact_frames(drawn, code)
+        records = [decode(orjson.dumps(f), 1_700_000_000 * NS + i) for i, f in enumerate(sent)]
+        batch = Batch.from_bytes(Batch.of(records, seq=1).to_bytes())  # type: ignore[arg-type]
+        sink = QuestDBSink(questdb_newest.conf)
+        try:
+            sink.write(batch)
+        finally:
+            sink.close()
+        reader = open_source(questdb_newest.url)
+        want = {t: sum(f["tp"] == tp for f in sent) for t, tp in _TABLE_TP.items()}
+
+        def stored() -> dict[str, int]:
+            return {t: reader.count(t, code, 0, 2**62) if want[t] else 0 for t in want}
+
+        assert wait_for(lambda: stored() == want, timeout=30), (stored(), want)
+        end = (sent[-1]["ts"] + 3600) * NS
+        got = [orjson.loads(line) for line in frames(replay(reader, 0, end, codes=[code]))]
+        assert canonical(got) == canonical(sent)
+
+    round_trip()
+
+
+_TABLE_TP = {"trades": "T", "depth": "D", "snapshots": "S", "klines": "K"}
 
 
 def test_a_recording_replays_from_the_real_server_string_for_string(

@@ -22,7 +22,7 @@ import websocket
 from conftest import make_config, rows, run_recorder, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shapes import api_decimals
+from shapes import canonical, exact_frames, pushes
 from simulated import SimulatorThread
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -486,37 +486,6 @@ def test_the_archive_replays_the_same_frames_as_the_database(
 
 # --- exact decimals: what was received comes back digit for digit --------------------------
 
-_levels = st.lists(st.fixed_dictionaries({"p": api_decimals, "v": api_decimals}), max_size=4)
-_quote = st.fixed_dictionaries(
-    {k: api_decimals for k in protocol.QUOTE_FIELDS}, optional={"ts": st.just(1_700_000_000)}
-).map(lambda q: {**q, "ts": 1_700_000_000})
-_pushes = st.lists(
-    st.one_of(
-        st.fixed_dictionaries(
-            {"tp": st.just("T"), "p": api_decimals, "v": api_decimals, "d": st.integers(0, 2)}
-        ),
-        st.fixed_dictionaries({"tp": st.just("D"), "b": _levels, "a": _levels}),
-        st.fixed_dictionaries(
-            {"tp": st.just("S"), **{k: api_decimals for k in protocol.SNAPSHOT_FIELDS}},
-            optional={"pq": _quote, "nq": _quote},
-        ).map(lambda s: {**s, "s": 0}),
-        st.fixed_dictionaries(
-            {"tp": st.just("K"), **{k: api_decimals for k in protocol.KLINE_FIELDS}}
-        ).map(lambda k: {**k, "kt": 1}),
-    ),
-    min_size=1,
-    max_size=12,
-)
-
-
-def _exact_frames(pushes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Push frames of one code, one a second (a minute for K-line bars, so each is final)."""
-    base = 1_700_000_040
-    return [
-        {**push, "c": "CF:ETHUSDT", "ts": base + 60 * i if push["tp"] == "K" else base + i}
-        for i, push in enumerate(pushes)
-    ]
-
 
 def store_and_replay(sink: Any, source: str, sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``sent`` decoded, through the spool's bytes and ``sink``, then replayed as NDJSON."""
@@ -528,14 +497,10 @@ def store_and_replay(sink: Any, source: str, sent: list[dict[str, Any]]) -> list
     return [orjson.loads(line) for line in frames(replay(source, 0, end))]
 
 
-def _canonical(frames_: list[dict[str, Any]]) -> list[bytes]:
-    return sorted(orjson.dumps(f, option=orjson.OPT_SORT_KEYS) for f in frames_)
-
-
 @settings(max_examples=40, deadline=None)
-@given(_pushes)
-def test_every_decimal_string_comes_back_exactly_from_sqlite(pushes: list[dict[str, Any]]) -> None:
-    sent = _exact_frames(pushes)
+@given(pushes)
+def test_every_decimal_string_comes_back_exactly_from_sqlite(drawn: list[dict[str, Any]]) -> None:
+    sent = exact_frames(drawn)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "ticks.sqlite"
         sink = SQLiteSink(db)
@@ -544,7 +509,7 @@ def test_every_decimal_string_comes_back_exactly_from_sqlite(pushes: list[dict[s
         finally:
             sink.close()
     # string for string: "212.30" stays "212.30", "147479220.1710000038" keeps its digits
-    assert _canonical(got) == _canonical(sent)
+    assert canonical(got) == canonical(sent)
 
 
 # --- the replay server reads in a thread (#17 item 5) ------------------------------------
