@@ -84,8 +84,15 @@ _TP: Final[dict[Stream, str]] = {
 }
 _OF_TP: Final[dict[str, Stream]] = {tp: stream for stream, tp in _TP.items()}
 STREAMS: Final[tuple[Stream, ...]] = tuple(Stream)
+#: The heartbeat command.
+HEARTBEAT: Final = "H"
+#: The one-off requests and what each asks for: a push ``tp``, or ``I`` instrument info
+#: (``RH`` is K-lines ending at a time, ``RK`` the latest).
+REQUESTS: Final[dict[str, str]] = {"RS": "S", "RT": "T", "RD": "D", "RI": "I", "RK": "K", "RH": "K"}
+#: Every command type a client may send: the heartbeat, subscribe and cancel per stream,
+#: the requests. The one place command letters are written, with ``Stream.tp``.
 COMMAND_TYPES: Final = frozenset(
-    {"H", "S", "SC", "T", "TC", "D", "DC", "K", "KC", "RS", "RT", "RD", "RK", "RH", "RI"}
+    {HEARTBEAT, *(s.tp for s in STREAMS), *(s.cancel for s in STREAMS), *REQUESTS}
 )
 #: The most trades one ``RT`` command or ``/trade`` request returns per code.
 MAX_TRADE_COUNT: Final = 50
@@ -619,7 +626,7 @@ def command(kind: str, reqid: int | None = None, **fields: Any) -> bytes:
 
 def heartbeat(reqid: int | None = None) -> bytes:
     """The ``H`` heartbeat command."""
-    return command("H", reqid)
+    return command(HEARTBEAT, reqid)
 
 
 def subscribe(

@@ -36,6 +36,7 @@ from .config import check_code_entry
 from .exceptions import ConfigError
 from .markets import bar_end
 from .protocol import (
+    HEARTBEAT,
     NS,
     STREAMS,
     Kline,
@@ -268,7 +269,7 @@ class ReplayServer:
                         continue
                     reply = self._command(msg.data, subs)
                     await ws.send_str(orjson.dumps(reply).decode())
-                    if reply["msg"] == "OK" and reply["type"] != "H" and player is None:
+                    if reply["msg"] == "OK" and reply["type"] != HEARTBEAT and player is None:
                         player = tg.create_task(self._play(ws, subs))
             finally:
                 if player is not None:
@@ -279,7 +280,7 @@ class ReplayServer:
         command = parse(text)
         if command is None:
             return INVALID_REQUEST
-        if command.kind == "H":
+        if command.kind == HEARTBEAT:
             return command.reply()
         if command.subscription is None or not isinstance(command.req.get("codes"), list):
             return command.reply(f"{command.kind} is not supported by the replay server")

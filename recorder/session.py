@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from . import protocol
 from .config import Secret, SubscribeConfig, UpstreamConfig
 from .exceptions import ApiError, AuthError, DecodeError, UpstreamError
-from .protocol import STREAMS, Record, Reply, Stream
+from .protocol import HEARTBEAT, STREAMS, Record, Reply, Stream
 from .retry import Retry, classify_reply
 
 log = structlog.get_logger("recorder.session")
@@ -212,7 +212,7 @@ class Session:
         while True:
             await asyncio.sleep(self.up.heartbeat_interval)
             sent = time.monotonic()
-            reply = await self.request("H", protocol.heartbeat)
+            reply = await self.request(HEARTBEAT, protocol.heartbeat)
             if not reply.ok:
                 self.handler.on_rejected("heartbeat", reply.msg)
             self.handler.on_heartbeat(time.monotonic() - sent)
@@ -254,12 +254,11 @@ class Session:
     def _reply(self, reply: Reply) -> None:
         pending = self._pending.get(reply.reqid) if reply.reqid is not None else None
         future = pending[1] if pending is not None else None
-        if future is None and reply.type == "H":
+        if future is None and reply.type == HEARTBEAT:
             # a heartbeat reply without reqid: it answers the oldest pending H (never a
             # subscription waiting beside it)
-            future = next(
-                (f for kind, f in self._pending.values() if kind == "H" and not f.done()), None
-            )
+            waiting = (f for kind, f in self._pending.values() if kind == HEARTBEAT)
+            future = next((f for f in waiting if not f.done()), None)
         if future is not None and not future.done():
             future.set_result(reply)
         elif not reply.ok:

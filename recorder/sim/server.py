@@ -26,7 +26,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..commands import INVALID_REQUEST, Command, Subscriptions, parse, request_codes
-from ..protocol import KLINE_TYPES, Stream, Wire, market_of
+from ..protocol import HEARTBEAT, KLINE_TYPES, REQUESTS, Stream, Wire, market_of
 from ..serving import bound_port, serve
 from .control import Control
 from .faults import Faults, malformed
@@ -254,7 +254,7 @@ class Simulator:
                 reply = command.reply(data=self._apply(conn, command))
             except ValueError as exc:
                 reply = command.reply(str(exc))
-        if kind == "H" and reply["msg"] == "OK":
+        if kind == HEARTBEAT and reply["msg"] == "OK":
             conn.last_heartbeat = now
         if reply["msg"] != "OK":
             self.refusals.append((conn.id, kind, reply["msg"]))
@@ -267,7 +267,7 @@ class Simulator:
             too_soon = now - conn.last_request < cfg.ws_min_interval
             conn.last_request = now
             return too_soon
-        if kind == "H":
+        if kind == HEARTBEAT:
             return False
         too_soon = now - conn.last_request < cfg.ws_min_interval - cfg.ws_tolerance
         if not too_soon:
@@ -276,15 +276,16 @@ class Simulator:
 
     def _apply(self, conn: Connection, command: Command) -> list[Any] | None:
         kind, req = command.kind, command.req
-        if kind == "H":
+        if kind == HEARTBEAT:
             return None
         if command.subscription is not None:
             self._subscribe(conn, *command.subscription, req)
             return None
-        if kind in ("RS", "RT", "RD", "RI"):
-            return self.answers.data(kind[1], req)
-        if kind in ("RK", "RH"):
+        what = REQUESTS.get(kind)
+        if what == Stream.KLINES.tp:
             return self.answers.klines(req, history=kind == "RH")
+        if what is not None:
+            return self.answers.data(what, req)
         raise ValueError(f"unknown type: {kind}")
 
     def _subscribe(
