@@ -273,21 +273,8 @@ KLINES: Final = Table(
 )
 KLINE_UPDATES: Final = Table(
     "kline_updates",
-    (
-        ("ts", "ts"),
-        ("code", "sym"),
-        ("market", "sym"),
-        ("kt", "int"),
-        ("open", "f64"),
-        ("close", "f64"),
-        ("high", "f64"),
-        ("low", "f64"),
-        ("volume", "f64"),
-        *_COMMON_TAIL,
-        ("n", "int"),
-        ("dp", "int"),
-        ("digits", "text"),
-    ),
+    # the columns of klines, and n before dp and digits (those last two close every row)
+    (*KLINES.columns[:-2], ("n", "int"), *KLINES.columns[-2:]),
     ("ts", "code", "kt", "open", "close", "high", "low", "volume", "n"),
     symbol_capacity=_CAP,
 )
