@@ -246,6 +246,9 @@ def test_a_server_stopped_and_restarted_loses_nothing(
     print(f"{how} and restart: {len(stored)} of {len(sent)} trades, each once")
 
 
+_WAL = "SELECT name, suspended, writerTxn, sequencerTxn, errorTag FROM wal_tables()"
+
+
 def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
     make_sim: SimFactory, tmp_path: Path, questdb_newest: QuestDB
 ) -> None:
@@ -272,6 +275,7 @@ def test_a_suspended_wal_table_is_reported_and_its_rows_applied_once_resumed(
         recorder = run_recorder(
             config, during=suspend_then_resume, until=lambda r: "after" in seen, timeout=60
         )
+    assert "health" in seen, (seen, recorder.status().rows_written, server.rows(_WAL))
     ok, summary = seen["health"]
     (reason,) = [r for r in summary["reasons"] if "suspended" in r]
     assert not ok and reason == (
