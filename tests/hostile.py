@@ -20,14 +20,14 @@ It runs on its own event loop in a background thread, like :mod:`simulated`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from simulated import LoopThread
 
 from recorder.serving import bound_port, serve
 
@@ -73,11 +73,13 @@ class Request:
 Script = Answer | Callable[[Request], Answer]
 
 
-class Hostile:
+class Hostile(LoopThread):
     """``with Hostile() as up:`` the scripted server on a free loopback port."""
 
+    name = "hostile server"
+
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host, self.port = host, 0
+        super().__init__(host, 0)
         #: raw text frames pushed to each client after its first OK reply to a subscription
         self.frames: list[str] = []
         #: answers per HTTP path (``"/trade"``)
@@ -93,36 +95,6 @@ class Hostile:
         #: when set, ``/ws`` answers the handshake with this instead of upgrading
         self.ws_answer: Answer | None = None
         self._clients: set[web.WebSocketResponse] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="hostile")
-        self._listening = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._life: concurrent.futures.Future[None] | None = None
-
-    def __enter__(self) -> Hostile:
-        self._thread.start()
-        self._life = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
-        if not self._listening.wait(10):
-            self._life.result(1)
-            raise RuntimeError("the hostile server did not start listening within 10 s")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._life is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._life.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        if not self._thread.is_alive():
-            self._loop.close()  # else the garbage collector closes it, inside a later test
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def push(self, *frames: str | bytes) -> int:
         """Send raw frames to every client connected now; how many clients got them."""
@@ -133,7 +105,7 @@ class Hostile:
                     await ws.send_str(frame.decode() if isinstance(frame, bytes) else frame)
             return len(self._clients)
 
-        return asyncio.run_coroutine_threadsafe(send(), self._loop).result(10)
+        return self.run(send())
 
     def close_clients(self) -> None:
         """Close every client's socket (code 1011)."""
@@ -142,22 +114,20 @@ class Hostile:
             for ws in list(self._clients):
                 await ws.close(code=1011, message=b"hostile close")
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self.run(close())
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    @asynccontextmanager
+    async def _listen(self) -> AsyncIterator[int]:
         app = web.Application()
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/{path:.*}", self._post)
         runner = await serve(app, self.host, 0)
         try:
-            self.port = bound_port(runner)
-            self._listening.set()
-            await self._stop.wait()
+            yield bound_port(runner)
             for ws in list(self._clients):
                 await ws.close(code=1001, message=b"server shutting down")
         finally:
