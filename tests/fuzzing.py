@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from hypothesis import strategies as st
+from shapes import push_frames, quotes
 
 from recorder import protocol
 from recorder.batching import Batch
@@ -48,18 +49,7 @@ seconds = st.one_of(
     st.sampled_from([TS_MIN, TS_MAX - 1, TS_MAX, 10_000_000_000, 1_741_960_243_000, -1]),
 )
 codes = st.sampled_from(["US:AAPL", "HK:700", "CF:BTCUSDT", "X:Y", "US:A,B", 'US:"q"', "US:é"])
-levels = st.lists(st.fixed_dictionaries({"p": prices, "v": decimals}), max_size=4)
-quote = st.fixed_dictionaries(
-    {
-        "lp": prices,
-        "yp": prices,
-        "h": prices,
-        "l": prices,
-        "ts": seconds,
-        "v": decimals,
-        "t": prices,
-    }
-)
+quote = quotes(prices, decimals)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -73,47 +63,12 @@ json_values = st.recursive(
     max_leaves=6,
 )
 
-trade = st.fixed_dictionaries(
-    {
-        "tp": st.just("T"),
-        "c": codes,
-        "p": prices,
-        "v": decimals,
-        "ts": seconds,
-        "d": st.sampled_from([0, 1, 2]),
-    }
-)
-depth = st.fixed_dictionaries(
-    {"tp": st.just("D"), "c": codes, "b": levels, "a": levels, "ts": seconds}
-)
-snapshot = st.fixed_dictionaries(
-    {
-        "tp": st.just("S"),
-        "c": codes,
-        "lp": prices,
-        "yp": prices,
-        "o": prices,
-        "h": prices,
-        "l": prices,
-        "ts": seconds,
-        "v": decimals,
-        "t": prices,
-        "s": st.sampled_from([0, 1]),
-    },
-    optional={"tt": st.integers(0, 4), "pq": quote, "aq": quote, "nq": quote},
-)
-kline = st.fixed_dictionaries(
-    {
-        "tp": st.just("K"),
-        "c": codes,
-        "o": prices,
-        "cl": prices,
-        "h": prices,
-        "l": prices,
-        "v": decimals,
-        "ts": seconds,
-        "kt": st.sampled_from(sorted(protocol.KLINE_TYPES)),
-    }
+trade, depth, snapshot, kline = push_frames(
+    codes,
+    prices,
+    decimals,
+    seconds,
+    snapshot_optional={"tt": st.integers(0, 4), "pq": quote, "aq": quote, "nq": quote},
 )
 valid = st.one_of(trade, depth, snapshot, kline)
 

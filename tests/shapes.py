@@ -25,25 +25,66 @@ api_decimals = st.one_of(
     st.builds(lambda whole, fraction: whole + fraction, _whole, _fraction),
 )
 
-_levels = st.lists(st.fixed_dictionaries({"p": api_decimals, "v": api_decimals}), max_size=4)
-_quote = st.fixed_dictionaries({k: api_decimals for k in protocol.QUOTE_FIELDS}).map(
-    lambda q: {**q, "ts": 1_700_000_000}
-)
+Strategy = st.SearchStrategy[dict[str, Any]]
 
-#: push frames of every stream without code and time, every number an API decimal string
+
+def push_frames(
+    codes: st.SearchStrategy[str],
+    prices: st.SearchStrategy[str],
+    sizes: st.SearchStrategy[str],
+    seconds: st.SearchStrategy[int],
+    max_levels: int = 4,
+    kline_types: list[int] | None = None,
+    snapshot_optional: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> tuple[Strategy, Strategy, Strategy, Strategy]:
+    """Trade, depth, snapshot and K-line push frames of the given parts (sizes are sizes,
+    volumes and turnovers); a snapshot may also carry ``snapshot_optional``'s keys."""
+    levels = st.lists(st.fixed_dictionaries({"p": prices, "v": sizes}), max_size=max_levels)
+    trade = st.fixed_dictionaries(
+        {"tp": st.just("T"), "c": codes, "p": prices, "v": sizes, "ts": seconds}
+        | {"d": st.sampled_from([0, 1, 2])}
+    )
+    depth = st.fixed_dictionaries(
+        {"tp": st.just("D"), "c": codes, "b": levels, "a": levels, "ts": seconds}
+    )
+    fields: dict[str, st.SearchStrategy[Any]] = {
+        "tp": st.just("S"),
+        "c": codes,
+        "ts": seconds,
+        "s": st.sampled_from([0, 1]),
+    }
+    fields |= {k: prices for k in ("lp", "yp", "o", "h", "l")} | {"v": sizes, "t": sizes}
+    snapshot = st.fixed_dictionaries(fields, optional=snapshot_optional or {})
+    kline = st.fixed_dictionaries(
+        {"tp": st.just("K"), "c": codes, "v": sizes, "ts": seconds}
+        | {k: prices for k in ("o", "cl", "h", "l")}
+        | {"kt": st.sampled_from(kline_types or sorted(protocol.KLINE_TYPES))}
+    )
+    return trade, depth, snapshot, kline
+
+
+def quotes(prices: st.SearchStrategy[str], sizes: st.SearchStrategy[str]) -> Strategy:
+    """A US extended-session quote (``pq``, ``aq``, ``nq``)."""
+    return st.fixed_dictionaries(
+        {k: prices for k in ("lp", "yp", "h", "l")}
+        | {"v": sizes, "t": sizes, "ts": st.just(1_700_000_000)}
+    )
+
+
+_quote = quotes(api_decimals, api_decimals)
+
+#: push frames of every stream of one code, every number an API decimal string (code and
+#: time are set by :func:`exact_frames`)
 pushes = st.lists(
     st.one_of(
-        st.fixed_dictionaries(
-            {"tp": st.just("T"), "p": api_decimals, "v": api_decimals, "d": st.integers(0, 2)}
-        ),
-        st.fixed_dictionaries({"tp": st.just("D"), "b": _levels, "a": _levels}),
-        st.fixed_dictionaries(
-            {"tp": st.just("S"), **{k: api_decimals for k in protocol.SNAPSHOT_FIELDS}},
-            optional={"pq": _quote, "nq": _quote},
-        ).map(lambda s: {**s, "s": 0}),
-        st.fixed_dictionaries(
-            {"tp": st.just("K"), **{k: api_decimals for k in protocol.KLINE_FIELDS}}
-        ).map(lambda k: {**k, "kt": 1}),
+        *push_frames(
+            st.just("CF:ETHUSDT"),
+            api_decimals,
+            api_decimals,
+            st.just(0),
+            kline_types=[1],
+            snapshot_optional={"pq": _quote, "nq": _quote},
+        )
     ),
     min_size=1,
     max_size=12,

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from shapes import api_decimals
+from shapes import api_decimals, push_frames
 
 from recorder import protocol
 from recorder.exceptions import DecodeError
@@ -199,49 +199,13 @@ codes = st.builds(
     st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True),
 )
 seconds = st.integers(min_value=0, max_value=4_000_000_000)
-levels = st.lists(st.fixed_dictionaries({"p": decimals, "v": decimals}), max_size=10)
-
-trade_frames = st.fixed_dictionaries(
-    {
-        "tp": st.just("T"),
-        "c": codes,
-        "p": decimals,
-        "v": decimals,
-        "ts": seconds,
-        "d": st.sampled_from([0, 1, 2]),
-    }
-)
-depth_frames = st.fixed_dictionaries(
-    {"tp": st.just("D"), "c": codes, "b": levels, "a": levels, "ts": seconds}
-)
-snapshot_frames = st.fixed_dictionaries(
-    {
-        "tp": st.just("S"),
-        "c": codes,
-        "lp": decimals,
-        "yp": decimals,
-        "o": decimals,
-        "h": decimals,
-        "l": decimals,
-        "ts": seconds,
-        "v": decimals,
-        "t": decimals,
-        "s": st.sampled_from([0, 1]),
-    },
-    optional={"tt": st.integers(0, 4), "extra": st.text(max_size=5)},
-)
-kline_frames = st.fixed_dictionaries(
-    {
-        "tp": st.just("K"),
-        "c": codes,
-        "o": decimals,
-        "cl": decimals,
-        "h": decimals,
-        "l": decimals,
-        "v": decimals,
-        "ts": seconds,
-        "kt": st.sampled_from(sorted(protocol.KLINE_TYPES)),
-    }
+trade_frames, depth_frames, snapshot_frames, kline_frames = push_frames(
+    codes,
+    decimals,
+    decimals,
+    seconds,
+    max_levels=10,
+    snapshot_optional={"tt": st.integers(0, 4), "extra": st.text(max_size=5)},
 )
 frames = st.one_of(trade_frames, depth_frames, snapshot_frames, kline_frames)
 
