@@ -26,7 +26,12 @@ nor encoded is kept in ``rejected.ndjson`` with its odd values as text, or count
 The thread is owned like a task: :meth:`Writer.run` starts it and awaits its end in the
 daemon's TaskGroup (raising :class:`~recorder.exceptions.WriterFailed` there when it gave
 up), and meanwhile is a watchdog: a ``sink.write`` running longer than ``stuck_after``
-seconds is logged once (``sink_write_stuck``) and shown by :meth:`Writer.stuck_for`.
+seconds is logged once (``sink_write_stuck``) and shown in the snapshot's
+``write_stuck_seconds``.
+
+The parts the :class:`Writer` owns: ``_Keeper`` (spool, ``rejected.ndjson`` or lost, and
+the ledger told), ``_Overflow`` (the spooler thread), ``_Supervisor`` (the crash handling
+above), ``_Watchdog`` (the stuck write) and ``_Retention`` (old rows, a slice at a time).
 """
 
 from __future__ import annotations
@@ -116,6 +121,298 @@ class WriterSnapshot:
     sink_replaced: int
 
 
+class _Keeper:
+    """Where a batch goes when it is not written now: the spool, ``rejected.ndjson``
+    beside it, or counted lost; the ledger hears of every batch that will not reach the
+    database. Used by the writer thread, the spooler thread and the event loop."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        stats: WriterStats,
+        on_dropped: Callable[[Batch, str, int | None, bool], None] | None,
+    ) -> None:
+        self.spool = spool
+        self.stats = stats
+        self._on_dropped = on_dropped
+        self._counting = threading.Lock()  # stats several threads bump
+
+    def lose(self, rows: int) -> None:
+        with self._counting:
+            self.stats.lost_rows += rows
+
+    def spool_batch(self, batch: Batch, why: str) -> None:
+        try:
+            self.spool.append(batch)
+        except SpoolError as exc:
+            self.lose(len(batch))
+            log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
+            self.dropped(batch, f"lost: the spool could not keep them ({exc})")
+            return
+        except _BAD_DATA as exc:  # its rows cannot even be encoded (an int beyond 64 bits)
+            self.reject(batch, SinkRejected(f"it cannot be spooled: {type(exc).__name__}: {exc}"))
+            return
+        with self._counting:
+            self.stats.spooled_batches += 1
+
+    def damage_found(self, corrupt_before: int) -> None:
+        """After a drain: damaged entries found on the way are dropped rows (the ledger
+        hears), and said once."""
+        for seq, rows in self.spool.take_damage():
+            self.dropped(Batch({}, seq), "lost: a damaged spool entry", rows)
+        if self.spool.corrupt_entries > corrupt_before:
+            log.error(
+                "spool_corrupt_entries",
+                count=self.spool.corrupt_entries - corrupt_before,
+                detail="damaged spool entries were skipped (their rows are lost); the "
+                "entries after them were drained; the segment is kept as *.damaged",
+            )
+
+    def dropped(self, batch: Batch, why: str, rows: int | None = None, kept: bool = False) -> None:
+        """Rows that will not reach the database: lost, or ``kept`` aside in a file. The
+        ledger makes them ``dropped`` gaps. When the rows cannot be read (a damaged spool
+        entry), ``batch`` is ``Batch({}, seq)`` with the seq (cut time) of the entry before
+        and ``rows`` their count if known. Never raises: it runs in the crash handler too."""
+        if self._on_dropped is None:
+            return
+        try:
+            self._on_dropped(batch, why, rows, kept)
+        except Exception as exc:  # the ledger must not take the writer down with it
+            log.error("dropped_not_recorded", error=f"{type(exc).__name__}: {exc}")
+
+    def reject(self, batch: Batch, exc: SinkRejected) -> None:
+        """Keep a refused batch in ``rejected.ndjson`` beside the spool, loudly. Never
+        raises: what cannot be kept is counted in ``lost_rows``."""
+        self.stats.rejected_rows += len(batch)
+        path = self.spool.dir / "rejected.ndjson"
+        log.error("batch_rejected", error=str(exc), rows=len(batch), kept_in=str(path))
+        try:
+            line = b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + _encoded(batch) + b"}\n"
+            with path.open("ab") as out:
+                out.write(line)
+        except Exception as err:  # OSError, or rows no encoding can carry: counted, said
+            self.lose(len(batch))
+            log.error("rejected_batch_lost", error=f"{type(err).__name__}: {err}", rows=len(batch))
+            self.dropped(batch, f"lost: refused by the database ({exc}), not kept ({err})")
+            return
+        self.dropped(batch, f"set aside in {path}: {exc}", kept=True)
+
+
+class _Overflow:
+    """Batches the writer's queue had no room for, appended to the spool by their own
+    thread (the spooler), off the event loop."""
+
+    def __init__(self, keeper: _Keeper, maxsize: int) -> None:
+        self._keeper = keeper
+        self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=maxsize)
+        self._handed = 0  # handed over (only the event loop counts these)
+        self._done = 0  # spooled or counted lost (only the spooler counts these)
+        self.thread = threading.Thread(target=self._run, name="qos-spooler", daemon=True)
+
+    @property
+    def pending(self) -> bool:
+        """Batches handed to the spooler and not spooled yet: nothing may overtake them."""
+        return self._handed != self._done
+
+    def put(self, batch: Batch) -> bool:
+        """Hand a batch to the spooler; False when its queue is full too."""
+        self._handed += 1  # first: the writer thread must see it pending at once
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            self._handed -= 1
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not isinstance(batch := self._queue.get(), _Stop):
+            try:
+                self._keeper.spool_batch(batch, "writer queue full")
+            except Exception as exc:  # spool_batch does not raise; if it did, count, say, go on
+                self._keeper.lose(len(batch))
+                log.error("overflow_not_spooled", error=repr(exc), rows=len(batch))
+            finally:
+                self._done += 1
+
+    def stop(self, timeout: float, deadline: float) -> None:
+        """Let the spooler finish by ``deadline``; spool what it left from here."""
+        if self.thread.is_alive():
+            with contextlib.suppress(queue.Full):  # a spooler stuck on a hung disk
+                self._queue.put(_STOP, timeout=timeout)
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(batch, _Stop):
+                self._keeper.spool_batch(batch, "shutdown")
+                self._done += 1
+
+
+class _Watchdog:
+    """The ``sink.write`` in flight, and whether it has run longer than ``stuck_after``."""
+
+    def __init__(self, sink: Sink, stuck_after: float) -> None:
+        self._sink = sink
+        self.stuck_after = stuck_after
+        self.batch: Batch | None = None  # the batch being written
+        self._started = 0.0  # monotonic start of the write in flight
+        self._reported = False
+
+    def begin(self, batch: Batch) -> float:
+        start = self._started = time.monotonic()
+        self.batch = batch
+        return start
+
+    def stuck_for(self) -> float:
+        """Seconds the ``sink.write`` in flight has run, once past ``stuck_after``; else 0."""
+        started = self._started
+        if self.batch is None or not started:
+            return 0.0
+        running = time.monotonic() - started
+        return running if running > self.stuck_after else 0.0
+
+    def watch(self) -> None:
+        stuck = self.stuck_for()
+        if stuck and not self._reported:
+            self._reported = True
+            log.error(
+                "sink_write_stuck",
+                sink=self._sink.name,
+                seconds=round(stuck, 1),
+                limit=self.stuck_after,
+                detail="the write has not returned; new batches are queued, then spooled",
+            )
+        elif not stuck and self._reported:
+            self._reported = False
+            log.info("sink_write_unstuck", sink=self._sink.name)
+
+
+class _Retention:
+    """Old rows deleted a slice at a time, between batches, by the writer thread."""
+
+    def __init__(self, sink: Sink, days: Mapping[str, float], clock: Callable[[], float]) -> None:
+        self._sink = sink
+        self.days = dict(days)
+        self._clock = clock
+        self._next = 0.0  # monotonic time of the next pass
+        self.expired_rows = 0
+
+    def due(self) -> bool:
+        return bool(self.days) and time.monotonic() >= self._next
+
+    def expire(self) -> None:
+        """One slice per table with a limit; again soon while rows are left, else in a
+        minute. Whole UTC days are kept."""
+        now = self._clock()
+        today = int(now) - int(now) % 86400
+        more = False
+        for table, days in self.days.items():
+            before = (today - int(days) * 86400) * 1_000_000_000
+            try:
+                gone = self._sink.expire(table, before)
+            except SinkError as exc:
+                log.warning("retention_failed", table=table, error=str(exc))
+                continue
+            self.expired_rows += gone
+            more = more or gone >= EXPIRE_ROWS
+        self._next = time.monotonic() + (0.0 if more else 60.0)
+
+
+class _Supervisor:
+    """The writer thread's top: runs the writer's loop, keeps the batch it held when the
+    loop raises, and starts it again after a backoff; a batch that keeps crashing it is
+    set aside; ``max_crashes`` crashes without a write in between and it gives up."""
+
+    def __init__(
+        self,
+        keeper: _Keeper,
+        sink: Sink,
+        max_crashes: int,
+        spool_queued: Callable[[str], None],
+    ) -> None:
+        self._keeper = keeper
+        self.stats = keeper.stats
+        self.sink = sink
+        self.max_crashes = max_crashes
+        self._spool_queued = spool_queued
+        #: set when the supervisor gave up; the daemon then stops with an error
+        self.failed = threading.Event()
+        #: why the writer stopped for good without crashing (a database it cannot use)
+        self.fatal: SinkIncompatible | None = None
+        self.in_hand: Batch | None = None  # taken off the queue, not written or spooled yet
+        self.draining: Batch | None = None  # the spooled batch being written
+        #: spooled batches to set aside at the next drain, and why
+        self.poison: dict[int, str] = {}
+        self._culprit: tuple[int, int] = (-1, 0)  # (seq, crashes) of the last crash's batch
+
+    def run(self, loop: Callable[[], None]) -> None:
+        """Run ``loop``, and restart it when it raises."""
+        in_a_row = 0
+        while True:
+            written = self.stats.batches
+            try:
+                loop()
+                return
+            except SinkIncompatible as exc:  # retrying cannot help: the recorder stops
+                log.critical("sink_incompatible", error=str(exc))
+                self.fatal = exc
+                batch, self.in_hand = self.in_hand, None
+                if batch is not None:
+                    self._keeper.spool_batch(batch, "the database cannot hold the tables")
+                self._spool_queued("the database cannot hold the tables")
+                self.failed.set()
+                return
+            except Exception as exc:  # anything: the thread must not die unnoticed
+                in_a_row = 1 if self.stats.batches > written else in_a_row + 1
+                try:
+                    self.crashed(exc)
+                except Exception as worse:  # a bug here must not kill the thread either
+                    log.critical("writer_crash_handler_failed", error=repr(worse))
+            if in_a_row >= self.max_crashes:
+                log.critical("writer_failed", crashes=in_a_row, error=self.stats.crash_error)
+                self._spool_queued("writer failed")
+                self.failed.set()
+                try:
+                    self.sink.close()  # and let go of it (its lock file)
+                except Exception as exc:  # a sink broken enough to crash may not close
+                    log.error("sink_not_closed", error=repr(exc))
+                return
+            time.sleep(min(5.0, 0.1 * 2**in_a_row))
+
+    def crashed(self, exc: Exception) -> None:
+        """Keep the batch in hand and say once what went wrong."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.stats.crashes += 1
+        self.stats.recovering = True
+        if error != self.stats.crash_error:
+            log.error("writer_crashed", error=error, exc_info=exc)
+        self.stats.crash_error = error
+        batch, self.in_hand = self.in_hand, None
+        spooled, self.draining = self.draining, None
+        culprit = batch if batch is not None else spooled
+        if culprit is None:
+            return
+        seq, crashes = self._culprit
+        crashes = crashes + 1 if seq == culprit.seq else 1
+        self._culprit = (culprit.seq, crashes)
+        if isinstance(exc, _BAD_DATA):
+            why = f"its data could not be written: {error}"
+        elif crashes >= max(2, self.max_crashes - 1):
+            why = f"it crashed the writer {crashes} times: {error}"
+        else:
+            why = ""
+        if spooled is not None and why:  # the next drain sets it aside
+            self.poison[spooled.seq] = why
+        if batch is None:
+            return
+        if why:
+            self._keeper.reject(batch, SinkRejected(why))
+        else:
+            self._keeper.spool_batch(batch, "the writer crashed while writing it")
+
+
 class Writer:
     def __init__(
         self,
@@ -132,70 +429,34 @@ class Writer:
     ) -> None:
         """``retention``: days to keep per table; old rows go in small slices while the
         writer has nothing else to do. ``on_dropped(batch, why, rows, kept)`` hears of every
-        batch whose rows will not reach the database (see :meth:`_dropped`)."""
+        batch whose rows will not reach the database (see :meth:`_Keeper.dropped`)."""
         self.sink = sink
-        self.retention = dict(retention or {})
-        self._clock = clock
-        self._next_expiry = 0.0  # monotonic time of the next retention pass
-        self.expired_rows = 0
+        self._retention = _Retention(sink, retention or {}, clock)
         self.spool = spool
         self.retry_interval = retry_interval
         self.max_crashes = max_crashes
-        #: set when the supervisor gave up; the daemon then stops with an error
-        self.failed = threading.Event()
-        self._in_hand: Batch | None = None  # taken off the queue, not written or spooled yet
-        #: why the writer stopped for good without crashing (a database it cannot use)
-        self.fatal: SinkIncompatible | None = None
-        #: spooled batches to set aside at the next drain, and why
-        self._poison: dict[int, str] = {}
-        self._culprit: tuple[int, int] = (-1, 0)  # (seq, crashes) of the last crash's batch
-        self._draining: Batch | None = None  # the spooled batch being written
         self.stats = WriterStats()
+        self._keeper = _Keeper(spool, self.stats, on_dropped)
+        self._supervisor = _Supervisor(self._keeper, sink, max_crashes, self._spool_queued)
+        #: set when the supervisor gave up; the daemon then stops with an error
+        self.failed = self._supervisor.failed
         self._on_flush = on_flush
-        self._on_dropped = on_dropped
         self._queue: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max_pending)
-        self._in_flight: Batch | None = None
-        self._write_started = 0.0  # monotonic start of the sink.write in flight
-        #: seconds a sink.write may take before the watchdog reports it stuck
-        self.stuck_after = stuck_after
-        self._stuck_reported = False
+        #: reports a sink.write running longer than ``stuck_after`` seconds
+        self._watchdog = _Watchdog(sink, stuck_after)
         self._abandoned = threading.Event()
         self._next_try = 0.0
-        self._thread = threading.Thread(target=self._run, name="qos-writer", daemon=True)
-        # the overflow: batches the writer's queue had no room for, spooled by their thread
-        self._overflow: queue.Queue[Batch | _Stop] = queue.Queue(maxsize=max(256, max_pending))
-        self._overflowed = 0  # handed over (only the event loop counts these)
-        self._overflow_done = 0  # spooled or counted lost (only the spooler counts these)
-        self._spooler = threading.Thread(
-            target=self._spool_overflow, name="qos-spooler", daemon=True
-        )
-        self._counting = threading.Lock()  # stats both threads bump
+        self._thread = threading.Thread(target=self._run_supervised, name="qos-writer", daemon=True)
+        self._overflow = _Overflow(self._keeper, max(256, max_pending))
 
     def start(self) -> None:
-        self._spooler.start()
+        self._overflow.thread.start()
         self._thread.start()
-
-    @property
-    def _overflow_pending(self) -> bool:
-        """Batches handed to the spooler and not spooled yet: nothing may overtake them."""
-        return self._overflowed != self._overflow_done
-
-    def _spool_overflow(self) -> None:
-        """The spooler thread: appends the overflow to the spool, off the event loop."""
-        while not isinstance(batch := self._overflow.get(), _Stop):
-            try:
-                self._spool(batch, "writer queue full")
-            except Exception as exc:  # _spool does not raise; if it did, count, say, go on
-                with self._counting:
-                    self.stats.lost_rows += len(batch)
-                log.error("overflow_not_spooled", error=repr(exc), rows=len(batch))
-            finally:
-                self._overflow_done += 1
 
     async def run(self, period: float = 1.0) -> None:
         """The writer thread owned like a task: start it, watch it, and end with it. Every
         ``period`` seconds the watchdog looks at the ``sink.write`` in flight and reports
-        one stuck longer than ``stuck_after`` (log, :meth:`stuck_for`). When the thread
+        one stuck longer than ``stuck_after`` (log, ``write_stuck_seconds``). When the thread
         gives up, this raises :class:`WriterFailed` into the caller's TaskGroup; when the
         task is cancelled the thread goes on until :meth:`close` stops it."""
         loop = asyncio.get_running_loop()
@@ -207,48 +468,25 @@ class Writer:
 
         def watch_thread() -> None:
             try:
-                self._run()
+                self._run_supervised()
             finally:
                 # the loop may be closed already: a thread abandoned at shutdown ends late
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(end)
 
         self._thread = threading.Thread(target=watch_thread, name="qos-writer", daemon=True)
-        self._spooler.start()
+        self._overflow.thread.start()
         self._thread.start()
         while not ended.done():
             await asyncio.wait([ended], timeout=period)
-            self._watch()
-        if self.fatal is not None:
-            raise self.fatal
+            self._watchdog.watch()
+        if (fatal := self._supervisor.fatal) is not None:
+            raise fatal
         if self.failed.is_set():
             raise WriterFailed(
                 f"the writer thread crashed {self.max_crashes} times in a row "
                 f"(last: {self.stats.crash_error}); what it held is spooled"
             )
-
-    def stuck_for(self) -> float:
-        """Seconds the ``sink.write`` in flight has run, once past ``stuck_after``; else 0."""
-        started = self._write_started
-        if self._in_flight is None or not started:
-            return 0.0
-        running = time.monotonic() - started
-        return running if running > self.stuck_after else 0.0
-
-    def _watch(self) -> None:
-        stuck = self.stuck_for()
-        if stuck and not self._stuck_reported:
-            self._stuck_reported = True
-            log.error(
-                "sink_write_stuck",
-                sink=self.sink.name,
-                seconds=round(stuck, 1),
-                limit=self.stuck_after,
-                detail="the write has not returned; new batches are queued, then spooled",
-            )
-        elif not stuck and self._stuck_reported:
-            self._stuck_reported = False
-            log.info("sink_write_unstuck", sink=self.sink.name)
 
     @property
     def pending(self) -> int:
@@ -262,7 +500,7 @@ class Writer:
             batches_written=st.batches,
             spooled_batches=st.spooled_batches,
             drained_batches=st.drained_batches,
-            expired_rows=self.expired_rows,
+            expired_rows=self._retention.expired_rows,
             writer_queue=self.pending,
             sink_healthy=st.healthy,
             sink_error=st.last_error,
@@ -270,7 +508,7 @@ class Writer:
             writer_crashes=st.crashes,
             writer_error=st.crash_error if st.crashes else None,
             writer_failed=self.failed.is_set(),
-            write_stuck_seconds=self.stuck_for(),
+            write_stuck_seconds=self._watchdog.stuck_for(),
             suspended_tables=dict(getattr(self.sink, "suspended", {})),
             writer_recovering=st.recovering,
             lost_rows=st.lost_rows + self.spool.lost_rows,
@@ -286,106 +524,13 @@ class Writer:
             return
         except queue.Full:
             pass
-        self._overflowed += 1  # first: the writer thread must see it pending at once
-        try:
-            self._overflow.put_nowait(batch)
-        except queue.Full:
-            self._overflowed -= 1
-            self._spool(batch, "writer queue and overflow full")
-
-    def _spool(self, batch: Batch, why: str) -> None:
-        try:
-            self.spool.append(batch)
-        except SpoolError as exc:
-            with self._counting:
-                self.stats.lost_rows += len(batch)
-            log.error("spool_rejected_batch", error=str(exc), rows=len(batch), why=why)
-            self._dropped(batch, f"lost: the spool could not keep them ({exc})")
-            return
-        except _BAD_DATA as exc:  # its rows cannot even be encoded (an int beyond 64 bits)
-            self._reject(batch, SinkRejected(f"it cannot be spooled: {type(exc).__name__}: {exc}"))
-            return
-        with self._counting:
-            self.stats.spooled_batches += 1
-
-    def _dropped(self, batch: Batch, why: str, rows: int | None = None, kept: bool = False) -> None:
-        """Rows that will not reach the database: lost, or ``kept`` aside in a file. The
-        ledger makes them ``dropped`` gaps. When the rows cannot be read (a damaged spool
-        entry), ``batch`` is ``Batch({}, seq)`` with the seq (cut time) of the entry before
-        and ``rows`` their count if known. Never raises: it runs in the crash handler too."""
-        if self._on_dropped is None:
-            return
-        try:
-            self._on_dropped(batch, why, rows, kept)
-        except Exception as exc:  # the ledger must not take the writer down with it
-            log.error("dropped_not_recorded", error=f"{type(exc).__name__}: {exc}")
+        if not self._overflow.put(batch):
+            self._keeper.spool_batch(batch, "writer queue and overflow full")
 
     # --- the thread -----------------------------------------------------------------
 
-    def _run(self) -> None:
-        """The supervisor: run the loop, and restart it when it raises."""
-        in_a_row = 0
-        while True:
-            written = self.stats.batches
-            try:
-                self._loop()
-                return
-            except SinkIncompatible as exc:  # retrying cannot help: the recorder stops
-                log.critical("sink_incompatible", error=str(exc))
-                self.fatal = exc
-                batch, self._in_hand = self._in_hand, None
-                if batch is not None:
-                    self._spool(batch, "the database cannot hold the tables")
-                self._spool_queued("the database cannot hold the tables")
-                self.failed.set()
-                return
-            except Exception as exc:  # anything: the thread must not die unnoticed
-                in_a_row = 1 if self.stats.batches > written else in_a_row + 1
-                try:
-                    self._crashed(exc)
-                except Exception as worse:  # a bug here must not kill the thread either
-                    log.critical("writer_crash_handler_failed", error=repr(worse))
-            if in_a_row >= self.max_crashes:
-                log.critical("writer_failed", crashes=in_a_row, error=self.stats.crash_error)
-                self._spool_queued("writer failed")
-                self.failed.set()
-                try:
-                    self.sink.close()  # and let go of it (its lock file)
-                except Exception as exc:  # a sink broken enough to crash may not close
-                    log.error("sink_not_closed", error=repr(exc))
-                return
-            time.sleep(min(5.0, 0.1 * 2**in_a_row))
-
-    def _crashed(self, exc: Exception) -> None:
-        """Keep the batch in hand and say once what went wrong."""
-        error = f"{type(exc).__name__}: {exc}"
-        self.stats.crashes += 1
-        self.stats.recovering = True
-        if error != self.stats.crash_error:
-            log.error("writer_crashed", error=error, exc_info=exc)
-        self.stats.crash_error = error
-        batch, self._in_hand = self._in_hand, None
-        spooled, self._draining = self._draining, None
-        culprit = batch if batch is not None else spooled
-        if culprit is None:
-            return
-        seq, crashes = self._culprit
-        crashes = crashes + 1 if seq == culprit.seq else 1
-        self._culprit = (culprit.seq, crashes)
-        if isinstance(exc, _BAD_DATA):
-            why = f"its data could not be written: {error}"
-        elif crashes >= max(2, self.max_crashes - 1):
-            why = f"it crashed the writer {crashes} times: {error}"
-        else:
-            why = ""
-        if spooled is not None and why:  # the next drain sets it aside
-            self._poison[spooled.seq] = why
-        if batch is None:
-            return
-        if why:
-            self._reject(batch, SinkRejected(why))
-        else:
-            self._spool(batch, "the writer crashed while writing it")
+    def _run_supervised(self) -> None:
+        self._supervisor.run(self._loop)
 
     def _loop(self) -> None:
         if not self.stats.healthy:
@@ -400,30 +545,13 @@ class Writer:
                 self._finish()
                 return
             if batch is not None:
-                self._in_hand = batch
+                self._supervisor.in_hand = batch
                 self._handle(batch)
-                self._in_hand = None
-            if self.spool and not self._overflow_pending and time.monotonic() >= self._next_try:
+                self._supervisor.in_hand = None
+            if self.spool and not self._overflow.pending and time.monotonic() >= self._next_try:
                 self._drain()  # once the overflow is in: it may hold older batches
-            elif self.retention and time.monotonic() >= self._next_expiry:
-                self._expire()  # a slice at a time, between batches: never the event loop
-
-    def _expire(self) -> None:
-        """One slice of retention per table with a limit; again soon while rows are left,
-        else in a minute. Whole UTC days are kept."""
-        now = self._clock()
-        today = int(now) - int(now) % 86400
-        more = False
-        for table, days in self.retention.items():
-            before = (today - int(days) * 86400) * 1_000_000_000
-            try:
-                gone = self.sink.expire(table, before)
-            except SinkError as exc:
-                log.warning("retention_failed", table=table, error=str(exc))
-                continue
-            self.expired_rows += gone
-            more = more or gone >= EXPIRE_ROWS
-        self._next_expiry = time.monotonic() + (0.0 if more else 60.0)
+            elif self._retention.due():
+                self._retention.expire()  # a slice at a time, between batches: never the event loop
 
     def _wait(self) -> float:
         if not self.spool:
@@ -456,18 +584,17 @@ class Writer:
             self._next_try = time.monotonic()
 
     def _write(self, batch: Batch) -> bool:
-        start = self._write_started = time.monotonic()
-        self._in_flight = batch
+        start = self._watchdog.begin(batch)
         try:
             self.sink.write(batch)
         except SinkRejected as exc:
-            self._reject(batch, exc)
+            self._keeper.reject(batch, exc)
             return True  # handled: kept aside, and it must not block what follows
         except SinkError as exc:
             self._failed(exc)
             return False
         finally:
-            self._in_flight = None
+            self._watchdog.batch = None
         elapsed = time.monotonic() - start
         if not self.stats.healthy:
             log.info("sink_recovered", sink=self.sink.name)
@@ -480,30 +607,15 @@ class Writer:
             self._on_flush(batch, elapsed)
         return True
 
-    def _reject(self, batch: Batch, exc: SinkRejected) -> None:
-        """Keep a refused batch in ``rejected.ndjson`` beside the spool, loudly. Never
-        raises: what cannot be kept is counted in ``lost_rows``."""
-        self.stats.rejected_rows += len(batch)
-        path = self.spool.dir / "rejected.ndjson"
-        log.error("batch_rejected", error=str(exc), rows=len(batch), kept_in=str(path))
-        try:
-            line = b'{"error":' + orjson.dumps(str(exc)) + b',"batch":' + _encoded(batch) + b"}\n"
-            with path.open("ab") as out:
-                out.write(line)
-        except Exception as err:  # OSError, or rows no encoding can carry: counted, said
-            self.stats.lost_rows += len(batch)
-            log.error("rejected_batch_lost", error=f"{type(err).__name__}: {err}", rows=len(batch))
-            self._dropped(batch, f"lost: refused by the database ({exc}), not kept ({err})")
-            return
-        self._dropped(batch, f"set aside in {path}: {exc}", kept=True)
-
     def _handle(self, batch: Batch) -> None:
-        if self.spool or self._overflow_pending or not self.stats.healthy:
+        if self.spool or self._overflow.pending or not self.stats.healthy:
             # keep order: nothing overtakes what is already spooled or about to be
-            self._spool(batch, "sink unavailable" if not self.stats.healthy else "spool not empty")
+            self._keeper.spool_batch(
+                batch, "sink unavailable" if not self.stats.healthy else "spool not empty"
+            )
             return
         if not self._write(batch):
-            self._spool(batch, "sink did not acknowledge")
+            self._keeper.spool_batch(batch, "sink did not acknowledge")
 
     def _drain(self) -> None:
         """Write spooled segments oldest first; stop at the first failure."""
@@ -517,12 +629,12 @@ class Writer:
             for path, batch, last in self.spool.drain():
                 if self._abandoned.is_set():
                     return
-                if batch.seq in self._poison:
-                    self._reject(batch, SinkRejected(self._poison.pop(batch.seq)))
+                if batch.seq in self._supervisor.poison:
+                    self._keeper.reject(batch, SinkRejected(self._supervisor.poison.pop(batch.seq)))
                 else:
-                    self._draining = batch
+                    self._supervisor.draining = batch
                     written = not batch.tables or self._write(batch)
-                    self._draining = None
+                    self._supervisor.draining = None
                     if not written:
                         # re-sending the acknowledged ones later is harmless (dedup keys)
                         log.info("spool_drain_paused", done=done)
@@ -531,18 +643,10 @@ class Writer:
                 self.stats.drained_batches += 1
                 if last:
                     self.spool.remove(path)
-        finally:  # damaged entries found on the way are dropped rows: the ledger hears
-            for seq, rows in self.spool.take_damage():
-                self._dropped(Batch({}, seq), "lost: a damaged spool entry", rows)
+        finally:
+            self._keeper.damage_found(corrupt)
         if done:
             log.info("spool_drained", batches=done)
-        if self.spool.corrupt_entries > corrupt:
-            log.error(
-                "spool_corrupt_entries",
-                count=self.spool.corrupt_entries - corrupt,
-                detail="damaged spool entries were skipped (their rows are lost); the "
-                "entries after them were drained; the segment is kept as *.damaged",
-            )
 
     def _finish(self) -> None:
         """At stop: write what is queued (or spool it); leftover spool waits for next start."""
@@ -552,9 +656,9 @@ class Writer:
             except queue.Empty:
                 break
             if not isinstance(batch, _Stop):
-                self._in_hand = batch
+                self._supervisor.in_hand = batch
                 self._handle(batch)
-                self._in_hand = None
+                self._supervisor.in_hand = None
         self.sink.close()
 
     # --- the event loop side ------------------------------------------------------------
@@ -567,11 +671,7 @@ class Writer:
         cleanly: not when it timed out, and not when the supervisor had given up.
         """
         deadline = time.monotonic() + timeout
-        if self._spooler.is_alive():  # the overflow first: it may hold older batches
-            with contextlib.suppress(queue.Full):  # a spooler stuck on a hung disk
-                self._overflow.put(_STOP, timeout=timeout)
-            self._spooler.join(max(0.0, deadline - time.monotonic()))
-        self._spool_overflow_left()
+        self._overflow.stop(timeout, deadline)  # the overflow first: it may hold older batches
         timeout = max(0.0, deadline - time.monotonic())
         if self._thread.is_alive():
             while True:
@@ -587,9 +687,9 @@ class Writer:
         else:
             self._abandoned.set()
             self._spool_queued()
-            stuck = self._in_flight
+            stuck = self._watchdog.batch
             if stuck is not None:
-                self._spool(stuck, "sink write still running at shutdown")
+                self._keeper.spool_batch(stuck, "sink write still running at shutdown")
             log.error(
                 "writer_shutdown_timeout",
                 timeout=timeout,
@@ -597,17 +697,6 @@ class Writer:
             )
         self.spool.close()
         return finished and not self.failed.is_set()
-
-    def _spool_overflow_left(self) -> None:
-        """What a spooler that did not finish in time left in the overflow."""
-        while True:
-            try:
-                batch = self._overflow.get_nowait()
-            except queue.Empty:
-                return
-            if not isinstance(batch, _Stop):
-                self._spool(batch, "shutdown")
-                self._overflow_done += 1
 
     def _spool_queued(self, why: str = "shutdown") -> None:
         while True:
@@ -618,7 +707,7 @@ class Writer:
             if isinstance(batch, _Stop):
                 self._queue.put(batch)  # the thread still has to see it
                 return
-            self._spool(batch, why)
+            self._keeper.spool_batch(batch, why)
 
 
 def _encoded(batch: Batch) -> bytes:
