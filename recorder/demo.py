@@ -116,9 +116,10 @@ def summary(config: Config) -> str:
     reader = reader_for(config)
     try:
         lines = [f"database: {path}", "rows per table:"]
+        width = max(len(t.name) for t in TABLES)
         for table in TABLES:
             n = sum(reader.count(table.name, c, 0, 2**63 - 1) for c in reader.codes(table.name))
-            lines.append(f"  {table.name:<12} {n:>8}")
+            lines.append(f"  {table.name:<{width}} {n:>8}")
         lines += ["gaps:", format_gaps(read_gaps(reader, 0))]
     finally:
         reader.close()
