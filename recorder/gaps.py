@@ -156,6 +156,116 @@ class _Volume:
     clean_ts: int = 0
 
 
+class _VolumeCheck:
+    """Trades lost where no frame was missed: a code's snapshot day volume grows by more
+    than the trades recorded since its first snapshot (beyond ``tolerance``, twice in a
+    row); the first snapshot after the trades subscription closes the start-up sweep."""
+
+    def __init__(self, tolerance: float, clock: Callable[[], int]) -> None:
+        self.tolerance = tolerance
+        self.clock = clock
+        #: per code: the baseline and the trades counted since (the detector adds them)
+        self.per_code: dict[str, _Volume] = {}
+
+    def check(self, snap: Snapshot, trades_since: int | None) -> Gap | None:
+        """A snapshot of a code whose trades and snapshots are both recorded; the first
+        one after the trades subscription (``trades_since``) is the start-up sweep."""
+        vol = self.per_code.get(snap.code)
+        if vol is None or snap.volume < vol.last_v:  # first snapshot, or a new trading day
+            self.per_code[snap.code] = _Volume(
+                base=snap.volume, last_v=snap.volume, clean_ts=snap.ts
+            )
+            if vol is None and trades_since is not None:
+                return Gap(
+                    min(trades_since, snap.ts),
+                    snap.ts,
+                    snap.code,
+                    TRADES,
+                    GapCause.STARTUP,
+                    self.clock(),
+                    record=False,
+                )
+            return None
+        vol.last_v = snap.volume
+        excess = (snap.volume - vol.base) - vol.traded
+        persistent = min(excess, vol.prev_excess)
+        tolerance = self.tolerance * (snap.volume - vol.base) + 1e-9 * snap.volume
+        gap = None
+        if persistent - vol.reported > tolerance:
+            gap = Gap(
+                vol.clean_ts,
+                snap.ts,
+                snap.code,
+                TRADES,
+                GapCause.VOLUME,
+                self.clock(),
+                missing=persistent - vol.reported,
+                missing_unit=GapUnit.VOLUME,
+                detail="snapshot day volume grew by more than the trades recorded",
+                unexplained=persistent - vol.reported,
+            )
+            gap.settle_volume()
+            vol.reported = persistent
+        if excess <= vol.reported + tolerance:
+            vol.clean_ts = snap.ts
+        vol.prev_excess = excess
+        return gap
+
+
+class _BarSkips:
+    """K-line bars the service never pushed: between two pushes of a code and K-line
+    type, every interval the market was open in is a bar that should have come."""
+
+    def __init__(self, calendar: Calendar, clock: Callable[[], int]) -> None:
+        self.calendar = calendar
+        self.clock = clock
+        self.bars: dict[tuple[str, int], int] = {}  # (code, kt) -> last bar's ts
+
+    def check(self, bar: Kline, horizon: int) -> Gap | None:
+        """A pushed bar: the gap of the open-market bars skipped since the code's last
+        one, if any; bars later than ``horizon`` (the exchange time believed "now") are
+        not tracked."""
+        if bar.ts > horizon:
+            return None  # not a bar of now: tracking it would hide every later skip
+        key = (bar.code, bar.kt)
+        last = self.bars.get(key)
+        if last is None or bar.ts > last:
+            self.bars[key] = bar.ts
+        if last is None or bar.ts <= last:
+            return None
+        market = market_of(bar.code)
+        step = bar_interval(bar.kt, market)
+        if step is None:
+            return None
+        feed = Feed.klines(bar.kt)
+        if (bar.ts - last) // step > MAX_SCANNED_BARS:
+            return Gap(
+                last + step,
+                bar.ts,
+                bar.code,
+                feed,
+                GapCause.KLINE_SKIP,
+                self.clock(),
+                detail=f"more than {MAX_SCANNED_BARS} intervals between two pushes",
+            )
+        skipped = [
+            t for t in range(last + step, bar.ts, step) if is_open(market, t, self.calendar) is True
+        ]
+        if not skipped:
+            return None
+        return Gap(
+            skipped[0],
+            bar.ts,
+            bar.code,
+            feed,
+            GapCause.KLINE_SKIP,
+            self.clock(),
+            missing=len(skipped),
+            missing_unit=GapUnit.BARS,
+            detail=f"{len(skipped)} bar(s) missing between two pushes",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class DetectorSnapshot:
     """The detector's figures (names as in :class:`~recorder.status.Status`)."""
@@ -201,8 +311,10 @@ class GapDetector:
         self.last_trade_seen: dict[str, int] = {}  # code -> receive time (ns)
         self.pending: dict[tuple[str, Feed], Gap] = {}  # open disconnect gaps
         self.silent: dict[str, Gap] = {}
-        self.bars: dict[tuple[str, int], int] = {}
-        self.volume: dict[str, _Volume] = {}
+        self._bar_skips = _BarSkips(self.calendar, clock)
+        self._volume_check = _VolumeCheck(gaps.volume_tolerance, clock)
+        #: the volume check's per-code state (the same dict: the hot path adds to it)
+        self.volume = self._volume_check.per_code
         #: live trade volume received per code, and at the last snapshot (day volume, ts,
         #: live volume then): the two sides a hole's lost volume is measured between
         self.live_volume: dict[str, float] = {}
@@ -291,12 +403,15 @@ class GapDetector:
             gap = self.pending.pop(key, None)
             if gap is not None:
                 self._close(gap, ts)
+        found = None
         if type(record) is Snapshot:
             if code in self._volume_codes:
                 self._anchor(record)
-                self._check_volume(record)
+                found = self._volume_check.check(record, self.trades_since)
         elif type(record) is Kline:
-            self._check_bar(record)
+            found = self._bar_skips.check(record, self.horizon)
+        if found is not None:
+            self._emit(found)
         if ts <= self.horizon:
             self.last[key] = ts
 
@@ -436,94 +551,6 @@ class GapDetector:
                 gap.settle_volume()
             self.update(gap)
         self.anchor[snap.code] = (snap.volume, snap.ts, live)
-
-    # --- checks -----------------------------------------------------------------------
-
-    def _check_volume(self, snap: Snapshot) -> None:
-        vol = self.volume.get(snap.code)
-        if vol is None or snap.volume < vol.last_v:  # first snapshot, or a new trading day
-            self.volume[snap.code] = _Volume(base=snap.volume, last_v=snap.volume, clean_ts=snap.ts)
-            if vol is None and self.trades_since is not None:
-                self._emit(
-                    Gap(
-                        min(self.trades_since, snap.ts),
-                        snap.ts,
-                        snap.code,
-                        TRADES,
-                        GapCause.STARTUP,
-                        self.clock(),
-                        record=False,
-                    )
-                )
-            return
-        vol.last_v = snap.volume
-        excess = (snap.volume - vol.base) - vol.traded
-        persistent = min(excess, vol.prev_excess)
-        tolerance = self.config.volume_tolerance * (snap.volume - vol.base) + 1e-9 * snap.volume
-        if persistent - vol.reported > tolerance:
-            gap = Gap(
-                vol.clean_ts,
-                snap.ts,
-                snap.code,
-                TRADES,
-                GapCause.VOLUME,
-                self.clock(),
-                missing=persistent - vol.reported,
-                missing_unit=GapUnit.VOLUME,
-                detail="snapshot day volume grew by more than the trades recorded",
-                unexplained=persistent - vol.reported,
-            )
-            gap.settle_volume()
-            self._emit(gap)
-            vol.reported = persistent
-        if excess <= vol.reported + tolerance:
-            vol.clean_ts = snap.ts
-        vol.prev_excess = excess
-
-    def _check_bar(self, bar: Kline) -> None:
-        if bar.ts > self.horizon:
-            return  # not a bar of now: tracking it would hide every later skip
-        key = (bar.code, bar.kt)
-        last = self.bars.get(key)
-        if last is None or bar.ts > last:
-            self.bars[key] = bar.ts
-        if last is None or bar.ts <= last:
-            return
-        market = market_of(bar.code)
-        step = bar_interval(bar.kt, market)
-        if step is None:
-            return
-        feed = Feed.klines(bar.kt)
-        if (bar.ts - last) // step > MAX_SCANNED_BARS:
-            self._emit(
-                Gap(
-                    last + step,
-                    bar.ts,
-                    bar.code,
-                    feed,
-                    GapCause.KLINE_SKIP,
-                    self.clock(),
-                    detail=f"more than {MAX_SCANNED_BARS} intervals between two pushes",
-                )
-            )
-            return
-        skipped = [
-            t for t in range(last + step, bar.ts, step) if is_open(market, t, self.calendar) is True
-        ]
-        if skipped:
-            self._emit(
-                Gap(
-                    skipped[0],
-                    bar.ts,
-                    bar.code,
-                    feed,
-                    GapCause.KLINE_SKIP,
-                    self.clock(),
-                    missing=len(skipped),
-                    missing_unit=GapUnit.BARS,
-                    detail=f"{len(skipped)} bar(s) missing between two pushes",
-                )
-            )
 
 
 class DroppedRows:
