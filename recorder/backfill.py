@@ -49,6 +49,18 @@ class _Lane:
     queue: list[Gap] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def gather(self, coming: Callable[[], bool], limit: float) -> None:
+        """Wait while more gaps for this round are ``coming()``, at most ``limit`` s."""
+        deadline = time.monotonic() + limit
+        while coming() and (left := deadline - time.monotonic()) > 0:
+            self.wake.clear()
+            try:
+                async with asyncio.timeout(min(left, 0.1)):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+        self.wake.set()
+
 
 @dataclass(frozen=True, slots=True)
 class BackfillSnapshot:
@@ -187,11 +199,11 @@ class Backfiller:
             # /trade's window of 50 moves on.
             await asyncio.sleep(self.settle)
             if lane is self._trades_lane:
-                await self._await(lane, self.sweep_due, self.sweep_wait)
+                await lane.gather(self.sweep_due, self.sweep_wait)
                 if self._thrifty(lane.queue):
                     await asyncio.sleep(2 * self.settle)
             else:
-                await self._await(lane, self.closing, self.closing_wait)
+                await lane.gather(self.closing, self.closing_wait)
             await self.rest.scheduler.ready()
             lane.wake.clear()
             taken, lane.queue = lane.queue, []
@@ -222,27 +234,12 @@ class Backfiller:
         volume_only = bool(queue) and all(g.cause is GapCause.VOLUME for g in queue)
         return volume_only and limiter.remaining() <= limiter.rate // 2
 
-    @staticmethod
-    async def _await(lane: _Lane, coming: Callable[[], bool], limit: float) -> None:
-        """Wait while more gaps for this round are ``coming()``, at most ``limit`` s."""
-        deadline = time.monotonic() + limit
-        while coming() and (left := deadline - time.monotonic()) > 0:
-            lane.wake.clear()
-            try:
-                async with asyncio.timeout(min(left, 0.1)):
-                    await lane.wake.wait()
-            except TimeoutError:
-                pass
-        lane.wake.set()
-
     def _refused(self, gaps: list[Gap], exc: UpstreamError) -> None:
         """The API refused a round for good (``classify_rest`` says final): the gaps end
         unrecoverable, saying why; one request was spent, not one per retry."""
         log.error("backfill_refused", error=str(exc), gaps=len(gaps))
         for gap in gaps:
-            gap.record = gap.record or gap.cause is not GapCause.ADDED
-            gap.status = GapStatus.UNRECOVERABLE
-            gap.detail = f"backfill refused: {exc}"
+            _lost(gap, GapStatus.UNRECOVERABLE, f"backfill refused: {exc}")
             gap.settle_volume()
             self._resolved(gap)
 
@@ -315,33 +312,7 @@ class Backfiller:
         gap.backfilled += len(new)
         gap.backfilled_volume += sum(t.size for t in new)
         self.rows += len(new)
-        oldest = min((t.ts for t in returned), default=None)
-        # an internal sweep that could not be filled is a hole like any other (but a code a
-        # reload added was never recorded before: nothing of it was lost)
-        if oldest is None:
-            # no trade of this code came back: nothing shows the span complete
-            gap.record = gap.record or gap.cause is not GapCause.ADDED
-            gap.status = GapStatus.UNRECOVERABLE
-            gap.detail = f"/trade returned no trades of {gap.code}: the span cannot be checked"
-        elif len(returned) >= self.trade_count and oldest >= gap.start:
-            # A full window whose oldest trade is in the gap's first second may have cut
-            # that second short: its earlier trades could be missing, so only a window
-            # reaching back past that second proves the gap filled (found by the chaos run).
-            gap.record = gap.record or gap.cause is not GapCause.ADDED
-            gap.status = GapStatus.PARTIAL
-            lost_to = min(oldest, end)  # past the gap's end nothing of it was returned
-            gap.missing = (lost_to - gap.start) / NS
-            gap.missing_unit = GapUnit.SECONDS
-            gap.detail = (
-                f"/trade keeps the latest {self.trade_count} trades; trades from "
-                f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
-            )
-        else:
-            # the window reaches back past the gap's start (or holds every trade the API
-            # has of the code): every trade of the span is stored now (the merge keeps the
-            # union), whatever the estimate said
-            gap.status = GapStatus.FILLED
-            gap.missing = 0.0 if gap.missing is not None else None
+        _judge_trades(gap, returned, self.trade_count)
         gap.settle_volume()
         self._resolved(gap)
         log.info(
@@ -359,7 +330,7 @@ class Backfiller:
         asked = set(codes)
         out: dict[str, list[Record]] = {}
         unasked = 0
-        for record in self._decode(kind, data):
+        for record in _decode(kind, data):
             if record.code in asked:
                 out.setdefault(record.code, []).append(record)
             else:
@@ -370,34 +341,13 @@ class Backfiller:
         return out
 
     async def _klines(self, gaps: list[Gap]) -> None:
-        reqs = []
-        for gap in gaps:
-            kt = _kt(gap)
-            end = _end(gap)
-            span = max(1, (end - gap.start) // (60 * NS) + 2)
-            reqs.append(
-                {
-                    Wire.CODE: gap.code,
-                    Wire.COUNT: int(min(span, 1000)),
-                    Wire.ADJUST: 0,
-                    Wire.KT: kt,
-                    Wire.END: end // NS,
-                }
-            )
+        reqs = [_history_request(gap) for gap in gaps]
         data = await self.rest.post("/history", {"kline_reqs": reqs}, Purpose.BACKFILL)
         bars = [
             b for group in self._by_code("K", data, [g.code for g in gaps]).values() for b in group
         ]
         for gap in gaps:
-            kt = _kt(gap)
-            inside = [
-                b
-                for b in bars
-                if isinstance(b, Kline)
-                and b.code == gap.code
-                and b.kt == kt
-                and gap.start <= b.ts <= _end(gap)
-            ]
+            inside = _bars_inside(gap, bars)
             for bar in inside:
                 bar.source = "backfill"
                 self.write(bar)
@@ -424,14 +374,75 @@ class Backfiller:
             gap.detail = f"current state refreshed from {path}; states during the gap are lost"
             self._resolved(gap)
 
-    @staticmethod
-    def _decode(kind: str, data: Any) -> list[Record]:
-        if not isinstance(data, list):
-            raise UpstreamError(f"REST data for {kind} is not a list")
-        try:
-            return records_from(kind, data, time.time_ns())
-        except DecodeError as exc:
-            raise UpstreamError(f"REST data for {kind}: {exc.reason}") from None
+
+def _judge_trades(gap: Gap, returned: list[Trade], trade_count: int) -> None:
+    """What a ``/trade`` answer of ``trade_count`` trades at most proves about the gap: its
+    status, and what was lost."""
+    oldest = min((t.ts for t in returned), default=None)
+    if oldest is None:
+        # no trade of this code came back: nothing shows the span complete
+        detail = f"/trade returned no trades of {gap.code}: the span cannot be checked"
+        _lost(gap, GapStatus.UNRECOVERABLE, detail)
+    elif len(returned) >= trade_count and oldest >= gap.start:
+        # A full window whose oldest trade is in the gap's first second may have cut
+        # that second short: its earlier trades could be missing, so only a window
+        # reaching back past that second proves the gap filled (found by the chaos run).
+        lost_to = min(oldest, _end(gap))  # past the gap's end nothing of it was returned
+        detail = (
+            f"/trade keeps the latest {trade_count} trades; trades from "
+            f"{_iso(gap.start)} to {_iso(lost_to)} are not recoverable"
+        )
+        _lost(gap, GapStatus.PARTIAL, detail)
+        gap.missing = (lost_to - gap.start) / NS
+        gap.missing_unit = GapUnit.SECONDS
+    else:
+        # the window reaches back past the gap's start (or holds every trade the API
+        # has of the code): every trade of the span is stored now (the merge keeps the
+        # union), whatever the estimate said
+        gap.status = GapStatus.FILLED
+        gap.missing = 0.0 if gap.missing is not None else None
+
+
+def _lost(gap: Gap, status: GapStatus, detail: str) -> None:
+    """The gap ends with a loss (``status``, saying why); an internal sweep that could not
+    be filled is a hole like any other (but a code a reload added was never recorded
+    before: nothing of it was lost)."""
+    gap.record = gap.record or gap.cause is not GapCause.ADDED
+    gap.status = status
+    gap.detail = detail
+
+
+def _history_request(gap: Gap) -> dict[str, int | str]:
+    """The ``/history`` request for a K-line gap: bars up to its end, enough to reach back
+    past its start (at most 1000)."""
+    end = _end(gap)
+    span = max(1, (end - gap.start) // (60 * NS) + 2)
+    return {
+        Wire.CODE: gap.code,
+        Wire.COUNT: int(min(span, 1000)),
+        Wire.ADJUST: 0,
+        Wire.KT: _kt(gap),
+        Wire.END: end // NS,
+    }
+
+
+def _bars_inside(gap: Gap, bars: list[Record]) -> list[Kline]:
+    """The returned bars of the gap's code and K-line type inside the gap."""
+    kt, end = _kt(gap), _end(gap)
+    return [
+        b
+        for b in bars
+        if isinstance(b, Kline) and b.code == gap.code and b.kt == kt and gap.start <= b.ts <= end
+    ]
+
+
+def _decode(kind: str, data: Any) -> list[Record]:
+    if not isinstance(data, list):
+        raise UpstreamError(f"REST data for {kind} is not a list")
+    try:
+        return records_from(kind, data, time.time_ns())
+    except DecodeError as exc:
+        raise UpstreamError(f"REST data for {kind}: {exc.reason}") from None
 
 
 def _coalesce(gaps: list[Gap]) -> list[Gap]:
