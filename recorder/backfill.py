@@ -62,6 +62,29 @@ class _Lane:
         self.wake.set()
 
 
+class _TradeAnswers:
+    """The last ``/trade`` answer per code, and when it came (monotonic)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, list[Trade]]] = {}
+
+    def keep(self, code: str, trades: list[Trade]) -> list[Trade]:
+        self._last[code] = (time.monotonic(), trades)
+        return trades
+
+    def covering(self, gap: Gap) -> list[Trade] | None:
+        """The last ``/trade`` answer for the gap's code when it already covers the gap (a
+        trade after the gap's end in it: /trade gives the latest trades, so everything up
+        to the end was there), fetched less than ``REUSE`` seconds ago: a round that would
+        repeat one that finished is not made."""
+        entry = self._last.get(gap.code)
+        if entry is None or time.monotonic() - entry[0] > REUSE:
+            return None
+        trades = entry[1]
+        newest = max((t.ts for t in trades), default=None)
+        return trades if newest is not None and newest > _end(gap) else None
+
+
 @dataclass(frozen=True, slots=True)
 class BackfillSnapshot:
     """The backfill's figures (names as in :class:`~recorder.status.Status`)."""
@@ -125,8 +148,7 @@ class Backfiller:
         self.resolved = 0
         #: records an answer carried for codes that were not asked for (ignored)
         self.unasked = 0
-        #: the last /trade answer per code, and when it came (monotonic)
-        self._answers: dict[str, tuple[float, list[Trade]]] = {}
+        self._answers = _TradeAnswers()
         rest.scheduler.backlog = self.pending
 
     def pending(self) -> bool:
@@ -271,7 +293,7 @@ class Backfiller:
                 await self._refresh(by_feed[feed], path, kind)
 
     async def _trades(self, gaps: list[Gap]) -> None:
-        answers = {g.code: a for g in gaps if (a := self._answered(g)) is not None}
+        answers = {g.code: a for g in gaps if (a := self._answers.covering(g)) is not None}
         asking = [g for g in gaps if g.code not in answers]
         if asking:
             codes = sorted({g.code for g in asking})
@@ -280,25 +302,11 @@ class Backfiller:
             body = {"codes": codes, "count": self.trade_count}
             data = await self.rest.post("/trade", body, purpose)
             by_code = self._by_code("T", data, codes)
-            fetched = time.monotonic()
             for code in codes:
                 got = [r for r in by_code.get(code, []) if type(r) is Trade]
-                self._answers[code] = (fetched, got)
-                answers[code] = got
+                answers[code] = self._answers.keep(code, got)
         for gap in sorted(gaps, key=lambda g: g.start):
             self._settle_trades(gap, answers[gap.code])
-
-    def _answered(self, gap: Gap) -> list[Trade] | None:
-        """The last ``/trade`` answer for the gap's code when it already covers the gap (a
-        trade after the gap's end in it: /trade gives the latest trades, so everything up
-        to the end was there), fetched less than ``REUSE`` seconds ago: a round that would
-        repeat one that finished is not made."""
-        entry = self._answers.get(gap.code)
-        if entry is None or time.monotonic() - entry[0] > REUSE:
-            return None
-        trades = entry[1]
-        newest = max((t.ts for t in trades), default=None)
-        return trades if newest is not None and newest > _end(gap) else None
 
     def _settle_trades(self, gap: Gap, returned: list[Trade]) -> None:
         """What ``/trade``'s answer for the gap's code proves about the gap."""
