@@ -138,8 +138,10 @@ def test_bars_without_pushes_replay_once_at_their_close(
 ) -> None:
     # a recording made before pushes were kept (or bars a backfill brought): no updates
     db = tmp_path / "old.sqlite"
-    db.write_bytes(recording.db.read_bytes())
     con = sqlite3.connect(db)
+    source = sqlite3.connect(recording.db)
+    source.backup(con)  # what its WAL holds too, which a copy of the file would miss
+    source.close()
     con.execute("DROP TABLE kline_updates")
     con.commit()
     con.close()
@@ -551,20 +553,22 @@ def test_a_read_error_reaches_the_consumer_after_the_records_before_it() -> None
 
 
 def test_a_blocked_read_leaves_the_loop_free_and_a_consumer_gone_stops_the_thread() -> None:
-    release = threading.Event()
+    blocked, release = threading.Event(), threading.Event()
 
     def slow() -> Iterator[Trade]:
         yield from _trades(5)
+        blocked.set()
         release.wait(30)  # a source that blocks (a stalled QuestDB, a slow disk)
         yield from _trades(5)
 
+    async def other_work() -> str:
+        return "done"
+
     async def main() -> list[Any]:
         reading = asyncio.create_task(_drain(read_in_thread(slow, chunk=5), limit=7))
-        ticks = 0
-        while not reading.done() and ticks < 50:  # the loop runs while the read blocks
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert not reading.done() and ticks == 50
+        assert await asyncio.to_thread(blocked.wait, 10)  # the read blocks now ...
+        # ... and the loop still runs other work to the end meanwhile
+        assert await asyncio.create_task(other_work()) == "done" and not reading.done()
         release.set()
         return await reading
 
