@@ -48,7 +48,6 @@ from .protocol import (
 )
 from .schema import KLINE_UPDATES, KLINES, Row, record_of
 from .store import Reader, open_source
-from .store.questdb import QueryRefused
 
 log = structlog.get_logger("recorder.replay")
 T = TypeVar("T")
@@ -87,7 +86,7 @@ def replay(
 ) -> Iterator[Record]:
     """Records from ``source`` (a reader, or anything :func:`open_source` takes) with
     ``start <= ts < end`` (ns), in time order."""
-    for _at, record in timed(source, start, end, codes, streams):
+    for _key, record in _merged(source, start, end, codes, streams):
         yield record
 
 
@@ -99,15 +98,25 @@ def timed(
     streams: Iterable[str] = tuple(STREAMS),
 ) -> Iterator[tuple[int, Record]]:
     """:func:`replay`'s records, each with when it happened in the original timing (ns):
-    :func:`pace_time` for a row, the receive time for a K-line push, the close for a bar
-    replayed whole."""
+    :func:`pace_time` for a row; for K-lines the second element of their key, the receive
+    time of a push and the close of a bar replayed whole."""
+    for (_, at, *_), record in _merged(source, start, end, codes, streams):
+        yield (at if isinstance(record, Kline) else pace_time(record)), record
+
+
+def _merged(
+    source: str | Path | Reader,
+    start: int,
+    end: int,
+    codes: Iterable[str],
+    streams: Iterable[str],
+) -> Iterator[tuple[tuple[Any, ...], Record]]:
     query = Query(start, end, tuple(split_codes(list(codes))), tuple(streams))
     check(query)
     reader = source if not isinstance(source, str | Path) else open_source(source)
     # equal keys (two bar types closing together) keep the cursors' order: records are
     # never compared
-    for key, record in heapq.merge(*_cursors(reader, query), key=itemgetter(0)):
-        yield key[-1], record
+    return heapq.merge(*_cursors(reader, query), key=itemgetter(0))
 
 
 def _cursors(reader: Reader, query: Query) -> list[Iterator[tuple[tuple[Any, ...], Record]]]:
@@ -120,7 +129,7 @@ def _cursors(reader: Reader, query: Query) -> list[Iterator[tuple[tuple[Any, ...
             rows = reader.rows(table, query.start, query.end, query.codes)
             cursors.append(_keyed_rows(table, rows))
             continue
-        pushed = set(_codes_of(reader, KLINE_UPDATES.name))
+        pushed = set(reader.codes(KLINE_UPDATES.name))
         for code in query.codes or reader.codes(KLINES.name):
             for kt in reader.kline_types(code):
                 since = query.start - lookback(kt)
@@ -134,20 +143,11 @@ def _cursors(reader: Reader, query: Query) -> list[Iterator[tuple[tuple[Any, ...
     return cursors
 
 
-def _codes_of(reader: Reader, table: str) -> list[str]:
-    """The codes ``table`` holds; none where the source has no such table (a QuestDB an
-    earlier version wrote)."""
-    try:
-        return reader.codes(table)
-    except QueryRefused:
-        return []
-
-
 def _keyed_rows(table: str, rows: Iterator[Row]) -> Iterator[tuple[tuple[Any, ...], Record]]:
     order = _ORDER[table]
     for row in rows:
         record = record_of(table, row)
-        yield (record.ts, record.recv_ts, order, record.code, pace_time(record)), record
+        yield (record.ts, record.recv_ts, order, record.code), record
 
 
 def _bars(
@@ -171,7 +171,7 @@ def _bars(
         ts, code, _, kt = row[:4]
         close = bar_end(ts // NS, kt) * NS  # replayed when it closed, never at its open
         if query.start <= close < query.end:
-            yield (close, close, order, code, close), record_of(KLINES.name, row)
+            yield (close, close, order, code), record_of(KLINES.name, row)
     while pushed is not None:
         yield from _pushes(pushed[1], order, query)
         pushed = next(pushes, None)
@@ -186,7 +186,7 @@ def _pushes(
         push = record_of(KLINE_UPDATES.name, row)
         second = push.recv_ts - push.recv_ts % NS
         if query.start <= second < query.end:
-            yield (second, push.recv_ts, order, push.code, push.recv_ts), push
+            yield (second, push.recv_ts, order, push.code), push
 
 
 def lookback(kt: int) -> int:

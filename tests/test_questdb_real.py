@@ -442,7 +442,7 @@ def test_any_decimal_strings_come_back_exactly_from_the_real_server(
         finally:
             sink.close()
         reader = open_source(questdb_newest.url)
-        want = {t: sum(f["tp"] == tp for f in sent) for t, tp in _TABLE_TP.items()}
+        want = {s.value: sum(f["tp"] == s.tp for f in sent) for s in Stream}
 
         def stored() -> dict[str, int]:
             return {t: reader.count(t, code, 0, 2**62) if want[t] else 0 for t in want}
@@ -453,9 +453,6 @@ def test_any_decimal_strings_come_back_exactly_from_the_real_server(
         assert canonical(got) == canonical(sent)
 
     round_trip()
-
-
-_TABLE_TP = {"trades": "T", "depth": "D", "snapshots": "S", "klines": "K"}
 
 
 def test_a_recording_replays_from_the_real_server_string_for_string(

@@ -43,7 +43,7 @@ class Reader(Protocol):
     source: str
 
     def codes(self, table: str) -> list[str]:
-        """The codes ``table`` holds rows of."""
+        """The codes ``table`` holds rows of; none where the source has no such table."""
 
     def kline_types(self, code: str) -> list[int]:
         """The bar types stored for ``code``."""

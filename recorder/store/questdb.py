@@ -251,7 +251,12 @@ class QuestDBReader:
         return tuple(row)
 
     def codes(self, table: str) -> list[str]:
-        return [str(c) for (c,) in self.http.dataset(codes_sql(table))]
+        try:
+            return [str(c) for (c,) in self.http.dataset(codes_sql(table))]
+        except QueryRefused as exc:
+            if _absent(exc):  # a server an earlier version wrote: no such rows
+                return []
+            raise
 
     def kline_types(self, code: str) -> list[int]:
         return [int(kt) for (kt,) in self.http.dataset(kline_types_sql(code))]
@@ -264,18 +269,26 @@ class QuestDBReader:
         two-core server: ``http.export.connection.limit``), so none is held open."""
         cursor = start
         while cursor < end:
-            sql = rows_sql(table, cursor, end, codes, kt, limit=self.page_rows)
-            page = list(self._stream(table, sql))
+            page = self._page(table, rows_sql(table, cursor, end, codes, kt, limit=self.page_rows))
             if len(page) < self.page_rows:
                 yield from page
                 return
             last = page[-1][0]
             if page[0][0] == last:  # one time fills the page: that time's rows whole
                 cursor = last + NS_PER_UNIT
-                yield from list(self._stream(table, rows_sql(table, last, cursor, codes, kt)))
+                yield from self._page(table, rows_sql(table, last, cursor, codes, kt))
             else:  # the last time's rows may go on past the page: read again from there
                 yield from (row for row in page if row[0] != last)
                 cursor = last
+
+    def _page(self, table: str, sql: str) -> list[Row]:
+        """The rows of ``sql``, read whole; none where the server has no such table."""
+        try:
+            return list(self._stream(table, sql))
+        except QueryRefused as exc:
+            if _absent(exc):
+                return []
+            raise
 
     def _stream(self, table: str, sql: str) -> Iterator[Row]:
         kinds = [k for _, k in BY_NAME[table].columns]
@@ -363,6 +376,12 @@ class QuestDBReader:
 
     def close(self) -> None:
         pass
+
+
+def _absent(exc: QueryRefused) -> bool:
+    """Whether QuestDB refused a statement for naming a table it does not have (8.x and
+    9.x say so alike)."""
+    return exc.error.startswith("table does not exist")
 
 
 def _csv_type(arrow_type: Any, pa: Any) -> Any:
